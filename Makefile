@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint types crds bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+demo: install
+	$(BIN)/ferry demo
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check operator tests bench
+
+types: $(VENV)/.installed
+	$(BIN)/mypy
+
+crds: $(VENV)/.installed
+	$(BIN)/ferry crds --out crds
+	cp crds/*.yaml charts/ferry/crds/
+
+test: install lint types
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/blobcopy_stream.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,190 @@
+"""BlobCopy: an asynchronous copy of blobs within or across storage accounts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import Field
+
+from ferry.api.common import Condition, Duration, Failure, FerryModel, SecretKeySelector, conditions_field
+
+
+class BlobCopyMode(StrEnum):
+    SERVER_SIDE = "ServerSide"  # the storage service copies; Ferry schedules and monitors
+    STREAM = "Stream"  # Ferry's worker moves the bytes in blocks
+
+
+class Overwrite(StrEnum):
+    ALWAYS = "Always"
+    NEVER = "Never"
+    IF_SOURCE_NEWER = "IfSourceNewer"
+
+
+class BlobCopyPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class CopyStatus(StrEnum):
+    """The storage service's x-ms-copy-status values."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+class StorageAccountRef(FerryModel):
+    """A storage account reached through a Secret holding its connection string."""
+
+    secret_ref: SecretKeySelector = Field(
+        description="Secret key holding the account's connection string "
+        "(DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...;BlobEndpoint=...)."
+    )
+
+
+class BlobCopySource(FerryModel):
+    """Where to copy from: exactly one of url, urlSecretRef or account."""
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "[has(self.url), has(self.urlSecretRef), has(self.account)].filter(x, x).size() == 1",
+            "message": "exactly one of url, urlSecretRef or account must be set",
+        },
+        {
+            "rule": "!has(self.account) || has(self.container)",
+            "message": "container is required when the source is an account",
+        },
+        {
+            "rule": "!(has(self.blob) && has(self.prefix))",
+            "message": "blob and prefix are mutually exclusive",
+        },
+        {
+            "rule": "has(self.account) || (!has(self.container) && !has(self.prefix))",
+            "message": "container and prefix apply only to an account source",
+        },
+    ]
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="A public or otherwise unauthenticated HTTP(S) URL of one object. "
+        "Put URLs that carry a SAS token in a Secret and use urlSecretRef instead.",
+    )
+    url_secret_ref: SecretKeySelector | None = Field(
+        default=None, description="Secret key holding a URL of one object, typically a blob SAS URL."
+    )
+    account: StorageAccountRef | None = Field(default=None, description="A storage account of the source.")
+    container: str | None = Field(default=None, min_length=3, max_length=63)
+    blob: str | None = Field(default=None, min_length=1, max_length=1024, description="One blob.")
+    prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Every blob whose name starts with this prefix. Without blob or prefix, the whole container.",
+    )
+
+
+class BlobCopyDestination(FerryModel):
+    """Where to copy to."""
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "!(has(self.blob) && has(self.prefix))",
+            "message": "blob and prefix are mutually exclusive",
+        },
+    ]
+
+    account: StorageAccountRef
+    container: str = Field(min_length=3, max_length=63)
+    blob: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Destination blob name for a single-blob copy; defaults to the source blob's name.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="For multi-blob copies: the source prefix is replaced by this one in destination names.",
+    )
+
+
+class BlobCopySpec(FerryModel):
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
+        {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
+        {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
+    ]
+
+    source: BlobCopySource
+    destination: BlobCopyDestination
+    mode: BlobCopyMode = Field(default=BlobCopyMode.SERVER_SIDE)
+    overwrite: Overwrite = Field(
+        default=Overwrite.ALWAYS,
+        description="Always replaces the destination; Never skips existing destination blobs; "
+        "IfSourceNewer copies only when the source was modified after the destination.",
+    )
+    verify_content_md5: bool = Field(
+        default=False,
+        alias="verifyContentMD5",
+        description="After the copy, check the destination's content MD5 against the source's.",
+    )
+    lock_source: bool = Field(
+        default=False, description="Hold an infinite lease on each source blob while it is copied."
+    )
+    lock_destination: bool = Field(
+        default=False,
+        description="Hold an infinite lease on each destination blob from the start of its copy to its end.",
+    )
+    suspend: bool = Field(default=False, description="Pause the copy; set back to false to resume.")
+    block_size_mi_b: int = Field(
+        default=4, ge=1, le=4000, alias="blockSizeMiB", description="Stream mode: block size in MiB."
+    )
+    parallelism: int = Field(default=8, ge=1, le=64, description="Blocks or blobs in flight at once.")
+    max_lifetime: Duration = Field(
+        default="336h",
+        description="A copy still pending after this long is aborted and fails (default 14 days).",
+    )
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="How often a failed or aborted blob copy, or a failed worker, is restarted.",
+    )
+
+
+class BlobCounts(FerryModel):
+    """Blob counts of a multi-blob copy, by state."""
+
+    total: int = 0
+    pending: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+class BlobCopyStatus(FerryModel):
+    phase: BlobCopyPhase | None = None
+    copy_id: str | None = None
+    copy_status: CopyStatus | None = None
+    progress: str | None = Field(default=None, description="Bytes copied out of the total, as X/Y.")
+    bytes_copied: int | None = None
+    total_bytes: int | None = None
+    source_e_tag: str | None = Field(default=None, alias="sourceETag")
+    start_time: datetime | None = None
+    last_update_time: datetime | None = None
+    completion_time: datetime | None = None
+    status_description: str | None = None
+    blobs: BlobCounts | None = None
+    worker_pod: str | None = Field(default=None, description="The worker pod currently doing the copy.")
+    worker_restarts: int | None = None
+    failure: Failure | None = None
+    conditions: list[Condition] | None = conditions_field()
+    observed_generation: int | None = None

@@ -1,0 +1,66 @@
+"""ContainerCopyJob: an offline copy of every item of one container into another of the same account."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import Field
+
+from ferry.api.common import Condition, Failure, FerryModel, LocalObjectReference, conditions_field
+
+
+class CopyMode(StrEnum):
+    OFFLINE = "Offline"
+
+
+class ContainerCopyPhase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class ContainerPath(FerryModel):
+    database: str = Field(min_length=1, max_length=255)
+    container: str = Field(min_length=1, max_length=255)
+
+
+class ContainerCopyJobSpec(FerryModel):
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.accountRef == oldSelf.accountRef", "message": "accountRef is immutable"},
+        {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
+        {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
+        {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
+        {"rule": "self.source != self.destination", "message": "source and destination must differ"},
+    ]
+
+    account_ref: LocalObjectReference
+    source: ContainerPath
+    destination: ContainerPath
+    mode: CopyMode = Field(default=CopyMode.OFFLINE)
+    suspend: bool = Field(default=False, description="Pause at the next checkpoint; false resumes.")
+    max_items_per_second: int | None = Field(
+        default=None, ge=1, description="Upper bound on the job's write rate across all instances."
+    )
+
+
+class ContainerCopyJobStatus(FerryModel):
+    phase: ContainerCopyPhase | None = None
+    queue_position: int | None = None
+    write_region: str | None = None
+    total_count: int | None = None
+    processed_count: int | None = None
+    percent: int | None = None
+    items_per_second: float | None = None
+    estimated_seconds_remaining: int | None = None
+    start_time: datetime | None = None
+    last_update_time: datetime | None = None
+    completion_time: datetime | None = None
+    failure: Failure | None = None
+    conditions: list[Condition] | None = conditions_field()
+    observed_generation: int | None = None

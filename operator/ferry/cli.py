@@ -1,0 +1,127 @@
+"""The `ferry` command: operator, worker pods, CRD generation, the local stack and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ferry import __version__
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The SDKs log request URLs at INFO (SAS query strings included): keep them quiet.
+    for noisy in ("azure", "urllib3", "kubernetes", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from ferry import operator_main
+
+    operator_main.run(args.namespace or [], args.metrics_port, args.metrics_host, args.liveness)
+    return 0
+
+
+def _cmd_worker_blobcopy(args: argparse.Namespace) -> int:
+    from ferry.workers import blobcopy_pod
+
+    return blobcopy_pod.main(args.namespace, args.name, args.cleanup)
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from ferry.api.crdgen import render_crds, write_crds
+
+    out = Path(args.out)
+    if args.check:
+        stale = [name for name, text in render_crds().items() if not (out / name).is_file()
+                 or (out / name).read_text() != text]
+        if stale:
+            print(f"stale CRDs in {out}: {', '.join(stale)}; run `ferry crds --out {out}`", file=sys.stderr)
+            return 1
+        print(f"CRDs in {out} are current")
+        return 0
+    for path in write_crds(out):
+        print(path)
+    return 0
+
+
+def _cmd_dev_up(args: argparse.Namespace) -> int:
+    from ferry.devstack import stack
+
+    return stack.up(Path(args.dir), with_operator=not args.no_operator)
+
+
+def _cmd_dev_down(args: argparse.Namespace) -> int:
+    from ferry.devstack import stack
+
+    return stack.down(Path(args.dir))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ferry import demo
+
+    return demo.run(Path(args.dir) if args.dir else None, timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ferry",
+        description="Ferry: Cosmos DB container copies, in-account restores and blob copies as Kubernetes resources.",
+    )
+    parser.add_argument("--version", action="version", version=f"ferry {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    op = commands.add_parser("operator", help="run the operator (kopf) against the current kubeconfig or cluster")
+    op.add_argument("--namespace", action="append", help="watch only this namespace (repeatable); default: all")
+    op.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0 disables)")
+    op.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics endpoint listens on")
+    op.add_argument("--liveness", default=None, help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz")
+    op.set_defaults(func=_cmd_operator)
+
+    worker = commands.add_parser("worker", help="entry points of Ferry's worker pods (started by the operator)")
+    kinds = worker.add_subparsers(dest="kind", required=True, metavar="KIND")
+    blob = kinds.add_parser("blobcopy", help="copy the blobs of one BlobCopy, reporting into its status")
+    blob.add_argument("--namespace", required=True)
+    blob.add_argument("--name", required=True)
+    blob.add_argument("--cleanup", action="store_true", help="abort pending copies and release leases, then exit")
+    blob.set_defaults(func=_cmd_worker_blobcopy)
+
+    crds = commands.add_parser("crds", help="write the CRD manifests generated from the API models")
+    crds.add_argument("--out", default="crds", help="directory to write into (default: crds)")
+    crds.add_argument("--check", action="store_true", help="exit 1 if the files in --out are stale")
+    crds.set_defaults(func=_cmd_crds)
+
+    dev = commands.add_parser("dev", help="the local stack: emulators, API emulator, pod runner and operator")
+    dev_cmds = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    up = dev_cmds.add_parser("up", help="start the local stack and run until stopped (Ctrl-C or `ferry dev down`)")
+    up.add_argument("--dir", required=True, help="state directory: kubeconfig, endpoints.json, ready, logs")
+    up.add_argument("--no-operator", action="store_true", help="start everything but the operator")
+    up.set_defaults(func=_cmd_dev_up)
+    down = dev_cmds.add_parser("down", help="stop a local stack started with `ferry dev up --dir DIR`")
+    down.add_argument("--dir", required=True)
+    down.set_defaults(func=_cmd_dev_down)
+
+    demo = commands.add_parser(
+        "demo", help="bring the local stack up, apply examples/, show progress, tear down; exit 0 if all succeeded"
+    )
+    demo.add_argument("--dir", default=None, help="state directory (default: a temporary one)")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the examples")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _logging(args.verbose)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Azure Blob SDK access: clients, credential-free URLs, read SAS, and redaction of secrets.
+
+Every client is built here so that retries, timeouts and the recording of retried responses are
+the same everywhere; nothing else in Ferry imports azure.storage.blob client constructors.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from azure.core.exceptions import (
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import (
+    BlobClient,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ExponentialRetry,
+    generate_blob_sas,
+)
+
+# Transient statuses the service asks clients to retry (throttling, busy, timeouts, 5xx).
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+DATA_BLOCK_SIZE = 256 * 1024
+
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?i)(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"), r"\1=***"),
+    (re.compile(r"(?i)\b(sig|se|sp|sv|st|skoid|sktid|ske|sks|skv|spr|sr|srt|ss)=[^&\s'\"<>]*"), r"\1=***"),
+    (re.compile(r"(?i)(https?://[^\s?'\"<>]+)\?[^\s'\"<>]*"), r"\1?***"),
+    (re.compile(r"(?i)(Authorization['\"]?\s*[:=]\s*['\"]?)(SharedKey|Bearer|Basic)?\s*[^\s'\",}]+"), r"\1***"),
+    (re.compile(r"(?i)(x-ms-copy-source['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1***"),
+]
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret value (an account key, a SAS token) so redact() removes it verbatim."""
+    if len(value) >= 8:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Remove keys, SAS tokens and URL query strings from text meant for status, Events or logs."""
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def credential_free_url(url: str) -> str:
+    """The URL without query string, fragment or user info: safe to show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    account_name: str
+    account_key: str | None
+    blob_endpoint: str
+
+
+def parse_connection_string(connection_string: str) -> ConnectionInfo:
+    fields: dict[str, str] = {}
+    for part in connection_string.split(";"):
+        if "=" in part:
+            name_, _, value = part.partition("=")
+            fields[name_.strip().lower()] = value.strip()
+    name = fields.get("accountname", "")
+    key = fields.get("accountkey")
+    if key:
+        register_secret(key)
+    sas = fields.get("sharedaccesssignature")
+    if sas:
+        register_secret(sas)
+    scheme = fields.get("defaultendpointsprotocol", "https")
+    suffix = fields.get("endpointsuffix", "core.windows.net")
+    endpoint = fields.get("blobendpoint") or f"{scheme}://{name}.blob.{suffix}"
+    return ConnectionInfo(account_name=name, account_key=key, blob_endpoint=endpoint.rstrip("/"))
+
+
+class RetryRecorder:
+    """Sees every response of the SDK's retry loop and keeps a redacted note of transient ones.
+
+    The service records its own retries in x-ms-copy-status-description; Ferry records the retries
+    its worker makes the same way, in statusDescription.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.last: str | None = None
+        self.last_at = 0.0
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self.count += 1
+            self.last = redact(text)
+            self.last_at = time.monotonic()
+
+    def hook(self, pipeline_response: Any) -> None:
+        response = pipeline_response.http_response
+        status = int(getattr(response, "status_code", 0) or 0)
+        if status in TRANSIENT_STATUSES:
+            code = response.headers.get("x-ms-error-code") or getattr(response, "reason", "") or ""
+            request = pipeline_response.http_request
+            self.note(
+                f"transient {status} {code} on {request.method} "
+                f"{credential_free_url(request.url)}; retrying with backoff"
+            )
+
+
+# Backoff 0.5 s, 2.5 s, 4.5 s, 8.5 s, 16.5 s: bounded, a little under half a minute in all.
+def _retry_policy() -> ExponentialRetry:
+    tuning: dict[str, Any] = {"initial_backoff": 0.5, "random_jitter_range": 0.25}  # floats work; stubs say int
+    return ExponentialRetry(increment_base=2, retry_total=5, **tuning)
+
+
+def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "retry_policy": _retry_policy(),
+        "connection_timeout": 20,
+        "read_timeout": 120,
+        "max_single_put_size": 4 * 1024 * 1024,
+        # azure-core moves bodies through the socket in 4 KiB pieces by default; block-sized bodies
+        # then cost more Python CPU than bytes on the wire, so use larger pieces.
+        "connection_data_block_size": DATA_BLOCK_SIZE,
+    }
+    if recorder is not None:
+        kwargs["raw_response_hook"] = recorder.hook
+    return kwargs
+
+
+def service_client(connection_string: str, recorder: RetryRecorder | None = None) -> BlobServiceClient:
+    parse_connection_string(connection_string)  # registers the key for redaction
+    return BlobServiceClient.from_connection_string(connection_string, **_client_kwargs(recorder))
+
+
+def container_client(connection_string: str, container: str, recorder: RetryRecorder | None = None) -> ContainerClient:
+    return service_client(connection_string, recorder).get_container_client(container)
+
+
+def blob_client_from_url(url: str, recorder: RetryRecorder | None = None) -> BlobClient:
+    """A client for one blob URL; its SAS (if any) is the credential."""
+    query = urlsplit(url).query
+    if query:
+        register_secret(query)
+    return BlobClient.from_blob_url(url, **_client_kwargs(recorder))
+
+
+def blob_url(client: BlobClient) -> str:
+    """The blob's URL without credentials."""
+    return credential_free_url(client.url)
+
+
+def read_sas_url(client: BlobClient, account_key: str, lifetime: timedelta) -> str:
+    """The blob's URL with a read-only SAS, for the service to read a source of another account.
+
+    The returned URL is a secret: it is passed to the service and never reported or logged.
+    """
+    now = datetime.now(UTC)
+    token = generate_blob_sas(
+        account_name=client.account_name or "",
+        container_name=client.container_name,
+        blob_name=client.blob_name,
+        account_key=account_key,
+        permission=BlobSasPermissions(read=True),
+        start=now - timedelta(minutes=15),
+        expiry=now + lifetime,
+    )
+    register_secret(token)
+    return f"{credential_free_url(client.url)}?{token}"
+
+
+def quote_blob_name(name: str) -> str:
+    return quote(name, safe="/~")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors worth retrying later: 5xx, throttling, timeouts, connection failures."""
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        return True
+    if isinstance(error, HttpResponseError):
+        return (error.status_code or 0) in TRANSIENT_STATUSES
+    return isinstance(error, TimeoutError | ConnectionError)
+
+
+def error_code(error: BaseException) -> str:
+    """The storage error code (x-ms-error-code) of an SDK error, or ''."""
+    code = getattr(error, "error_code", None)
+    if code:
+        return str(code)
+    response = getattr(error, "response", None)
+    if response is not None:
+        return str(response.headers.get("x-ms-error-code", ""))
+    return ""
+
+
+def status_code(error: BaseException) -> int:
+    return int(getattr(error, "status_code", 0) or 0)
+
+
+def describe(error: BaseException) -> str:
+    """A short, redacted, one-line description of an SDK error."""
+    status = status_code(error)
+    code = error_code(error)
+    lines = str(error).splitlines()
+    message = lines[0] if lines else type(error).__name__
+    head = " ".join(part for part in (str(status) if status else "", code) if part)
+    return redact(f"{head}: {message}" if head else message)

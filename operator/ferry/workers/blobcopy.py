@@ -1,0 +1,395 @@
+"""The BlobCopy worker as a library, independent of Kubernetes.
+
+run_copy() performs (or resumes) one BlobCopy and reports camelCase status patches; cleanup()
+aborts what Ferry left pending and releases Ferry's leases. When `stop` is set, run_copy() raises
+CopyStopped after checkpointing (staged blocks and the pending marker stay on the destination,
+leases stay held); a later run_copy() with the last reported status resumes. Transient failures
+that outlast the bounded retries raise TransientWorkerError: run the worker again.
+
+No SAS token, key or connection string is ever reported, raised or logged: texts pass redact().
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError, HttpResponseError
+
+from ferry.api.blobcopy import BlobCopyMode, BlobCopySpec, BlobCopyStatus
+from ferry.api.common import Failure, parse_duration
+from ferry.storage.blobs import RetryRecorder, container_client, describe, is_transient, redact
+from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
+from ferry.workers import blobcopy_leases as leases
+from ferry.workers import blobcopy_serverside as serverside
+from ferry.workers.blobcopy_plan import (
+    ABORTED,
+    MARK_ID,
+    MARK_STATE,
+    PENDING,
+    BlobFailure,
+    CopyItem,
+    CopyStopped,
+    Endpoints,
+    RunContext,
+    TransientWorkerError,
+    dest_lease_id,
+    destination_name,
+    is_single,
+    list_sources,
+    source_account_key,
+    source_lease_id,
+    url_object_name,
+)
+from ferry.workers.blobcopy_stream import copy_stream
+
+__all__ = [
+    "CopyOutcome",
+    "CopyStopped",
+    "Endpoints",
+    "TransientWorkerError",
+    "cleanup",
+    "endpoints_from_env",
+    "run_copy",
+]
+
+REPORT_INTERVAL = 1.0
+
+
+@dataclass
+class CopyOutcome:
+    succeeded: bool
+    failure: Failure | None = None
+    stats: dict[str, int] = field(default_factory=dict)  # blocksStaged, blocksReused
+
+
+def endpoints_from_env(env: Mapping[str, str] = os.environ) -> Endpoints:
+    return Endpoints(
+        source_connection_string=env.get("FERRY_SOURCE_CONNECTION_STRING") or None,
+        source_url=env.get("FERRY_SOURCE_URL") or None,
+        destination_connection_string=env.get("FERRY_DESTINATION_CONNECTION_STRING", ""),
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Reporter:
+    """Status patches: at state changes, and for progress at most every REPORT_INTERVAL."""
+
+    def __init__(self, report: Callable[[dict[str, Any]], None], recorder: RetryRecorder) -> None:
+        self._report = report
+        self._recorder = recorder
+        self._lock = threading.Lock()
+        self._last_sent = 0.0
+        self._retries_seen = 0
+        self.bytes_copied = 0
+        self.total_bytes = 0
+        self.description: str | None = None
+
+    def add_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes_copied += n
+        self.send({})
+
+    def drop_total(self, n: int) -> None:
+        """A skipped blob leaves the total, so that progress reads X/X when the copy succeeds."""
+        with self._lock:
+            self.total_bytes -= n
+
+    def note(self, text: str) -> None:
+        self.description = redact(text)
+
+    def send(self, patch: dict[str, Any], force: bool = False) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last_sent < REPORT_INTERVAL:
+                return
+            self._last_sent = now
+            if self._recorder.count != self._retries_seen and self._recorder.last:
+                self._retries_seen = self._recorder.count
+                self.description = f"{self._recorder.last} ({self._recorder.count} retried so far)"
+            body: dict[str, Any] = {
+                "progress": f"{self.bytes_copied}/{self.total_bytes}",
+                "bytesCopied": self.bytes_copied,
+                "totalBytes": self.total_bytes,
+                "lastUpdateTime": _now(),
+            }
+            if self.description:
+                body["statusDescription"] = self.description
+            body.update(patch)
+            self._report({key: redact(v) if isinstance(v, str) else v for key, v in body.items()})
+
+
+def run_copy(
+    spec: BlobCopySpec,
+    previous: BlobCopyStatus | None,
+    endpoints: Endpoints,
+    report: Callable[[dict[str, Any]], None],
+    stop: threading.Event,
+    copy_key: str,
+) -> CopyOutcome:
+    recorder = RetryRecorder()
+    reporter = Reporter(report, recorder)
+    resuming = previous is not None and previous.copy_id is not None
+    copy_id = previous.copy_id if previous is not None and previous.copy_id else str(uuid.uuid4())
+    start_time = (previous.start_time if previous is not None else None) or datetime.now(UTC)
+    try:
+        return _run(spec, previous, endpoints, reporter, recorder, stop, copy_key, copy_id, start_time, resuming)
+    except CopyStopped:
+        reporter.send({"statusDescription": "stopped; the copy resumes from its checkpoint"}, force=True)
+        raise
+    except (TransientSourceError, AzureError, OSError) as error:
+        if isinstance(error, TransientSourceError) or is_transient(error):
+            reporter.send({"statusDescription": f"transient failure, will retry: {describe(error)}"}, force=True)
+            raise TransientWorkerError(describe(error)) from None
+        failure = Failure(reason="StorageError", message=describe(error))
+        reporter.send({"copyStatus": "failed", "failure": failure.wire(), "completionTime": _now()}, force=True)
+        return CopyOutcome(succeeded=False, failure=failure)
+
+
+def _run(
+    spec: BlobCopySpec,
+    previous: BlobCopyStatus | None,
+    endpoints: Endpoints,
+    reporter: Reporter,
+    recorder: RetryRecorder,
+    stop: threading.Event,
+    copy_key: str,
+    copy_id: str,
+    start_time: datetime,
+    resuming: bool,
+) -> CopyOutcome:
+    dest_container = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
+    ctx = RunContext(
+        spec=spec,
+        copy_key=copy_key,
+        copy_id=copy_id,
+        stop=stop,
+        recorder=recorder,
+        dest_container=dest_container,
+        source_account_key=source_account_key(endpoints),
+        start_time=start_time,
+        max_lifetime=parse_duration(spec.max_lifetime),
+        resuming=resuming,
+        add_bytes=reporter.add_bytes,
+        note=reporter.note,
+    )
+    started = {"copyId": copy_id, "copyStatus": "pending", "startTime": start_time.isoformat().replace("+00:00", "Z")}
+    try:
+        sources = list_sources(spec, endpoints, recorder)
+    except BlobFailure as failure:
+        return _fail(reporter, started, failure)
+    items = [
+        CopyItem(s, n, dest_container.get_blob_client(n)) for s in sources for n in [destination_name(spec, s.name)]
+    ]
+    single = is_single(spec)
+    reporter.total_bytes = sum(i.source.size for i in items)
+    counts = {"total": len(items), "pending": len(items), "succeeded": 0, "failed": 0, "skipped": 0}
+    if single and items:
+        started["sourceETag"] = items[0].source.etag
+    reporter.send({**started, "blobs": dict(counts)}, force=True)
+
+    failures: list[tuple[str, BlobFailure]] = []
+    skips: list[str] = []
+    try:
+        if spec.mode == BlobCopyMode.STREAM:
+            for item in items:
+                ctx.check_stop()
+                try:
+                    reason = copy_stream(ctx, item)
+                except (SourceChangedError, SourceUnavailableError) as error:
+                    reason = None
+                    code = "SourceChanged" if isinstance(error, SourceChangedError) else "SourceUnavailable"
+                    failures.append((item.dest_name, BlobFailure(code, str(error))))
+                except BlobFailure as failure:
+                    reason = None
+                    failures.append((item.dest_name, failure))
+                else:
+                    counts["succeeded" if reason is None else "skipped"] += 1
+                    if reason is not None:
+                        skips.append(reason)
+                        reporter.drop_total(item.source.size)
+                counts["pending"] -= 1
+                counts["failed"] = len(failures)
+                reporter.send({"blobs": dict(counts)}, force=True)
+        else:
+            _server_side(ctx, items, endpoints, previous, reporter, counts, failures, skips)
+    except CopyStopped:
+        raise
+    except BaseException:
+        _release_all(ctx, items)
+        raise
+    _release_all(ctx, items)
+
+    done = {**started, "blobs": dict(counts), "completionTime": _now()}
+    if failures:
+        name, first = failures[0]
+        message = (
+            first.message if single else f"{len(failures)} of {len(items)} blobs failed; first, {name}: {first.message}"
+        )
+        return _fail(reporter, done, BlobFailure(first.reason, message), ctx.stats)
+    done["copyStatus"] = "success"
+    if single and skips:
+        done["statusDescription"] = f"skipped: {skips[0]}"
+    elif skips:
+        done["statusDescription"] = f"{len(skips)} blob(s) skipped under overwrite {spec.overwrite.value}"
+    elif reporter.description is None:
+        done["statusDescription"] = "copied"
+    reporter.send(done, force=True)
+    return CopyOutcome(succeeded=True, stats=dict(ctx.stats))
+
+
+def _fail(
+    reporter: Reporter, patch: dict[str, Any], failure: BlobFailure, stats: dict[str, int] | None = None
+) -> CopyOutcome:
+    result = Failure(reason=failure.reason, message=redact(failure.message))
+    reporter.send({**patch, "copyStatus": "failed", "failure": result.wire(), "completionTime": _now()}, force=True)
+    return CopyOutcome(succeeded=False, failure=result, stats=dict(stats or {}))
+
+
+def _server_side(
+    ctx: RunContext,
+    items: list[CopyItem],
+    endpoints: Endpoints,
+    previous: BlobCopyStatus | None,
+    reporter: Reporter,
+    counts: dict[str, int],
+    failures: list[tuple[str, BlobFailure]],
+    skips: list[str],
+) -> None:
+    copies = [serverside.ServerCopy(item) for item in items]
+    previous_id = previous.copy_id if previous is not None else None
+
+    def schedule(copy: serverside.ServerCopy) -> None:
+        ctx.check_stop()
+        try:
+            serverside.start(ctx, copy, endpoints.source_url, previous_id)
+        except BlobFailure as failure:
+            copy.state, copy.failure = "failed", failure
+
+    with ThreadPoolExecutor(max_workers=ctx.spec.parallelism, thread_name_prefix="ferry-copy") as pool:
+        for done in [pool.submit(schedule, c) for c in copies]:
+            done.result()
+    if len(copies) == 1 and copies[0].copy_id:
+        reporter.send({"copyId": copies[0].copy_id}, force=True)
+
+    def progress() -> None:
+        reporter.bytes_copied = sum(c.copied for c in copies)
+        reporter.total_bytes = sum(c.item.source.size for c in copies if c.state != "skipped")
+        tally = {state: sum(1 for c in copies if c.state == state) for state in ("success", "failed", "skipped")}
+        counts.update(
+            pending=len(copies) - sum(tally.values()),
+            succeeded=tally["success"],
+            failed=tally["failed"],
+            skipped=tally["skipped"],
+        )
+        reporter.send({"blobs": dict(counts)})
+
+    serverside.monitor(ctx, copies, endpoints.source_url, progress)
+    progress()
+    for copy in copies:
+        if copy.failure is not None:
+            failures.append((copy.item.dest_name, copy.failure))
+        if copy.skipped is not None:
+            skips.append(copy.skipped)
+
+
+def _release_item(ctx: RunContext, item: CopyItem) -> None:
+    if ctx.spec.lock_source and item.source.client is not None:
+        leases.release(item.source.client, ctx.source_lease_id)
+    if ctx.spec.lock_destination:
+        leases.release(item.dest, ctx.dest_lease_id)
+
+
+def _release_all(ctx: RunContext, items: list[CopyItem]) -> None:
+    for item in items:
+        try:
+            _release_item(ctx, item)
+        except HttpResponseError as error:
+            ctx.note(f"lease release on {item.dest_name} failed: {describe(error)}")
+
+
+def cleanup(
+    spec: BlobCopySpec,
+    previous: BlobCopyStatus | None,
+    endpoints: Endpoints,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Abort Ferry's pending copies (destination left empty) and release Ferry's leases; idempotent."""
+    if previous is None or not previous.copy_id:
+        return  # nothing was started, so nothing of ours can be pending or leased
+    copy_id = previous.copy_id
+    recorder = RetryRecorder()
+    dest = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
+    if is_single(spec):
+        name = spec.destination.blob or spec.source.blob or url_object_name(endpoints.source_url or "")
+        names = [name]
+    else:
+        prefix = spec.destination.prefix if spec.destination.prefix is not None else spec.source.prefix
+        names = [p.name for p in dest.list_blobs(name_starts_with=prefix)]
+    aborted = 0
+    lease = dest_lease_id(copy_id)
+    for name in names:
+        client = dest.get_blob_client(name)
+        try:
+            props = client.get_blob_properties()
+        except HttpResponseError:
+            continue
+        held = spec.lock_destination and str(props.lease.state or "") == "leased"
+        kwargs: dict[str, Any] = {"lease": lease} if held else {}
+        metadata = dict(props.metadata or {})
+        try:
+            if metadata.get(MARK_STATE) == PENDING and metadata.get(MARK_ID) == copy_id:
+                # As Abort Copy Blob leaves it: metadata kept, content empty; staged blocks dropped.
+                metadata[MARK_STATE] = ABORTED
+                if str(props.blob_type).lower().endswith("blockblob"):
+                    client.commit_block_list([], metadata=metadata, **kwargs)
+                elif "page" in str(props.blob_type).lower():
+                    client.create_page_blob(int(props.size or 0), metadata=metadata, **kwargs)
+                else:
+                    client.create_append_blob(metadata=metadata, **kwargs)
+                aborted += 1
+            elif (
+                props.copy is not None
+                and str(props.copy.status or "") == PENDING
+                and props.copy.id
+                in (
+                    copy_id,
+                    *([props.copy.id] if _from_our_source(spec, props.copy.source) else []),
+                )
+            ):
+                client.abort_copy(str(props.copy.id), **kwargs)
+                aborted += 1
+        except HttpResponseError as error:
+            if error.status_code not in (404, 409, 412):
+                raise
+        if spec.lock_destination:
+            leases.release(client, lease)
+    if spec.lock_source and endpoints.source_connection_string and spec.source.container:
+        src = container_client(endpoints.source_connection_string, spec.source.container, recorder)
+        sources = (
+            [spec.source.blob]
+            if spec.source.blob
+            else [p.name for p in src.list_blobs(name_starts_with=spec.source.prefix)]
+        )
+        for name in sources:
+            leases.release(src.get_blob_client(name), source_lease_id(copy_id))
+    patch: dict[str, Any] = {"lastUpdateTime": _now()}
+    if aborted:
+        patch.update(
+            copyStatus="aborted", statusDescription=f"aborted {aborted} pending copy(ies)", completionTime=_now()
+        )
+    report(patch)
+
+
+def _from_our_source(spec: BlobCopySpec, copy_source: str | None) -> bool:
+    return bool(copy_source) and spec.source.container is not None and f"/{spec.source.container}/" in str(copy_source)

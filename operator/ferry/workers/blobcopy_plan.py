@@ -1,0 +1,197 @@
+"""What a BlobCopy copies: its source objects, their destination names, and shared run state."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
+
+from ferry.api.blobcopy import BlobCopySpec
+from ferry.storage.blobs import (
+    RetryRecorder,
+    container_client,
+    describe,
+    error_code,
+    parse_connection_string,
+    redact,
+)
+from ferry.storage.sources import SourceObject, from_blob_properties, open_url_source
+
+# Metadata of Ferry's Stream-mode placeholder: the destination shows Ferry's pending copy the way
+# the service shows its own (a zero-length blob with copy properties) until the final commit.
+MARK_ID = "ferrycopyid"
+MARK_KEY = "ferrycopykey"
+MARK_STATE = "ferrycopystate"
+MARK_ETAG = "ferrysourceetag"
+
+PENDING = "pending"
+ABORTED = "aborted"
+
+
+class BlobFailure(Exception):
+    """A terminal failure of one blob's copy, with a machine reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(redact(message))
+        self.reason = reason
+        self.message = redact(message)
+
+
+class CopyStopped(Exception):
+    """The stop event was set; progress is checkpointed in the destination and the status."""
+
+
+class TransientWorkerError(Exception):
+    """Transient failures outlasted the bounded retries: run the worker again later."""
+
+
+@dataclass
+class Endpoints:
+    source_connection_string: str | None
+    source_url: str | None
+    destination_connection_string: str
+
+
+@dataclass
+class CopyItem:
+    source: SourceObject
+    dest_name: str
+    dest: BlobClient
+
+
+@dataclass
+class RunContext:
+    spec: BlobCopySpec
+    copy_key: str
+    copy_id: str
+    stop: threading.Event
+    recorder: RetryRecorder
+    dest_container: ContainerClient
+    source_account_key: str | None
+    start_time: datetime
+    max_lifetime: timedelta
+    resuming: bool
+    add_bytes: Callable[[int], None]
+    note: Callable[[str], None]
+    stats: dict[str, int] = field(default_factory=lambda: {"blocksStaged": 0, "blocksReused": 0})
+    stats_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise CopyStopped("stop requested")
+
+    def count(self, stat: str, n: int = 1) -> None:
+        with self.stats_lock:
+            self.stats[stat] = self.stats.get(stat, 0) + n
+
+    @property
+    def source_lease_id(self) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ferry:{self.copy_id}:source"))
+
+    @property
+    def dest_lease_id(self) -> str:
+        return dest_lease_id(self.copy_id)
+
+
+def dest_lease_id(copy_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ferry:{copy_id}:destination"))
+
+
+def source_lease_id(copy_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ferry:{copy_id}:source"))
+
+
+def destination_name(spec: BlobCopySpec, source_name: str) -> str:
+    """destination.blob, or the source's name with the source prefix replaced by destination.prefix."""
+    if spec.destination.blob:
+        return spec.destination.blob
+    src_prefix = spec.source.prefix or ""
+    if spec.destination.prefix is not None and source_name.startswith(src_prefix):
+        return spec.destination.prefix + source_name[len(src_prefix) :]
+    return source_name
+
+
+def url_object_name(url: str) -> str:
+    """The last path segment of a URL source (the default destination name)."""
+    path = unquote(urlsplit(url).path).rstrip("/")
+    return path.rpartition("/")[2] or "object"
+
+
+def is_single(spec: BlobCopySpec) -> bool:
+    return spec.source.account is None or spec.source.blob is not None
+
+
+def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecorder) -> list[SourceObject]:
+    """The source objects, described once (size, ETag, type, settings, metadata)."""
+    try:
+        if spec.source.account is None:
+            if not endpoints.source_url:
+                raise BlobFailure("InvalidSource", "the source URL is not configured (FERRY_SOURCE_URL)")
+            return [open_url_source(endpoints.source_url, recorder, url_object_name(endpoints.source_url))]
+        if not endpoints.source_connection_string:
+            raise BlobFailure(
+                "InvalidSource", "the source connection string is not configured (FERRY_SOURCE_CONNECTION_STRING)"
+            )
+        container = container_client(endpoints.source_connection_string, spec.source.container or "", recorder)
+        if spec.source.blob is not None:
+            client = container.get_blob_client(spec.source.blob)
+            return [from_blob_properties(client, client.get_blob_properties(), spec.source.blob)]
+        objects = []
+        for props in container.list_blobs(name_starts_with=spec.source.prefix, include=["metadata"]):
+            objects.append(from_blob_properties(container.get_blob_client(props.name), props, props.name))
+        return objects
+    except ResourceNotFoundError as error:
+        raise BlobFailure("SourceNotFound", f"the source does not exist: {describe(error)}") from error
+    except HttpResponseError as error:
+        if error.status_code in (401, 403):
+            raise BlobFailure("SourceAccessDenied", f"the source refused access: {describe(error)}") from error
+        raise
+
+
+def source_account_key(endpoints: Endpoints) -> str | None:
+    if endpoints.source_connection_string:
+        return parse_connection_string(endpoints.source_connection_string).account_key
+    return None
+
+
+def dest_properties(client: BlobClient) -> BlobProperties | None:
+    try:
+        return client.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+
+
+def pending_copy(props: BlobProperties | None) -> tuple[str, str | None] | None:
+    """(copy id, Ferry copy key or None for the service's own) of a pending copy to this blob."""
+    if props is None:
+        return None
+    copy = props.copy
+    if copy is not None and str(copy.status or "").lower() == PENDING:
+        return str(copy.id), None
+    metadata = props.metadata or {}
+    if metadata.get(MARK_STATE) == PENDING and MARK_ID in metadata:
+        return metadata[MARK_ID], metadata.get(MARK_KEY, "")
+    return None
+
+
+def conflict(name: str, copy_id: str) -> BlobFailure:
+    return BlobFailure(
+        "PendingCopyConflict",
+        f"destination blob {name} already has a pending copy (copy id {copy_id}); "
+        "only one pending copy per destination is allowed",
+    )
+
+
+def lease_conflict(what: str, error: BaseException) -> BlobFailure:
+    return BlobFailure("LeaseConflict", f"{what} is leased by someone else ({error_code(error) or describe(error)})")
+
+
+def outcome_fields(reason: str, message: str) -> dict[str, Any]:
+    return {"failure": {"reason": reason, "message": redact(message)}}

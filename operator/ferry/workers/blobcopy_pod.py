@@ -1,0 +1,72 @@
+"""The BlobCopy worker pod's entry point: reads its resource, runs the copy, reports into the status."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from ferry.api.blobcopy import BlobCopySpec, BlobCopyStatus
+from ferry.api.kinds import BLOB_COPY
+from ferry.kube.client import ObjectRef
+from ferry.storage.blobs import redact
+from ferry.workers import exitcodes
+from ferry.workers.blobcopy import CopyStopped, cleanup, endpoints_from_env, run_copy
+
+log = logging.getLogger(__name__)
+
+
+def _reporter(ref: ObjectRef) -> Any:
+    def report(patch: dict[str, Any]) -> None:
+        # A status write that fails is retried briefly; losing one progress update never fails the copy.
+        for attempt in range(5):
+            try:
+                ref.patch_status(patch)
+                return
+            except ApiException as exc:
+                log.warning("status update failed (%s), attempt %d", exc.status, attempt + 1)
+                time.sleep(0.2 * 2**attempt)
+
+    return report
+
+
+def _stop_on_sigterm() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("asked to stop; checkpointing")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def main(namespace: str, name: str, do_cleanup: bool) -> int:
+    ref = ObjectRef(BLOB_COPY, namespace, name)
+    obj = ref.get()
+    spec = BlobCopySpec.model_validate(obj["spec"])
+    previous = BlobCopyStatus.model_validate(obj.get("status") or {})
+    endpoints = endpoints_from_env()
+    report = _reporter(ref)
+    if do_cleanup:
+        cleanup(spec, previous, endpoints, report)
+        return exitcodes.SUCCEEDED
+    stop = _stop_on_sigterm()
+    try:
+        outcome = run_copy(spec, previous, endpoints, report, stop, copy_key=obj["metadata"]["uid"])
+    except CopyStopped:
+        return exitcodes.STOPPED
+    except Exception as exc:  # the operator restarts crashed workers; the log says why, without secrets
+        log.error("worker crashed: %s", redact(f"{type(exc).__name__}: {exc}"))
+        return exitcodes.CRASHED
+    if outcome.succeeded:
+        return exitcodes.SUCCEEDED
+    if outcome.failure is not None:
+        report({"failure": outcome.failure.wire()})
+    return exitcodes.FAILED
