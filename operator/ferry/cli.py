@@ -38,8 +38,11 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.check:
-        stale = [name for name, text in render_crds().items() if not (out / name).is_file()
-                 or (out / name).read_text() != text]
+        stale = [
+            name
+            for name, text in render_crds().items()
+            if not (out / name).is_file() or (out / name).read_text() != text
+        ]
         if stale:
             print(f"stale CRDs in {out}: {', '.join(stale)}; run `ferry crds --out {out}`", file=sys.stderr)
             return 1

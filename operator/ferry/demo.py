@@ -66,9 +66,12 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
         src, dst = stack.azurite.accounts["ferrysrc"], stack.azurite.accounts["ferrydst"]
         print("creating sample blobs and the Secrets the examples use ...", flush=True)
         samples = sampledata.seed_blobs(src, dst)
-        kubectl("create", "secret", "generic", "ferry-src-storage", f"--from-literal=connectionString={src.connection_string}")
-        kubectl("create", "secret", "generic", "ferry-dst-storage", f"--from-literal=connectionString={dst.connection_string}")
-        kubectl("create", "secret", "generic", "ferry-src-sas", f"--from-literal=url={samples.sas_url}")
+        for secret, literal in (
+            ("ferry-src-storage", f"connectionString={src.connection_string}"),
+            ("ferry-dst-storage", f"connectionString={dst.connection_string}"),
+            ("ferry-src-sas", f"url={samples.sas_url}"),
+        ):
+            kubectl("create", "secret", "generic", secret, f"--from-literal={literal}")
         for path in sorted({path for path, _ in examples}):
             print(kubectl("apply", "-f", str(path)).strip(), flush=True)
 

@@ -89,10 +89,7 @@ def seed_blobs(source: StorageAccount, destination: StorageAccount) -> BlobSampl
         ExpectedBlob(DEST_CONTAINER, "photos/2026/audit.log", b"".join(lines), BlobType.APPENDBLOB),
         ExpectedBlob(DEST_CONTAINER, "photos/2026/keep.txt", kept, BlobType.BLOCKBLOB),
         ExpectedBlob(DEST_CONTAINER, "covers/cover.jpg", cover, BlobType.BLOCKBLOB),
-        *(
-            ExpectedBlob(DEST_CONTAINER, "photos/" + name, data, BlobType.BLOCKBLOB)
-            for name, data in pictures.items()
-        ),
+        *(ExpectedBlob(DEST_CONTAINER, "photos/" + name, data, BlobType.BLOCKBLOB) for name, data in pictures.items()),
     ]
     return BlobSamples(sas_url=f"{photos.url}/cover.jpg?{sas}", expected=expected)
 
