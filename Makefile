@@ -22,6 +22,7 @@ demo: install
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 
 types: $(VENV)/.installed
 	$(BIN)/mypy

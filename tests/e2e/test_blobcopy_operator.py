@@ -15,10 +15,10 @@ import pytest
 import yaml
 from azure.storage.blob import BlobServiceClient, BlobType, ContainerClient
 
-from e2e.conftest import Kubectl
 from ferry.devstack.emulators import StorageAccount
 from ferry.devstack.stack import DevStack
 from integration.faultproxy import FaultProxy
+from support.kubectl import Kubectl
 
 pytestmark = pytest.mark.e2e
 
@@ -93,6 +93,7 @@ def test_single_blob_serverside_across_accounts(stack: DevStack, kubectl: Kubect
     assert status["copyId"] and status["sourceETag"] and status["completionTime"]
     assert {c["type"]: c["status"] for c in status["conditions"]}["Complete"] == "True"
     assert dst.download_blob("out.pdf").readall() == data
+    assert dst.get_blob_client("out.pdf").get_blob_properties().copy.id == status["copyId"]  # the service's id
     table = kubectl("get", "blobcopies")
     assert re.search(r"one\s+ServerSide\s+Succeeded\s+success\s+" + re.escape(status["progress"]), table), table
 
@@ -286,3 +287,16 @@ def test_secrets_never_leak_and_metrics_are_served(stack: DevStack, kubectl: Kub
     copied = re.search(r"^ferry_blobcopy_bytes_copied_total (\S+)", metrics, re.M)
     assert copied and float(copied.group(1)) > 0
     assert "ferry_blobcopy_duration_seconds_count" in metrics
+
+
+def test_worker_logs_through_kubectl(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
+    kubectl.apply(_blobcopy("nosource", src, dst, source={"blob": "does-not-exist"}))
+    status = kubectl.wait_phase("blobcopy", "nosource", "Failed")["status"]
+    assert status["failure"]["reason"] == "SourceNotFound"
+    assert "blob does-not-exist in container" in status["failure"]["message"]
+    pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy", "-o", "name").split()
+    assert pods
+    assert kubectl("logs", pods[0]) != ""

@@ -242,6 +242,15 @@ def test_missing_executable_is_a_start_error(node: LocalNode) -> None:
     assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
 
 
+def test_commands_resolve_on_the_installation_path(node: LocalNode) -> None:
+    pod = make_pod("python", "")
+    pod["spec"]["containers"][0]["command"] = ["python", "-c", "import ferry, sys; print(sys.prefix)"]
+    node.kube.create("pods", pod)
+    assert node.kube.wait_phase("python", "Succeeded", "Failed")["status"]["phase"] == "Succeeded"
+    log = node.runner.log_path("default", "python")
+    assert log is not None and log.read_text().strip() == sys.prefix
+
+
 def test_stop_leaves_no_process(tmp_path: Path) -> None:
     with kube_api(tmp_path) as (kubeconfig, kube):
         with pod_runner(kubeconfig, tmp_path / "node", max_grace_seconds=1.0) as runner:

@@ -1,7 +1,8 @@
 """A fault-injecting HTTP proxy in front of Azurite, on 127.0.0.1.
 
 It forwards every request unchanged (Host included, so Azurite's same-instance checks still hold)
-and can answer 503 ServerBusy to the first N requests matching a predicate, or delay responses.
+and can answer 503 ServerBusy to the first N requests matching a predicate, delay requests, or run
+a hook before forwarding a request (to change the world between a client's decision and its effect).
 It also logs each request (method, path with query) so tests can count what a worker sent.
 """
 
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 Match = Callable[[str, str], bool]  # (method, path?query) -> bool
+Hook = Callable[[str, str, dict[str, str]], None]  # (method, path?query, headers), before forwarding
 
 BUSY = (
     b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
@@ -32,6 +34,8 @@ class FaultProxy:
         self.busy_match: Match = lambda method, path: True
         self.delay = 0.0
         self.delay_match: Match = lambda method, path: False
+        self.hook: Hook | None = None
+        self.headers_log: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -69,8 +73,11 @@ class FaultProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                headers = {key.lower(): value for key, value in self.headers.items()}
                 with proxy._lock:
                     proxy.log.append((self.command, self.path))
+                    proxy.headers_log.append(headers)
+                    hook = proxy.hook
                     busy = proxy.busy_left > 0 and proxy.busy_match(self.command, self.path)
                     if busy:
                         proxy.busy_left -= 1
@@ -83,6 +90,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(BUSY)
                     return
+                if hook is not None:
+                    hook(self.command, self.path, headers)
                 if delay:
                     time.sleep(delay)
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)

@@ -303,8 +303,8 @@ def test_stop_resume_conflict_and_cleanup(
         run_copy(spec2, None, slow, third, stop2, "abort-key")
     fault_proxy.delay = 0.0
     previous2 = BlobCopyStatus.model_validate(third.merged())
-    cleanup(spec2, previous2, ep, third)
-    cleanup(spec2, previous2, ep, third)  # idempotent
+    cleanup(spec2, previous2, ep, third, "abort-key")
+    cleanup(spec2, previous2, ep, third, "abort-key")  # idempotent
     aborted = dst_container.get_blob_client("aborted.bin")
     assert aborted.get_blob_properties().size == 0
     assert aborted.get_block_list("uncommitted")[1] == []
@@ -353,3 +353,33 @@ def test_skipped_blobs_leave_the_total(
     assert status["totalBytes"] == status["bytesCopied"] == 100_000
     assert status["blobs"]["skipped"] == 1 and status["blobs"]["succeeded"] == 1
     assert dst_container.get_blob_client("p/keep.txt").download_blob().readall().startswith(b"destination")
+
+
+def test_page_blob_resume_skips_written_pages(
+    src_account, dst_account, src_container, dst_container, new_reports, fault_proxy, proxied
+):
+    from ferry.api.blobcopy import BlobCopyStatus
+
+    data = os.urandom(12 * MiB)  # three 4 MiB Put Page chunks
+    page = src_container.get_blob_client("disk.vhd")
+    page.create_page_blob(len(data))
+    for offset in range(0, len(data), 4 * MiB):
+        page.upload_page(data[offset : offset + 4 * MiB], offset=offset, length=4 * MiB)
+    slow = Endpoints(src_account.connection_string, None, proxied(dst_account, fault_proxy))
+    fault_proxy.delay, fault_proxy.delay_match = 0.6, lambda method, path: "comp=page" in path
+    spec = stream_spec(src_container, dst_container, source={"blob": "disk.vhd"}, parallelism=1)
+    stop, first = threading.Event(), new_reports()
+    threading.Timer(0.9, stop.set).start()  # after the first chunk, while the second is in flight
+    with pytest.raises(CopyStopped):
+        run_copy(spec, None, slow, first, stop, "page-key")
+    fault_proxy.delay = 0.0
+    dest = dst_container.get_blob_client("disk.vhd")
+    written = sum(r["end"] + 1 - r["start"] for r in dest.get_page_ranges()[0]) // (4 * MiB)
+    assert 1 <= written < 3
+    sent_before = fault_proxy.requests("PUT", "comp=page")
+    outcome = run_copy(
+        spec, BlobCopyStatus.model_validate(first.merged()), slow, new_reports(), threading.Event(), "page-key"
+    )
+    assert outcome.succeeded, outcome.failure
+    assert fault_proxy.requests("PUT", "comp=page") - sent_before == 3 - written
+    assert dest.download_blob().readall() == data

@@ -40,8 +40,9 @@ def test_crud_generation_and_resource_versions(crs: kubernetes.client.CustomObje
     assert patched["metadata"]["generation"] == 2
     labelled = crs.patch_namespaced_custom_object(G, V, "default", P, "a", {"metadata": {"labels": {"x": "y"}}})
     assert labelled["metadata"]["generation"] == 2
-    status = crs.patch_namespaced_custom_object_status(G, V, "default", P, "a",
-                                                       {"status": {"phase": "Running"}, "spec": {"replicas": 5}})
+    status = crs.patch_namespaced_custom_object_status(
+        G, V, "default", P, "a", {"status": {"phase": "Running"}, "spec": {"replicas": 5}}
+    )
     assert status["status"] == {"phase": "Running"} and status["spec"]["replicas"] == 2
     assert status["metadata"]["generation"] == 2
     main = crs.patch_namespaced_custom_object(G, V, "default", P, "a", {"status": {"phase": "Hacked"}})
@@ -112,8 +113,11 @@ def test_watch_from_resource_version(crs: kubernetes.client.CustomObjectsApi) ->
     rv = crs.list_namespaced_custom_object(G, V, "default", P)["metadata"]["resourceVersion"]
     crs.patch_namespaced_custom_object(G, V, "default", P, "a", {"spec": {"replicas": 2}})
     crs.delete_namespaced_custom_object(G, V, "default", P, "a")
-    events = list(kubernetes.watch.Watch().stream(
-        crs.list_namespaced_custom_object, G, V, "default", P, resource_version=rv, timeout_seconds=1))
+    events = list(
+        kubernetes.watch.Watch().stream(
+            crs.list_namespaced_custom_object, G, V, "default", P, resource_version=rv, timeout_seconds=1
+        )
+    )
     assert [(e["type"], e["object"]["spec"]["replicas"]) for e in events] == [("MODIFIED", 2), ("DELETED", 2)]
 
 
@@ -143,11 +147,19 @@ def test_secret_string_data_and_strategic_merge(k8s_client: Any) -> None:
     core = kubernetes.client.CoreV1Api(k8s_client)
     secret = core.create_namespaced_secret("default", {"metadata": {"name": "s"}, "stringData": {"k": "v"}})
     assert secret.data == {"k": "dg=="} and secret.string_data is None
-    pod = {"metadata": {"name": "p"}, "spec": {"containers": [
-        {"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}]}, {"name": "b", "image": "y"}]}}
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}]},
+                {"name": "b", "image": "y"},
+            ]
+        },
+    }
     core.create_namespaced_pod("default", pod)
-    patched = core.patch_namespaced_pod("p", "default", {"spec": {"containers": [
-        {"name": "a", "env": [{"name": "B", "value": "2"}]}]}})
+    patched = core.patch_namespaced_pod(
+        "p", "default", {"spec": {"containers": [{"name": "a", "env": [{"name": "B", "value": "2"}]}]}}
+    )
     containers = {c.name: c for c in patched.spec.containers}
     assert set(containers) == {"a", "b"} and containers["a"].image == "x"
     assert [e.name for e in containers["a"].env] == ["A", "B"]

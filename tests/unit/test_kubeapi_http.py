@@ -22,18 +22,22 @@ CRS = "/apis/test.ferry.dev/v1/namespaces/default/widgets"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 
-async def call(api: KubeAPI, method: str, path: str, body: Any = None, ctype: str = "application/json",
-               **headers: str) -> tuple[int, Any]:
+async def call(
+    api: KubeAPI, method: str, path: str, body: Any = None, ctype: str = "application/json", **headers: str
+) -> tuple[int, Any]:
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    async with aiohttp.ClientSession() as session, session.request(
-            method, api.url + path, data=data, headers={"Content-Type": ctype, **headers}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, api.url + path, data=data, headers={"Content-Type": ctype, **headers}) as resp,
+    ):
         text = await resp.text()
         return resp.status, json.loads(text) if text.startswith("{") else text
 
 
 async def with_crd(api: KubeAPI) -> None:
-    status, _ = await call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                           yaml.safe_load(TEST_CRD))
+    status, _ = await call(
+        api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(TEST_CRD)
+    )
     assert status == 201
 
 
@@ -44,11 +48,13 @@ def widget(name: str, **spec: Any) -> dict[str, Any]:
 async def watch(api: KubeAPI, path: str, count: int, timeout: float = 3) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as session, session.get(api.url + path) as resp:
+
         async def read() -> None:
             async for line in resp.content:
                 events.append(json.loads(line))
                 if len(events) >= count:
                     return
+
         await asyncio.wait_for(read(), timeout)
     return events
 
@@ -104,12 +110,16 @@ async def test_watch_replay_selectors_bookmarks_and_gone(kubeapi: KubeAPI) -> No
 async def test_watch_timeout_and_tables(kubeapi: KubeAPI) -> None:
     await with_crd(kubeapi)
     await call(kubeapi, "POST", CRS, widget("a"))
-    async with aiohttp.ClientSession() as session, session.get(
-            f"{kubeapi.url}{CRS}?watch=true&timeoutSeconds=1", headers={"Accept": TABLE}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{kubeapi.url}{CRS}?watch=true&timeoutSeconds=1", headers={"Accept": TABLE}) as resp,
+    ):
         lines = [json.loads(line) async for line in resp.content]
     assert len(lines) == 1 and lines[0]["object"]["kind"] == "Table"
-    async with aiohttp.ClientSession() as session, session.get(
-            f"{kubeapi.url}{CRS}?includeObject=Object", headers={"Accept": TABLE}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{kubeapi.url}{CRS}?includeObject=Object", headers={"Accept": TABLE}) as resp,
+    ):
         table = await resp.json()
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Mode", "Phase", "Age"]
     assert table["rows"][0]["cells"][:3] == ["a", "Stream", None]
@@ -126,8 +136,9 @@ async def test_status_subresource_put_and_conflicts(kubeapi: KubeAPI) -> None:
     assert updated["metadata"]["generation"] == 1
     status, err = await call(kubeapi, "PUT", f"{CRS}/a/status", obj)
     assert status == 409 and err["reason"] == "Conflict"
-    status, err = await call(kubeapi, "PATCH", f"{CRS}/a/status", {"status": {"phase": 1}},
-                             "application/merge-patch+json")
+    status, err = await call(
+        kubeapi, "PATCH", f"{CRS}/a/status", {"status": {"phase": 1}}, "application/merge-patch+json"
+    )
     assert status == 422 and err["details"]["causes"][0]["field"] == "status.phase"
     status, err = await call(kubeapi, "POST", CRS, {**widget("b"), "kind": "Gadget"})
     assert status == 400
@@ -140,8 +151,12 @@ async def test_dry_run_delete_collection_and_propagation(kubeapi: KubeAPI) -> No
     assert (await call(kubeapi, "GET", f"{CRS}/dry"))[0] == 404
     _, owner = await call(kubeapi, "POST", CRS, widget("owner"))
     ref = {"apiVersion": "test.ferry.dev/v1", "kind": "Widget", "name": "owner", "uid": owner["metadata"]["uid"]}
-    await call(kubeapi, "POST", "/api/v1/namespaces/default/configmaps",
-               {"metadata": {"name": "dep", "ownerReferences": [ref]}})
+    await call(
+        kubeapi,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        {"metadata": {"name": "dep", "ownerReferences": [ref]}},
+    )
     await call(kubeapi, "DELETE", f"{CRS}/owner", {"propagationPolicy": "Orphan"})
     _, dep = await call(kubeapi, "GET", "/api/v1/namespaces/default/configmaps/dep")
     assert "ownerReferences" not in dep["metadata"]
@@ -157,14 +172,20 @@ async def test_dry_run_delete_collection_and_propagation(kubeapi: KubeAPI) -> No
 
 async def test_namespace_termination_and_kmock_fallback(kubeapi: KubeAPI) -> None:
     await call(kubeapi, "POST", "/api/v1/namespaces", {"metadata": {"name": "t"}})
-    await call(kubeapi, "POST", "/api/v1/namespaces/t/configmaps",
-               {"metadata": {"name": "held", "finalizers": ["x/y"]}})
+    await call(
+        kubeapi, "POST", "/api/v1/namespaces/t/configmaps", {"metadata": {"name": "held", "finalizers": ["x/y"]}}
+    )
     _, ns = await call(kubeapi, "DELETE", "/api/v1/namespaces/t")
     assert ns["status"]["phase"] == "Terminating"
     status, err = await call(kubeapi, "POST", "/api/v1/namespaces/t/configmaps", {"metadata": {"name": "new"}})
     assert status == 403 and err["reason"] == "Forbidden"
-    await call(kubeapi, "PATCH", "/api/v1/namespaces/t/configmaps/held", {"metadata": {"finalizers": None}},
-               "application/merge-patch+json")
+    await call(
+        kubeapi,
+        "PATCH",
+        "/api/v1/namespaces/t/configmaps/held",
+        {"metadata": {"finalizers": None}},
+        "application/merge-patch+json",
+    )
     assert (await call(kubeapi, "GET", "/api/v1/namespaces/t"))[0] == 404
     kubeapi.emulator["get /custom"] << b"hello"
     assert (await call(kubeapi, "GET", "/custom")) == (200, "hello")

@@ -36,15 +36,27 @@ def test_json_patch_all_ops() -> None:
 def test_merge_and_strategic_patches() -> None:
     assert patching.merge_patch({"a": 1, "b": {"c": 2}}, {"a": None, "b": {"d": 3}}) == {"b": {"c": 2, "d": 3}}
     pod = {"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}
-    patched = patching.strategic_merge(pod, {"spec": {"containers": [{"name": "b", "$patch": "delete"},
-                                                                     {"name": "c", "image": "z"}]}})
+    patched = patching.strategic_merge(
+        pod, {"spec": {"containers": [{"name": "b", "$patch": "delete"}, {"name": "c", "image": "z"}]}}
+    )
     assert [c["name"] for c in patched["spec"]["containers"]] == ["a", "c"]
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("a=1", True), ("a==1", True), ("a!=1", False), ("a in (1,2)", True), ("a notin (1)", False),
-    ("a", True), ("!a", False), ("b", False), ("!b", True), ("a=1,b!=2", True),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("a=1", True),
+        ("a==1", True),
+        ("a!=1", False),
+        ("a in (1,2)", True),
+        ("a notin (1)", False),
+        ("a", True),
+        ("!a", False),
+        ("b", False),
+        ("!b", True),
+        ("a=1,b!=2", True),
+    ],
+)
 def test_label_selectors(selector: str, expected: bool) -> None:
     assert selectors.label_selector(selector)({"metadata": {"labels": {"a": "1"}}}) is expected
 
@@ -77,24 +89,35 @@ SCHEMA: dict[str, Any] = {
 
 
 def test_schema_pruning_defaulting_validation_and_cel() -> None:
-    obj: dict[str, Any] = {"apiVersion": "x/v1", "kind": "X", "metadata": {}, "spec": {"name": "ab", "junk": 1,
-                                                                                        "opt": None}}
+    obj: dict[str, Any] = {
+        "apiVersion": "x/v1",
+        "kind": "X",
+        "metadata": {},
+        "spec": {"name": "ab", "junk": 1, "opt": None},
+    }
     assert validation.prune(obj, SCHEMA) == ["spec.junk"]
     validation.apply_defaults(obj, SCHEMA)
     assert obj["spec"] == {"name": "ab", "opt": None, "min": 0, "max": 10}
     assert validation.validate(obj, SCHEMA) == []
     obj["spec"].update(name="ABCDEFG", min=20, tags=[1])
     causes = {c["field"]: c["message"] for c in validation.validate(obj, SCHEMA)}
-    assert causes["spec.name"].startswith("Invalid value: \"ABCDEFG\"") or "Too long" in causes["spec.name"]
+    assert causes["spec.name"].startswith('Invalid value: "ABCDEFG"') or "Too long" in causes["spec.name"]
     assert causes["spec.tags[0]"].endswith('must be of type string: "int"')
     assert causes["spec"] == 'Invalid value: "object": max 10 < min'
 
 
 def test_tables_jsonpath_and_age() -> None:
-    res = ResourceDef("g", "v1", "xs", "X", True, printer_columns=[
-        {"name": "First", "type": "string", "jsonPath": ".spec.items[0].name"},
-        {"name": "Count", "type": "integer", "jsonPath": ".status.count"},
-    ])
+    res = ResourceDef(
+        "g",
+        "v1",
+        "xs",
+        "X",
+        True,
+        printer_columns=[
+            {"name": "First", "type": "string", "jsonPath": ".spec.items[0].name"},
+            {"name": "Count", "type": "integer", "jsonPath": ".status.count"},
+        ],
+    )
     obj = {"metadata": {"name": "x"}, "spec": {"items": [{"name": "i"}]}, "status": {"count": 3}}
     assert tables.cells(res, obj) == ["x", "i", 3]
     assert tables.human_duration("2000-01-01T00:00:00Z").endswith("y")
@@ -102,9 +125,12 @@ def test_tables_jsonpath_and_age() -> None:
 
 def test_module_entry_serves_until_sigterm(tmp_path: pathlib.Path) -> None:
     kubeconfig = tmp_path / "kc"
-    proc = subprocess.Popen([sys.executable, "-m", "ferry.devstack.kubeapi", "--port", "0",
-                             "--kubeconfig", str(kubeconfig)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferry.devstack.kubeapi", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

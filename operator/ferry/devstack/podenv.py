@@ -37,12 +37,17 @@ def command_line(container: JSON, entrypoint: Sequence[str], env: Mapping[str, s
     return (command or list(entrypoint)) + args
 
 
+def _decode(value: str) -> str:
+    # surrogateescape keeps non-UTF-8 bytes intact on their way into the process environment.
+    return base64.b64decode(value).decode(errors="surrogateescape")
+
+
 def _source_data(kind: str, obj: JSON) -> dict[str, str]:
     if kind == "Secret":
-        return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()} | {
+        return {k: _decode(v) for k, v in (obj.get("data") or {}).items()} | {
             k: str(v) for k, v in (obj.get("stringData") or {}).items()
         }
-    binary = {k: base64.b64decode(v).decode() for k, v in (obj.get("binaryData") or {}).items()}
+    binary = {k: _decode(v) for k, v in (obj.get("binaryData") or {}).items()}
     return binary | {k: str(v) for k, v in (obj.get("data") or {}).items()}
 
 

@@ -93,6 +93,8 @@ class PodRunner:
         return self._listed.wait(timeout)
 
     def stop(self) -> None:
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         stream = self._stream
         if stream is not None:
@@ -171,7 +173,7 @@ class PodRunner:
                     break
                 log.warning("pod watch interrupted, listing again: %s", exc)
                 version = None
-                self._stopping.wait(0.5)
+                self._stopping.wait(1.0)
 
     def _relist(self) -> str:
         assert self._api is not None

@@ -96,6 +96,7 @@ class PodWorker:
         self._start_time: str | None = None
         self._conditions = Conditions()
         self._published: JSON | None = None
+        self._publish_after = 0.0
         self._deleted = False
         self._stopping = False
         self._wake = threading.Event()
@@ -339,7 +340,7 @@ class PodWorker:
         container.state = {"running": {"startedAt": container.started_at}}
         self._event("Started", f"Started container {container.name}", container)
 
-    def _publish(self) -> None:
+    def _publish(self, *, now: bool = False) -> None:
         status = pod_status(
             phase=self._phase,
             start_time=self._start_time,
@@ -348,7 +349,7 @@ class PodWorker:
             main=self.main,
             init_done=self._init_index >= len(self.init),
         )
-        if status == self._published:
+        if status == self._published or (time.monotonic() < self._publish_after and not now):
             return
         try:
             self._api.patch_pod_status(self.namespace, self.name, status)
@@ -357,6 +358,8 @@ class PodWorker:
             if getattr(exc, "status", None) == 404:
                 self._deleted = True
             else:
+                # Retried on a later pass with the then current status; spaced out not to flood the log.
+                self._publish_after = time.monotonic() + 1.0
                 log.warning("pod %s/%s: status write failed: %s", self.namespace, self.name, exc)
 
     def _grace(self) -> float:
@@ -396,7 +399,7 @@ class PodWorker:
         self._terminate(self._grace(), report=True)
         if self._deleted:
             return
-        self._publish()
+        self._publish(now=True)
         try:
             # The containers are gone: complete the graceful deletion, as the kubelet does.
             self._api.delete_pod_now(self.namespace, self.name, self.uid)

@@ -75,7 +75,7 @@ class DevStack:
             self.azurite.start()
             self.cosmos = CosmosServer(self.dir / "cosmos")
             self.cosmos.start()
-            self.kube_url, self._kube_stop = run_kubeapi_in_thread("127.0.0.1", 0)
+            self.kube_url, self._kube_stop = run_kubeapi_in_thread("127.0.0.1", 0, self._pod_log)
             write_kubeconfig(self.kubeconfig, self.kube_url)
             install_crds(self.kubeconfig)
             self.runner = PodRunner(
@@ -94,6 +94,10 @@ class DevStack:
         except BaseException:
             self.stop()
             raise
+
+    def _pod_log(self, namespace: str, pod: str, container: str | None) -> Path | None:
+        """`kubectl logs` reads what the pod runner recorded of the pod's process."""
+        return self.runner.log_path(namespace, pod, container) if self.runner is not None else None
 
     def start_operator(self) -> None:
         if self.operator_proc is not None and self.operator_proc.poll() is None:

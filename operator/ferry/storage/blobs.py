@@ -208,7 +208,7 @@ def error_code(error: BaseException) -> str:
     """The storage error code (x-ms-error-code) of an SDK error, or ''."""
     code = getattr(error, "error_code", None)
     if code:
-        return str(code)
+        return str(getattr(code, "value", code))  # the SDK's StorageErrorCode enum prints its Python name
     response = getattr(error, "response", None)
     if response is not None:
         return str(response.headers.get("x-ms-error-code", ""))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from ferry.workers.blobcopy_plan import (
     TransientWorkerError,
     dest_lease_id,
     destination_name,
+    ferry_copy_id,
     is_single,
     list_sources,
     source_account_key,
@@ -140,7 +140,7 @@ def run_copy(
     recorder = RetryRecorder()
     reporter = Reporter(report, recorder)
     resuming = previous is not None and previous.copy_id is not None
-    copy_id = previous.copy_id if previous is not None and previous.copy_id else str(uuid.uuid4())
+    copy_id = ferry_copy_id(copy_key)
     start_time = (previous.start_time if previous is not None else None) or datetime.now(UTC)
     try:
         return _run(spec, previous, endpoints, reporter, recorder, stop, copy_key, copy_id, start_time, resuming)
@@ -230,7 +230,8 @@ def _run(
         raise
     _release_all(ctx, items)
 
-    done = {**started, "blobs": dict(counts), "completionTime": _now()}
+    # copyId was reported when known: the service's id for a single server-side copy, else Ferry's.
+    done = {**{k: v for k, v in started.items() if k != "copyId"}, "blobs": dict(counts), "completionTime": _now()}
     if failures:
         name, first = failures[0]
         message = (
@@ -242,8 +243,8 @@ def _run(
         done["statusDescription"] = f"skipped: {skips[0]}"
     elif skips:
         done["statusDescription"] = f"{len(skips)} blob(s) skipped under overwrite {spec.overwrite.value}"
-    elif reporter.description is None:
-        done["statusDescription"] = "copied"
+    elif reporter.description is None and recorder.count == 0:
+        done["statusDescription"] = "copied"  # otherwise the final send records the retries
     reporter.send(done, force=True)
     return CopyOutcome(succeeded=True, stats=dict(ctx.stats))
 
@@ -323,11 +324,12 @@ def cleanup(
     previous: BlobCopyStatus | None,
     endpoints: Endpoints,
     report: Callable[[dict[str, Any]], None],
+    copy_key: str,
 ) -> None:
     """Abort Ferry's pending copies (destination left empty) and release Ferry's leases; idempotent."""
     if previous is None or not previous.copy_id:
         return  # nothing was started, so nothing of ours can be pending or leased
-    copy_id = previous.copy_id
+    copy_id = ferry_copy_id(copy_key)
     recorder = RetryRecorder()
     dest = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
     if is_single(spec):
@@ -364,6 +366,7 @@ def cleanup(
                 and props.copy.id
                 in (
                     copy_id,
+                    previous.copy_id,
                     *([props.copy.id] if _from_our_source(spec, props.copy.source) else []),
                 )
             ):

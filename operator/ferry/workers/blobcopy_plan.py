@@ -100,6 +100,11 @@ class RunContext:
         return dest_lease_id(self.copy_id)
 
 
+def ferry_copy_id(copy_key: str) -> str:
+    """Ferry's own id for one BlobCopy's work: stable across worker restarts, so leases and markers match."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ferry:{copy_key}:copy"))
+
+
 def dest_lease_id(copy_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ferry:{copy_id}:destination"))
 
@@ -128,6 +133,16 @@ def is_single(spec: BlobCopySpec) -> bool:
     return spec.source.account is None or spec.source.blob is not None
 
 
+def _source_label(spec: BlobCopySpec) -> str:
+    """The source as a user named it, for messages (URLs stay out: they may carry a SAS)."""
+    if spec.source.account is None:
+        return "the source URL"
+    where = f"container {spec.source.container}"
+    if spec.source.blob is not None:
+        return f"blob {spec.source.blob} in {where}"
+    return f"prefix {spec.source.prefix} in {where}" if spec.source.prefix else where
+
+
 def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecorder) -> list[SourceObject]:
     """The source objects, described once (size, ETag, type, settings, metadata)."""
     try:
@@ -148,10 +163,14 @@ def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecord
             objects.append(from_blob_properties(container.get_blob_client(props.name), props, props.name))
         return objects
     except ResourceNotFoundError as error:
-        raise BlobFailure("SourceNotFound", f"the source does not exist: {describe(error)}") from error
+        raise BlobFailure(
+            "SourceNotFound", f"the source {_source_label(spec)} does not exist: {describe(error)}"
+        ) from error
     except HttpResponseError as error:
         if error.status_code in (401, 403):
-            raise BlobFailure("SourceAccessDenied", f"the source refused access: {describe(error)}") from error
+            raise BlobFailure(
+                "SourceAccessDenied", f"the source {_source_label(spec)} refused access: {describe(error)}"
+            ) from error
         raise
 
 

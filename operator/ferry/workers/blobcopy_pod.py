@@ -55,9 +55,17 @@ def main(namespace: str, name: str, do_cleanup: bool) -> int:
     endpoints = endpoints_from_env()
     report = _reporter(ref)
     if do_cleanup:
-        cleanup(spec, previous, endpoints, report)
+        cleanup(spec, previous, endpoints, report, copy_key=obj["metadata"]["uid"])
+        log.info("BlobCopy %s/%s: pending copies aborted, leases released", namespace, name)
         return exitcodes.SUCCEEDED
     stop = _stop_on_sigterm()
+    log.info(
+        "BlobCopy %s/%s: %s copy, resuming from %s",
+        namespace,
+        name,
+        spec.mode.value,
+        previous.progress or "the start",
+    )
     try:
         outcome = run_copy(spec, previous, endpoints, report, stop, copy_key=obj["metadata"]["uid"])
     except CopyStopped:
@@ -66,7 +74,9 @@ def main(namespace: str, name: str, do_cleanup: bool) -> int:
         log.error("worker crashed: %s", redact(f"{type(exc).__name__}: {exc}"))
         return exitcodes.CRASHED
     if outcome.succeeded:
+        log.info("BlobCopy %s/%s: copied", namespace, name)
         return exitcodes.SUCCEEDED
     if outcome.failure is not None:
+        log.error("BlobCopy %s/%s failed: %s: %s", namespace, name, outcome.failure.reason, outcome.failure.message)
         report({"failure": outcome.failure.wire()})
     return exitcodes.FAILED

@@ -14,6 +14,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobProperties
 
 from ferry.storage.blobs import credential_free_url, describe, error_code, read_sas_url
+from ferry.storage.sources import SourceUnavailableError, TransientSourceError
 from ferry.workers import blobcopy_leases as leases
 from ferry.workers.blobcopy_plan import (
     PENDING,
@@ -70,6 +71,8 @@ def start(ctx: RunContext, copy: ServerCopy, source_url: str | None, previous_id
     if ctx.spec.lock_destination:
         created = leases.lock_destination(item.dest, item.source.blob_type, ctx.dest_lease_id)
     kwargs = write_conditions(ctx, item, created or copy.retries > 0)
+    if "lease" in kwargs:  # Copy Blob names the destination's lease differently from other writes
+        kwargs["destination_lease"] = kwargs.pop("lease")
     if item.source.etag:
         kwargs.update(source_etag=item.source.etag, source_match_condition=MatchConditions.IfNotModified)
     try:
@@ -95,7 +98,7 @@ def _start_failed(ctx: RunContext, copy: ServerCopy, error: HttpResponseError) -
     code = error_code(error)
     status = error.status_code or 0
     item = copy.item
-    if (status == 412 and code.startswith("Source")) or code == "SourceConditionNotMet":
+    if (status == 412 and code.startswith("Source")) or (status == 412 and _source_moved(item)):
         raise BlobFailure(
             "SourceChanged",
             f"source {item.source.display_url} changed: precondition failed (412, ETag no longer matches)",
@@ -114,6 +117,23 @@ def _start_failed(ctx: RunContext, copy: ServerCopy, error: HttpResponseError) -
             "CopySourceUnreachable", f"the service could not read the source: {describe(error)}"
         ) from None
     raise error
+
+
+def _source_moved(item: CopyItem) -> bool:
+    """Whether the source's ETag differs from the pinned one.
+
+    The service answers SourceConditionNotMet when the source's condition fails, but some servers
+    (Azurite among them) answer a plain ConditionNotMet for either side's condition; asking the
+    source tells the two apart.
+    """
+    try:
+        if item.source.client is not None:
+            return str(item.source.client.get_blob_properties().etag) != item.source.etag
+        if item.source.http is not None:
+            return item.source.http.describe(item.source.name).etag != item.source.etag
+    except (HttpResponseError, SourceUnavailableError, TransientSourceError):
+        return False  # unknown: treat it as the destination's condition, which skips the blob
+    return False
 
 
 def poll(ctx: RunContext, copies: list[ServerCopy]) -> dict[str, BlobProperties]:

@@ -114,7 +114,7 @@ def copy_stream(ctx: RunContext, item: CopyItem) -> str | None:
 
     lease = ctx.dest_lease_id if ctx.spec.lock_destination else None
     if item.source.blob_type == PAGE_BLOB and item.source.client is not None:
-        _copy_pages(ctx, item, lease)
+        _copy_pages(ctx, item, lease, resume)
         _finalize(ctx, item, lease)
     elif item.source.blob_type == APPEND_BLOB:
         _copy_append(ctx, item, lease, resume)
@@ -162,13 +162,15 @@ def _copy_blocks(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
 
     def move(index: int, offset: int, length: int) -> bytes | None:
         ctx.check_stop()
-        reused = staged.get(ids[index]) == length
-        data = read_range(source, offset, length) if hashing or not reused else None
-        if reused:
+        data = None
+        if staged.get(ids[index]) == length:
             ctx.count("blocksReused")  # staged before a restart: not sent again
         else:
+            data = read_range(source, offset, length)
             item.dest.stage_block(ids[index], data, length=length, lease=lease)
             ctx.count("blocksStaged")
+        if hashing and data is None:
+            data = read_range(source, offset, length)
         ctx.add_bytes(length)
         return data if hashing else None
 
@@ -214,12 +216,28 @@ def _settings(settings: ContentSettings, md5: bytes | None) -> ContentSettings:
     )
 
 
-def _copy_pages(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
+def _written(item: CopyItem, lease: str | None) -> list[tuple[int, int]]:
+    """[start, end) ranges already written to the destination page blob (before a restart)."""
+    ranges, _cleared = item.dest.get_page_ranges(lease=lease)
+    return [(int(r["start"]), int(r["end"]) + 1) for r in ranges]
+
+
+def _copy_pages(ctx: RunContext, item: CopyItem, lease: str | None, resume: bool) -> None:
     source = item.source
+    # Put Page is atomic per request, so a chunk inside the destination's written ranges was
+    # completed before the restart and is not sent again.
+    written = _written(item, lease) if resume else []
     chunks: list[tuple[int, int]] = []
+    reused = 0
     for start, end in page_ranges(source):
         for offset in range(start, end, PAGE_CHUNK):
-            chunks.append((offset, min(PAGE_CHUNK, end - offset)))
+            length = min(PAGE_CHUNK, end - offset)
+            if any(lo <= offset and offset + length <= hi for lo, hi in written):
+                reused += length
+                ctx.count("blocksReused")
+            else:
+                chunks.append((offset, length))
+    ctx.add_bytes(reused)
 
     def move(offset: int, length: int) -> None:
         ctx.check_stop()
@@ -231,7 +249,7 @@ def _copy_pages(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
         for done in [pool.submit(move, offset, length) for offset, length in chunks]:
             done.result()
     # Sparse gaps hold zeros on both sides: count them as copied.
-    ctx.add_bytes(source.size - sum(length for _, length in chunks))
+    ctx.add_bytes(source.size - sum(length for _, length in chunks) - reused)
 
 
 def _copy_append(ctx: RunContext, item: CopyItem, lease: str | None, resume: bool) -> None:

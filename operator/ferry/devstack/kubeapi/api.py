@@ -54,8 +54,9 @@ class ObjectAPI:
     def find(self, group: str, version: str, plural: str) -> ResourceDef:
         res = self.resources.get((group, version, plural))
         if res is None:
-            raise errors.api_error(404, "NotFound", "the server could not find the requested resource",
-                                   {"group": group, "kind": plural})
+            raise errors.api_error(
+                404, "NotFound", "the server could not find the requested resource", {"group": group, "kind": plural}
+            )
         return res
 
     def _any_version(self, gk: GroupKey) -> ResourceDef | None:
@@ -85,8 +86,9 @@ class ObjectAPI:
             raise errors.not_found(res.qualified, name, res.group, res.plural)
         return self._out(res, obj)
 
-    def list_objects(self, res: ResourceDef, ns: str | None,
-                     params: dict[str, str]) -> tuple[list[dict[str, Any]], str, str | None]:
+    def list_objects(
+        self, res: ResourceDef, ns: str | None, params: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], str, str | None]:
         lsel = selectors.label_selector(params.get("labelSelector"))
         fsel = selectors.field_selector(params.get("fieldSelector"))
         items = [o for o in self.store.items(res.group_key, ns if res.namespaced else None) if lsel(o) and fsel(o)]
@@ -122,9 +124,11 @@ class ObjectAPI:
         if (api_version and api_version != res.api_version) or (kind and kind != res.kind):
             raise errors.bad_request(
                 f"the API version in the data ({api_version}) does not match the expected API version"
-                f" ({res.api_version})" if api_version != res.api_version else
-                f"{kind} in version \"{res.version}\" cannot be handled as a {res.kind}: "
-                f"the kind of the object ({kind}) does not match the expected kind ({res.kind})")
+                f" ({res.api_version})"
+                if api_version != res.api_version
+                else f'{kind} in version "{res.version}" cannot be handled as a {res.kind}: '
+                f"the kind of the object ({kind}) does not match the expected kind ({res.kind})"
+            )
         if not isinstance(data.setdefault("metadata", {}), dict):
             raise errors.bad_request("metadata must be an object")
         data["apiVersion"], data["kind"] = res.api_version, res.kind
@@ -133,8 +137,14 @@ class ObjectAPI:
     def _invalid(self, res: ResourceDef, name: str, causes: list[dict[str, str]]) -> Exception:
         return errors.invalid(res.kind_group, name, res.group, res.kind, causes)
 
-    def _check_schema(self, res: ResourceDef, obj: dict[str, Any], old: dict[str, Any] | None,
-                      opts: Options, status_only: bool = False) -> None:
+    def _check_schema(
+        self,
+        res: ResourceDef,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+        opts: Options,
+        status_only: bool = False,
+    ) -> None:
         name = obj["metadata"].get("name", "")
         if res.schema is not None:
             unknown = validation.prune(obj, res.schema)
@@ -142,7 +152,8 @@ class ObjectAPI:
                 fields = ", ".join(f'unknown field "{u}"' for u in unknown)
                 raise errors.bad_request(
                     f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
-                    f"strict decoding error: {fields}")
+                    f"strict decoding error: {fields}"
+                )
             opts.warnings += [f'unknown field "{u}"' for u in unknown]
             validation.apply_defaults(obj, res.schema)
             causes = validation.validate(obj, res.schema, old)
@@ -155,15 +166,15 @@ class ObjectAPI:
             if causes:
                 raise self._invalid(res, name, causes)
 
-    def create(self, res: ResourceDef, ns: str | None, data: dict[str, Any] | bytes,
-               opts: Options) -> dict[str, Any]:
+    def create(self, res: ResourceDef, ns: str | None, data: dict[str, Any] | bytes, opts: Options) -> dict[str, Any]:
         obj = self._decode(res, data) if isinstance(data, bytes) else copy.deepcopy(data)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         meta = obj.setdefault("metadata", {})
         if res.namespaced:
             if meta.get("namespace") and ns and meta["namespace"] != ns:
                 raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             ns = ns or meta.get("namespace") or "default"
             nsobj = self.store.get(_NS_GK, "", ns)
             if nsobj is None:
@@ -172,9 +183,19 @@ class ObjectAPI:
                 raise errors.forbidden(
                     f'{res.qualified} "{meta.get("name") or meta.get("generateName", "")}" is forbidden:'
                     f" unable to create new content in namespace {ns} because it is being terminated",
-                    {"name": meta.get("name", ""), "group": res.group, "kind": res.plural,
-                     "causes": [{"reason": "NamespaceTerminating", "message": f"namespace {ns} is being terminated",
-                                 "field": "metadata.namespace"}]})
+                    {
+                        "name": meta.get("name", ""),
+                        "group": res.group,
+                        "kind": res.plural,
+                        "causes": [
+                            {
+                                "reason": "NamespaceTerminating",
+                                "message": f"namespace {ns} is being terminated",
+                                "field": "metadata.namespace",
+                            }
+                        ],
+                    },
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
@@ -185,14 +206,31 @@ class ObjectAPI:
                     break
         name = meta.get("name") or ""
         if not name:
-            raise self._invalid(res, "", [{"field": "metadata.name", "reason": "FieldValueRequired",
-                                           "message": "Required value: name or generateName is required"}])
+            raise self._invalid(
+                res,
+                "",
+                [
+                    {
+                        "field": "metadata.name",
+                        "reason": "FieldValueRequired",
+                        "message": "Required value: name or generateName is required",
+                    }
+                ],
+            )
         if not _NAME_RE.match(name) or len(name) > 253:
-            raise self._invalid(res, name, [{
-                "field": "metadata.name", "reason": "FieldValueInvalid",
-                "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case'
-                           " alphanumeric characters, '-' or '.',"
-                           " and must start and end with an alphanumeric character"}])
+            raise self._invalid(
+                res,
+                name,
+                [
+                    {
+                        "field": "metadata.name",
+                        "reason": "FieldValueInvalid",
+                        "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case'
+                        " alphanumeric characters, '-' or '.',"
+                        " and must start and end with an alphanumeric character",
+                    }
+                ],
+            )
         if self.store.get(res.group_key, meta.get("namespace", ""), name) is not None:
             raise errors.already_exists(res.qualified, name, res.group, res.plural)
         for key in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
@@ -216,20 +254,30 @@ class ObjectAPI:
             self._sync_crd(obj, name)
         return self._out(res, obj)
 
-    def update(self, res: ResourceDef, ns: str | None, name: str, body: bytes, sub: str | None,
-               opts: Options) -> dict[str, Any]:
+    def update(
+        self, res: ResourceDef, ns: str | None, name: str, body: bytes, sub: str | None, opts: Options
+    ) -> dict[str, Any]:
         new = self._decode(res, body)
         old = self._current(res, ns, name)
         if new["metadata"].get("name") and new["metadata"]["name"] != name:
             raise errors.bad_request(
-                f"the name of the object ({new['metadata']['name']}) does not match the name on the URL ({name})")
+                f"the name of the object ({new['metadata']['name']}) does not match the name on the URL ({name})"
+            )
         rv = new["metadata"].get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise errors.conflict(res.qualified, name, res.group, res.plural)
         if not rv and not res.builtin:
-            raise self._invalid(res, name, [{
-                "field": "metadata.resourceVersion", "reason": "FieldValueInvalid",
-                "message": "Invalid value: 0x0: must be specified for an update"}])
+            raise self._invalid(
+                res,
+                name,
+                [
+                    {
+                        "field": "metadata.resourceVersion",
+                        "reason": "FieldValueInvalid",
+                        "message": "Invalid value: 0x0: must be specified for an update",
+                    }
+                ],
+            )
         return self._replace(res, old, new, sub, opts)
 
     def _current(self, res: ResourceDef, ns: str | None, name: str) -> dict[str, Any]:
@@ -238,8 +286,16 @@ class ObjectAPI:
             raise errors.not_found(res.qualified, name, res.group, res.plural)
         return old
 
-    def patch(self, res: ResourceDef, ns: str | None, name: str, body: bytes, content_type: str,
-              sub: str | None, opts: Options) -> tuple[dict[str, Any], bool]:
+    def patch(
+        self,
+        res: ResourceDef,
+        ns: str | None,
+        name: str,
+        body: bytes,
+        content_type: str,
+        sub: str | None,
+        opts: Options,
+    ) -> tuple[dict[str, Any], bool]:
         """Returns the patched object and whether it was created (by server-side apply)."""
         ctype = content_type.split(";")[0].strip().lower()
         old = self.store.get(res.group_key, (ns or "") if res.namespaced else "", name)
@@ -263,7 +319,8 @@ class ObjectAPI:
             raise errors.unsupported_media(
                 "the body of the request was in an unknown format - accepted media types include: "
                 "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-                + (", application/strategic-merge-patch+json" if res.builtin else ""))
+                + (", application/strategic-merge-patch+json" if res.builtin else "")
+            )
         if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
             raise errors.bad_request("the patched object must be an object with metadata")
         if (new.get("apiVersion"), new.get("kind")) != (res.api_version, res.kind):
@@ -273,8 +330,9 @@ class ObjectAPI:
             raise errors.conflict(res.qualified, name, res.group, res.plural)
         return self._replace(res, old, new, sub, opts), False
 
-    def _replace(self, res: ResourceDef, old: dict[str, Any], new: dict[str, Any], sub: str | None,
-                 opts: Options) -> dict[str, Any]:
+    def _replace(
+        self, res: ResourceDef, old: dict[str, Any], new: dict[str, Any], sub: str | None, opts: Options
+    ) -> dict[str, Any]:
         gk = res.group_key
         name = old["metadata"]["name"]
         if sub == "status":
@@ -292,8 +350,15 @@ class ObjectAPI:
                     candidate.pop("status", None)
         candidate["apiVersion"], candidate["kind"] = res.api_version, res.kind
         meta = candidate.setdefault("metadata", {})
-        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                    "namespace", "name", "generation"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "name",
+            "generation",
+        ):
             if key in old["metadata"]:
                 meta[key] = old["metadata"][key]
             else:
@@ -302,10 +367,18 @@ class ObjectAPI:
         if meta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise self._invalid(res, name, [{
-                    "field": "metadata.finalizers", "reason": "FieldValueForbidden",
-                    "message": "Forbidden: no new finalizers can be added if the object is being deleted,"
-                               f" found new finalizers {sorted(added)!r}"}])
+                raise self._invalid(
+                    res,
+                    name,
+                    [
+                        {
+                            "field": "metadata.finalizers",
+                            "reason": "FieldValueForbidden",
+                            "message": "Forbidden: no new finalizers can be added if the object is being deleted,"
+                            f" found new finalizers {sorted(added)!r}",
+                        }
+                    ],
+                )
         defaults.prepare(res.group, res.plural, candidate, creating=False)
         self._check_schema(res, candidate, self._out(res, old), opts, status_only=sub == "status")
         if gk == _CRD_GK:
@@ -328,8 +401,9 @@ class ObjectAPI:
 
     # Deletion.
 
-    def delete(self, res: ResourceDef, ns: str | None, name: str, body: bytes, params: dict[str, str],
-               opts: Options) -> dict[str, Any]:
+    def delete(
+        self, res: ResourceDef, ns: str | None, name: str, body: bytes, params: dict[str, str], opts: Options
+    ) -> dict[str, Any]:
         old = self._current(res, ns, name)
         delopts: dict[str, Any] = {}
         if body.strip():
@@ -339,7 +413,8 @@ class ObjectAPI:
                 raise errors.bad_request(f"invalid DeleteOptions: {e}") from e
         pre = delopts.get("preconditions") or {}
         if (pre.get("uid") and pre["uid"] != old["metadata"]["uid"]) or (
-                pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"]["resourceVersion"]):
+            pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"]["resourceVersion"]
+        ):
             raise errors.conflict(res.qualified, name, res.group, res.plural)
         policy = delopts.get("propagationPolicy") or params.get("propagationPolicy") or ""
         if delopts.get("orphanDependents") is True or params.get("orphanDependents") == "true":
@@ -447,8 +522,9 @@ class ObjectAPI:
                 continue
             self.store.remove(_NS_GK, ns)
 
-    def delete_collection(self, res: ResourceDef, ns: str | None, params: dict[str, str],
-                          opts: Options) -> list[dict[str, Any]]:
+    def delete_collection(
+        self, res: ResourceDef, ns: str | None, params: dict[str, str], opts: Options
+    ) -> list[dict[str, Any]]:
         wanted = {k: v for k, v in params.items() if k in ("labelSelector", "fieldSelector")}
         items, _, _ = self.list_objects(res, ns, wanted)
         deleted = []

@@ -28,19 +28,38 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
     expected = f"{names.get('plural', '')}.{group}"
     name = crd.get("metadata", {}).get("name", "")
     if names.get("plural") and group and name != expected:
-        causes.append({"field": "metadata.name", "reason": "FieldValueInvalid",
-                       "message": f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group'})
+        causes.append(
+            {
+                "field": "metadata.name",
+                "reason": "FieldValueInvalid",
+                "message": f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
+            }
+        )
     if spec.get("scope") not in ("Namespaced", "Cluster"):
-        causes.append({"field": "spec.scope", "reason": "FieldValueNotSupported",
-                       "message": f'Unsupported value: "{spec.get("scope")}":'
-                                  ' supported values: "Cluster", "Namespaced"'})
+        causes.append(
+            {
+                "field": "spec.scope",
+                "reason": "FieldValueNotSupported",
+                "message": f'Unsupported value: "{spec.get("scope")}": supported values: "Cluster", "Namespaced"',
+            }
+        )
     versions = spec.get("versions") or []
     if not versions:
-        causes.append({"field": "spec.versions", "reason": "FieldValueInvalid",
-                       "message": "must have exactly one version marked as storage version"})
+        causes.append(
+            {
+                "field": "spec.versions",
+                "reason": "FieldValueInvalid",
+                "message": "must have exactly one version marked as storage version",
+            }
+        )
     elif sum(1 for v in versions if v.get("storage")) != 1:
-        causes.append({"field": "spec.versions", "reason": "FieldValueInvalid",
-                       "message": "Invalid value: \"array\": must have exactly one version marked as storage version"})
+        causes.append(
+            {
+                "field": "spec.versions",
+                "reason": "FieldValueInvalid",
+                "message": 'Invalid value: "array": must have exactly one version marked as storage version',
+            }
+        )
     return causes
 
 
@@ -53,14 +72,25 @@ def crd_resources(crd: dict[str, Any]) -> list[ResourceDef]:
             continue
         subresources = ver.get("subresources") or spec.get("subresources") or {}
         schema = (ver.get("schema") or spec.get("validation") or {}).get("openAPIV3Schema")
-        result.append(ResourceDef(
-            group=spec["group"], version=ver["name"], plural=names["plural"], kind=names["kind"],
-            namespaced=spec.get("scope") == "Namespaced", singular=names.get("singular") or names["kind"].lower(),
-            short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
-            status_subresource="status" in subresources, builtin=False, has_generation=True, schema=schema,
-            printer_columns=list(ver.get("additionalPrinterColumns") or []), storage=bool(ver.get("storage")),
-            crd_name=crd["metadata"]["name"],
-        ))
+        result.append(
+            ResourceDef(
+                group=spec["group"],
+                version=ver["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope") == "Namespaced",
+                singular=names.get("singular") or names["kind"].lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                status_subresource="status" in subresources,
+                builtin=False,
+                has_generation=True,
+                schema=schema,
+                printer_columns=list(ver.get("additionalPrinterColumns") or []),
+                storage=bool(ver.get("storage")),
+                crd_name=crd["metadata"]["name"],
+            )
+        )
     return result
 
 
@@ -72,8 +102,13 @@ def crd_status(crd: dict[str, Any]) -> dict[str, Any]:
     old = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
 
     def cond(type_: str, reason: str, message: str) -> dict[str, Any]:
-        return {"type": type_, "status": "True", "reason": reason, "message": message,
-                "lastTransitionTime": old.get(type_, {}).get("lastTransitionTime", ts)}
+        return {
+            "type": type_,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": old.get(type_, {}).get("lastTransitionTime", ts),
+        }
 
     return {
         "acceptedNames": names,

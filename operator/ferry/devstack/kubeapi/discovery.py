@@ -9,8 +9,14 @@ from typing import Any
 from ferry.devstack.kubeapi.resources import ResourceDef
 
 SERVER_VERSION = {
-    "major": "1", "minor": "32", "gitVersion": "v1.32.0-ferry", "gitCommit": "0000000000000000000000000000000000000000",
-    "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23.4", "compiler": "gc",
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-ferry",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z",
+    "goVersion": "go1.23.4",
+    "compiler": "gc",
     "platform": "linux/amd64",
 }
 
@@ -24,8 +30,11 @@ def _versions(resources: list[ResourceDef], group: str) -> list[str]:
 
 
 def api_versions() -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    }
 
 
 def _group(resources: list[ResourceDef], group: str) -> dict[str, Any]:
@@ -51,7 +60,10 @@ def resource_list(resources: list[ResourceDef], group: str, version: str) -> dic
     entries: list[dict[str, Any]] = []
     for r in matching:
         entry: dict[str, Any] = {
-            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
             "verbs": list(r.verbs),
         }
         if r.short_names:
@@ -62,8 +74,15 @@ def resource_list(resources: list[ResourceDef], group: str, version: str) -> dic
         subs = (["status"] if r.status_subresource else []) + list(r.extra_subresources)
         for sub in subs:
             verbs = ["get", "patch", "update"] if sub == "status" else ["get"]
-            entries.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                            "kind": r.kind, "verbs": verbs})
+            entries.append(
+                {
+                    "name": f"{r.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": verbs,
+                }
+            )
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": entries}
 
@@ -97,8 +116,11 @@ def openapi_gv(resources: list[ResourceDef], group: str, version: str) -> dict[s
             continue
         gvk = {"group": r.group, "version": r.version, "kind": r.kind}
         prefix = f"/{_gv_path(group, version)}/" + ("namespaces/{namespace}/" if r.namespaced else "")
-        op = {"x-kubernetes-group-version-kind": gvk, "parameters": [param],
-              "responses": {"200": {"description": "OK"}}}
+        op = {
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": [param],
+            "responses": {"200": {"description": "OK"}},
+        }
         paths[f"{prefix}{r.plural}/{{name}}"] = {"patch": op, "put": op}
         paths[f"{prefix}{r.plural}"] = {"post": op}
         # Built-ins get no schema, so kubectl falls back to its compiled-in strategic patch metadata.
@@ -110,5 +132,9 @@ def openapi_gv(resources: list[ResourceDef], group: str, version: str) -> dict[s
             props["metadata"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
             schema["properties"] = props
             schemas[_schema_name(r)] = schema
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-            "paths": paths, "components": {"schemas": schemas}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

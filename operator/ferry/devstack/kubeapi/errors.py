@@ -33,21 +33,26 @@ def status_body(exc: KubernetesError) -> dict[str, Any]:
 
 def not_found(qualified: str, name: str, group: str = "", kind: str = "") -> KubernetesError:
     return api_error(
-        404, "NotFound", f'{qualified} "{name}" not found',
+        404,
+        "NotFound",
+        f'{qualified} "{name}" not found',
         {"name": name, "group": group, "kind": kind or qualified.split(".")[0]},
     )
 
 
 def already_exists(qualified: str, name: str, group: str, kind: str) -> KubernetesError:
     return api_error(
-        409, "AlreadyExists", f'{qualified} "{name}" already exists',
+        409,
+        "AlreadyExists",
+        f'{qualified} "{name}" already exists',
         {"name": name, "group": group, "kind": kind},
     )
 
 
 def conflict(qualified: str, name: str, group: str, kind: str) -> KubernetesError:
     return api_error(
-        409, "Conflict",
+        409,
+        "Conflict",
         f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified;'
         " please apply your changes to the latest version and try again",
         {"name": name, "group": group, "kind": kind},
@@ -59,7 +64,9 @@ def invalid(kind_group: str, name: str, group: str, kind: str, causes: list[dict
     if len(causes) > 1:
         text = f"[{text}]"
     return api_error(
-        422, "Invalid", f'{kind_group} "{name}" is invalid: {text}',
+        422,
+        "Invalid",
+        f'{kind_group} "{name}" is invalid: {text}',
         {"name": name, "group": group, "kind": kind, "causes": causes},
     )
 

@@ -13,8 +13,9 @@ def write_kubeconfig(path: pathlib.Path, url: str, namespace: str = "default") -
         "kind": "Config",
         "clusters": [{"name": "ferry-dev", "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "ferry-dev", "user": {"token": "ferry-dev-token"}}],
-        "contexts": [{"name": "ferry-dev", "context": {"cluster": "ferry-dev", "user": "ferry-dev",
-                                                        "namespace": namespace}}],
+        "contexts": [
+            {"name": "ferry-dev", "context": {"cluster": "ferry-dev", "user": "ferry-dev", "namespace": namespace}}
+        ],
         "current-context": "ferry-dev",
         "preferences": {},
     }

@@ -16,28 +16,53 @@ MAGIC = b"k8s\x00"
 Schema = dict[int, tuple[str, str, Any]]
 
 _OWNER_REF: Schema = {
-    1: ("kind", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None),
-    5: ("apiVersion", "str", None), 6: ("controller", "bool", None), 7: ("blockOwnerDeletion", "bool", None),
+    1: ("kind", "str", None),
+    3: ("name", "str", None),
+    4: ("uid", "str", None),
+    5: ("apiVersion", "str", None),
+    6: ("controller", "bool", None),
+    7: ("blockOwnerDeletion", "bool", None),
 }
 _OBJECT_REF: Schema = {
-    1: ("kind", "str", None), 2: ("namespace", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None),
-    5: ("apiVersion", "str", None), 6: ("resourceVersion", "str", None), 7: ("fieldPath", "str", None),
+    1: ("kind", "str", None),
+    2: ("namespace", "str", None),
+    3: ("name", "str", None),
+    4: ("uid", "str", None),
+    5: ("apiVersion", "str", None),
+    6: ("resourceVersion", "str", None),
+    7: ("fieldPath", "str", None),
 }
 _LOCAL_REF: Schema = {1: ("name", "str", None)}
 _META: Schema = {
-    1: ("name", "str", None), 2: ("generateName", "str", None), 3: ("namespace", "str", None),
-    11: ("labels", "map_str", None), 12: ("annotations", "map_str", None),
-    13: ("ownerReferences", "rep_msg", _OWNER_REF), 14: ("finalizers", "rep_str", None),
+    1: ("name", "str", None),
+    2: ("generateName", "str", None),
+    3: ("namespace", "str", None),
+    11: ("labels", "map_str", None),
+    12: ("annotations", "map_str", None),
+    13: ("ownerReferences", "rep_msg", _OWNER_REF),
+    14: ("finalizers", "rep_str", None),
 }
 SCHEMAS: dict[str, Schema] = {
-    "Secret": {1: ("metadata", "msg", _META), 2: ("data", "map_bytes", None), 3: ("type", "str", None),
-               4: ("stringData", "map_str", None), 5: ("immutable", "bool", None)},
-    "ConfigMap": {1: ("metadata", "msg", _META), 2: ("data", "map_str", None),
-                  3: ("binaryData", "map_bytes", None), 4: ("immutable", "bool", None)},
+    "Secret": {
+        1: ("metadata", "msg", _META),
+        2: ("data", "map_bytes", None),
+        3: ("type", "str", None),
+        4: ("stringData", "map_str", None),
+        5: ("immutable", "bool", None),
+    },
+    "ConfigMap": {
+        1: ("metadata", "msg", _META),
+        2: ("data", "map_str", None),
+        3: ("binaryData", "map_bytes", None),
+        4: ("immutable", "bool", None),
+    },
     "Namespace": {1: ("metadata", "msg", _META), 2: ("spec", "msg", {1: ("finalizers", "rep_str", None)})},
-    "ServiceAccount": {1: ("metadata", "msg", _META), 2: ("secrets", "rep_msg", _OBJECT_REF),
-                       3: ("imagePullSecrets", "rep_msg", _LOCAL_REF),
-                       4: ("automountServiceAccountToken", "bool", None)},
+    "ServiceAccount": {
+        1: ("metadata", "msg", _META),
+        2: ("secrets", "rep_msg", _OBJECT_REF),
+        3: ("imagePullSecrets", "rep_msg", _LOCAL_REF),
+        4: ("automountServiceAccountToken", "bool", None),
+    },
 }
 
 
@@ -62,7 +87,7 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             yield num, value
         elif wire == 2:
             size, pos = _varint(buf, pos)
-            yield num, buf[pos:pos + size]
+            yield num, buf[pos : pos + size]
             pos += size
         elif wire == 1:
             pos += 8
@@ -101,7 +126,7 @@ def _message(buf: bytes, schema: Schema) -> dict[str, Any]:
 def decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise unsupported_media("the body of the request was not a Kubernetes protobuf envelope")
-    envelope = dict(_fields(body[len(MAGIC):]))
+    envelope = dict(_fields(body[len(MAGIC) :]))
     type_meta = envelope.get(1, b"")
     raw = envelope.get(2, b"")
     assert isinstance(type_meta, bytes) and isinstance(raw, bytes)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import aiohttp.web
 
-from ferry.devstack.kubeapi.server import KubeEmulator
+from ferry.devstack.kubeapi.server import KubeEmulator, LogSource
 
 
 class KubeAPI:
@@ -26,8 +26,8 @@ class KubeAPI:
         await self.emulator.__aexit__(None, None, None)
 
 
-async def start_kubeapi(host: str = "127.0.0.1", port: int = 0) -> KubeAPI:
-    emulator = KubeEmulator()
+async def start_kubeapi(host: str = "127.0.0.1", port: int = 0, log_source: LogSource | None = None) -> KubeAPI:
+    emulator = KubeEmulator(log_source=log_source)
     await emulator.__aenter__()
     server = aiohttp.web.Server(emulator)
     runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
@@ -39,7 +39,9 @@ async def start_kubeapi(host: str = "127.0.0.1", port: int = 0) -> KubeAPI:
     return KubeAPI(emulator, runner, f"http://{host}:{actual_port}")
 
 
-def run_kubeapi_in_thread(host: str = "127.0.0.1", port: int = 0) -> tuple[str, Callable[[], None]]:
+def run_kubeapi_in_thread(
+    host: str = "127.0.0.1", port: int = 0, log_source: LogSource | None = None
+) -> tuple[str, Callable[[], None]]:
     """Serve from a daemon thread with its own loop; returns the URL and an idempotent stop()."""
     loop = asyncio.new_event_loop()
     started: asyncio.Future[KubeAPI] = loop.create_future()
@@ -50,7 +52,7 @@ def run_kubeapi_in_thread(host: str = "127.0.0.1", port: int = 0) -> tuple[str, 
 
         async def boot() -> None:
             try:
-                started.set_result(await start_kubeapi(host, port))
+                started.set_result(await start_kubeapi(host, port, log_source))
             except Exception as e:
                 started.set_exception(e)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 import re
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp.web
@@ -36,12 +38,17 @@ def _json(data: Any, status: int = 200, warnings: list[str] | None = None) -> ai
     return response
 
 
+LogSource = Callable[[str, str, str | None], pathlib.Path | None]
+
+
 @attrs.define(kw_only=True)
 class KubeEmulator(kmock.KubernetesEmulator):
     """Kubernetes requests go to ``ObjectAPI``; anything else falls through to kmock's DSL reactions."""
 
     api: ObjectAPI = attrs.field(factory=ObjectAPI)
     bookmark_interval: float = 5.0
+    # Where a pod's container log is kept (the local pod runner knows); None serves empty logs.
+    log_source: LogSource | None = None
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # Not recording requests (unlike kmock): a long-running emulator must not grow unboundedly.
@@ -119,9 +126,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         except NotImplementedError as e:  # no DSL reaction declared for this path
             raise errors.api_error(404, "NotFound", "the server could not find the requested resource") from e
 
-    async def _serve(self, raw: aiohttp.web.BaseRequest, body: bytes, res: ResourceDef, ns: str | None,
-                     name: str | None, sub: str | None, params: dict[str, str], method: str,
-                     ) -> aiohttp.web.StreamResponse:
+    async def _serve(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        body: bytes,
+        res: ResourceDef,
+        ns: str | None,
+        name: str | None,
+        sub: str | None,
+        params: dict[str, str],
+        method: str,
+    ) -> aiohttp.web.StreamResponse:
         api = self.api
         accept = raw.headers.get("Accept", "")
         opts = Options(params)
@@ -129,7 +144,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise errors.api_error(404, "NotFound", "the server could not find the requested resource")
         if sub == "log":
             api.get(res, ns, name or "")
-            return aiohttp.web.Response(text="", content_type="text/plain")
+            return aiohttp.web.Response(text=self._log(ns or "", name or "", params), content_type="text/plain")
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await serve_watch(api, raw, res, ns, name, params, accept, self.bookmark_interval)
         if name is None:
@@ -146,14 +161,23 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 return _json(new_obj, 201, opts.warnings)
             if method == "DELETE":
                 deleted = api.delete_collection(res, ns, params, opts)
-                return _json({"kind": res.list_kind, "apiVersion": res.api_version,
-                              "metadata": {"resourceVersion": str(api.store.rv)}, "items": deleted})
+                return _json(
+                    {
+                        "kind": res.list_kind,
+                        "apiVersion": res.api_version,
+                        "metadata": {"resourceVersion": str(api.store.rv)},
+                        "items": deleted,
+                    }
+                )
             raise errors.method_not_allowed()
         if method == "GET":
             obj = api.get(res, ns, name)
             if tables.wants_table(accept):
-                return _json(tables.table(res, [obj], obj["metadata"]["resourceVersion"],
-                                          params.get("includeObject", "Metadata")))
+                return _json(
+                    tables.table(
+                        res, [obj], obj["metadata"]["resourceVersion"], params.get("includeObject", "Metadata")
+                    )
+                )
             return _json(obj)
         if method == "PUT":
             return _json(api.update(res, ns, name, body, sub, opts), 200, opts.warnings)
@@ -163,3 +187,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if method == "DELETE" and sub is None:
             return _json(api.delete(res, ns, name, body, params, opts))
         raise errors.method_not_allowed()
+
+    def _log(self, namespace: str, pod: str, params: dict[str, str]) -> str:
+        path = self.log_source(namespace, pod, params.get("container")) if self.log_source else None
+        if path is None or not path.exists():
+            return ""
+        text = path.read_text(errors="replace")
+        tail = params.get("tailLines")
+        if tail and tail.isdigit():
+            text = "".join(text.splitlines(keepends=True)[-int(tail) :])
+        return text

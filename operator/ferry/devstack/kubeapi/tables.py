@@ -9,10 +9,20 @@ from typing import Any
 
 from ferry.devstack.kubeapi.resources import ResourceDef
 
-_NAME_COL = {"name": "Name", "type": "string", "format": "name", "priority": 0,
-             "description": "Name must be unique within a namespace."}
-_AGE_COL = {"name": "Age", "type": "date", "format": "", "priority": 0,
-            "description": "CreationTimestamp is the server time when this object was created."}
+_NAME_COL = {
+    "name": "Name",
+    "type": "string",
+    "format": "name",
+    "priority": 0,
+    "description": "Name must be unique within a namespace.",
+}
+_AGE_COL = {
+    "name": "Age",
+    "type": "date",
+    "format": "",
+    "priority": 0,
+    "description": "CreationTimestamp is the server time when this object was created.",
+}
 _POD_COLS = [
     _NAME_COL,
     {"name": "Ready", "type": "string", "format": "", "priority": 0, "description": "The aggregate readiness state."},
@@ -93,8 +103,13 @@ def _cell(value: Any, type_: str) -> Any:
     return str(value)
 
 
-_STATUS_COL = {"name": "Status", "type": "string", "format": "", "priority": 0,
-               "description": "The status of the namespace."}
+_STATUS_COL = {
+    "name": "Status",
+    "type": "string",
+    "format": "",
+    "priority": 0,
+    "description": "The status of the namespace.",
+}
 
 
 def columns(res: ResourceDef) -> list[dict[str, Any]]:
@@ -105,10 +120,15 @@ def columns(res: ResourceDef) -> list[dict[str, Any]]:
     if res.printer_columns:
         cols = [_NAME_COL]
         for col in res.printer_columns:
-            cols.append({
-                "name": col["name"], "type": col.get("type", "string"), "format": col.get("format", ""),
-                "description": col.get("description", ""), "priority": col.get("priority", 0),
-            })
+            cols.append(
+                {
+                    "name": col["name"],
+                    "type": col.get("type", "string"),
+                    "format": col.get("format", ""),
+                    "description": col.get("description", ""),
+                    "priority": col.get("priority", 0),
+                }
+            )
         return cols
     return [_NAME_COL, _AGE_COL]
 
@@ -122,9 +142,15 @@ def _pod_cells(obj: dict[str, Any]) -> list[Any]:
     phase = status.get("reason") or status.get("phase") or "Pending"
     if obj["metadata"].get("deletionTimestamp"):
         phase = "Terminating"
-    return [obj["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", phase, str(restarts),
-            human_duration(obj["metadata"].get("creationTimestamp")), status.get("podIP") or "<none>",
-            spec.get("nodeName") or "<none>"]
+    return [
+        obj["metadata"]["name"],
+        f"{ready}/{len(spec.get('containers') or [])}",
+        phase,
+        str(restarts),
+        human_duration(obj["metadata"].get("creationTimestamp")),
+        status.get("podIP") or "<none>",
+        spec.get("nodeName") or "<none>",
+    ]
 
 
 def cells(res: ResourceDef, obj: dict[str, Any]) -> list[Any]:
@@ -134,9 +160,10 @@ def cells(res: ResourceDef, obj: dict[str, Any]) -> list[Any]:
         phase = (obj.get("status") or {}).get("phase", "Active")
         return [obj["metadata"]["name"], phase, human_duration(obj["metadata"].get("creationTimestamp"))]
     if res.printer_columns:
-        return [obj["metadata"]["name"], *(
-            _cell(jsonpath(obj, col["jsonPath"]), col.get("type", "string")) for col in res.printer_columns
-        )]
+        return [
+            obj["metadata"]["name"],
+            *(_cell(jsonpath(obj, col["jsonPath"]), col.get("type", "string")) for col in res.printer_columns),
+        ]
     return [obj["metadata"]["name"], human_duration(obj["metadata"].get("creationTimestamp"))]
 
 
@@ -148,8 +175,9 @@ def row_object(res: ResourceDef, obj: dict[str, Any], include: str) -> dict[str,
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
 
 
-def table(res: ResourceDef, objs: list[dict[str, Any]], rv: str, include: str = "Metadata",
-          cont: str | None = None) -> dict[str, Any]:
+def table(
+    res: ResourceDef, objs: list[dict[str, Any]], rv: str, include: str = "Metadata", cont: str | None = None
+) -> dict[str, Any]:
     rows = []
     for obj in objs:
         row: dict[str, Any] = {"cells": cells(res, obj)}
@@ -160,5 +188,10 @@ def table(res: ResourceDef, objs: list[dict[str, Any]], rv: str, include: str = 
     meta: dict[str, Any] = {"resourceVersion": rv}
     if cont:
         meta["continue"] = cont
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-            "columnDefinitions": columns(res), "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": columns(res),
+        "rows": rows,
+    }

@@ -103,18 +103,29 @@ def validate(obj: Any, schema: dict[str, Any], old: Any = None, path: str = "", 
     int_or_string = schema.get("x-kubernetes-int-or-string")
     if int_or_string:
         if not (_is_type(obj, "integer") or isinstance(obj, str)):
-            causes.append(_cause(path, "FieldValueTypeInvalid",
-                                 f"Invalid value: {_fmt(obj)}: {where} in body must be of type integer-or-string"))
+            causes.append(
+                _cause(
+                    path,
+                    "FieldValueTypeInvalid",
+                    f"Invalid value: {_fmt(obj)}: {where} in body must be of type integer-or-string",
+                )
+            )
             return causes
     elif type_ and not _is_type(obj, type_):
         got = "null" if obj is None else type(obj).__name__
-        causes.append(_cause(path, "FieldValueTypeInvalid",
-                             f'Invalid value: "{got}": {where} in body must be of type {type_}: "{got}"'))
+        causes.append(
+            _cause(
+                path,
+                "FieldValueTypeInvalid",
+                f'Invalid value: "{got}": {where} in body must be of type {type_}: "{got}"',
+            )
+        )
         return causes
     if "enum" in schema and obj not in schema["enum"]:
         supported = ", ".join(json.dumps(v) for v in schema["enum"])
-        causes.append(_cause(path, "FieldValueNotSupported",
-                             f"Unsupported value: {_fmt(obj)}: supported values: {supported}"))
+        causes.append(
+            _cause(path, "FieldValueNotSupported", f"Unsupported value: {_fmt(obj)}: supported values: {supported}")
+        )
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         low, high = schema.get("minimum"), schema.get("maximum")
         if low is not None and (obj < low or (schema.get("exclusiveMinimum") and obj == low)):
@@ -125,16 +136,18 @@ def validate(obj: Any, schema: dict[str, Any], old: Any = None, path: str = "", 
         if "minLength" in schema and len(obj) < schema["minLength"]:
             causes.append(_bad(path, obj, f"should be at least {schema['minLength']} chars long"))
         if "maxLength" in schema and len(obj) > schema["maxLength"]:
-            causes.append(_cause(path, "FieldValueTooLong",
-                                 f"Too long: may not be more than {schema['maxLength']} bytes"))
+            causes.append(
+                _cause(path, "FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} bytes")
+            )
         if "pattern" in schema and not re.search(schema["pattern"], obj):
             causes.append(_bad(path, obj, f"should match '{schema['pattern']}'"))
     if isinstance(obj, list):
         if "minItems" in schema and len(obj) < schema["minItems"]:
             causes.append(_bad(path, len(obj), f"should have at least {schema['minItems']} items"))
         if "maxItems" in schema and len(obj) > schema["maxItems"]:
-            causes.append(_cause(path, "FieldValueTooMany",
-                                 f"Too many: {len(obj)}: must have at most {schema['maxItems']} items"))
+            causes.append(
+                _cause(path, "FieldValueTooMany", f"Too many: {len(obj)}: must have at most {schema['maxItems']} items")
+            )
         items = schema.get("items")
         if isinstance(items, dict):
             for i, item in enumerate(obj):

@@ -106,9 +106,15 @@ async def serve_watch(
 
         with contextlib.suppress(ConnectionError, RuntimeError):
             if gone:
-                status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                          "message": f"too old resource version: {since} ({store.history[0].rv - 1})",
-                          "reason": "Expired", "code": 410}
+                status = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": f"too old resource version: {since} ({store.history[0].rv - 1})",
+                    "reason": "Expired",
+                    "code": 410,
+                }
                 await response.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
                 return response
             for type_, obj in initial:

@@ -1,0 +1,70 @@
+"""The real kubectl binary driven against the local stack's API emulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ferry.devstack.stack import DevStack
+
+
+class Kubectl:
+    """The real kubectl binary with the stack's kubeconfig, in one namespace."""
+
+    def __init__(self, stack: DevStack, namespace: str) -> None:
+        self.stack = stack
+        self.namespace = namespace
+        self.env = stack.env()
+
+    def run(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["kubectl", "-n", self.namespace, *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+        return done
+
+    def __call__(self, *args: str, stdin: str | None = None) -> str:
+        return self.run(*args, stdin=stdin).stdout
+
+    def apply(self, manifest: str) -> str:
+        return self("apply", "-f", "-", stdin=manifest)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(self("get", kind, name, "-o", "json"))
+        return obj
+
+    def wait_for(
+        self, kind: str, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        obj: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            done = self.run("get", kind, name, "-o", "json", check=False)
+            if done.returncode == 0:
+                obj = json.loads(done.stdout)
+                if predicate(obj):
+                    return obj
+            time.sleep(0.3)
+        raise AssertionError(f"{kind}/{name} did not reach the expected state in {timeout}s: {obj.get('status')}")
+
+    def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait_for(kind, name, lambda o: (o.get("status") or {}).get("phase") == phase, timeout)
+
+    def wait_gone(self, kind: str, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.run("get", kind, name, check=False).returncode != 0:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{kind}/{name} still exists after {timeout}s")
