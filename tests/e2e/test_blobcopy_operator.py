@@ -300,3 +300,30 @@ def test_worker_logs_through_kubectl(stack: DevStack, kubectl: Kubectl) -> None:
     pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy", "-o", "name").split()
     assert pods
     assert kubectl("logs", pods[0]) != ""
+
+
+def test_copy_pending_past_max_lifetime_is_terminated(
+    stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy
+) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    src.upload_blob("big.bin", _blob(16 * MiB, 7))
+    _secrets(kubectl, src_account.connection_string, _via(slow_destination, dst_account))
+    kubectl.apply(
+        _blobcopy(
+            "expires",
+            src,
+            dst,
+            mode="Stream",
+            source={"blob": "big.bin"},
+            blockSizeMiB=1,
+            parallelism=1,
+            maxLifetime="2s",
+        )
+    )
+    status = kubectl.wait_phase("blobcopy", "expires", "Failed", timeout=60)["status"]
+    assert status["failure"]["reason"] == "MaxLifetimeExceeded"
+    assert "2s" in status["failure"]["message"]
+    left = dst.get_blob_client("big.bin")
+    assert left.get_blob_properties().size == 0  # left as the service leaves a terminated copy: empty
+    assert left.get_block_list("uncommitted")[1] == []

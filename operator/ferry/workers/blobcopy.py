@@ -29,7 +29,6 @@ from ferry.storage.sources import SourceChangedError, SourceUnavailableError, Tr
 from ferry.workers import blobcopy_leases as leases
 from ferry.workers import blobcopy_serverside as serverside
 from ferry.workers.blobcopy_plan import (
-    ABORTED,
     MARK_ID,
     MARK_STATE,
     PENDING,
@@ -40,6 +39,7 @@ from ferry.workers.blobcopy_plan import (
     RunContext,
     TransientWorkerError,
     dest_lease_id,
+    dest_properties,
     destination_name,
     ferry_copy_id,
     is_single,
@@ -48,7 +48,7 @@ from ferry.workers.blobcopy_plan import (
     source_lease_id,
     url_object_name,
 )
-from ferry.workers.blobcopy_stream import copy_stream
+from ferry.workers.blobcopy_stream import abort_pending, copy_stream
 
 __all__ = [
     "CopyOutcome",
@@ -213,6 +213,8 @@ def _run(
                 except BlobFailure as failure:
                     reason = None
                     failures.append((item.dest_name, failure))
+                    if failure.reason == "MaxLifetimeExceeded":
+                        _abort_expired(ctx, item)
                 else:
                     counts["succeeded" if reason is None else "skipped"] += 1
                     if reason is not None:
@@ -319,6 +321,12 @@ def _release_all(ctx: RunContext, items: list[CopyItem]) -> None:
             ctx.note(f"lease release on {item.dest_name} failed: {describe(error)}")
 
 
+def _abort_expired(ctx: RunContext, item: CopyItem) -> None:
+    props = dest_properties(item.dest)
+    if props is not None and (props.metadata or {}).get(MARK_ID) == ctx.copy_id:
+        abort_pending(item.dest, props, ctx.dest_lease_id if ctx.spec.lock_destination else None)
+
+
 def cleanup(
     spec: BlobCopySpec,
     previous: BlobCopyStatus | None,
@@ -351,14 +359,7 @@ def cleanup(
         metadata = dict(props.metadata or {})
         try:
             if metadata.get(MARK_STATE) == PENDING and metadata.get(MARK_ID) == copy_id:
-                # As Abort Copy Blob leaves it: metadata kept, content empty; staged blocks dropped.
-                metadata[MARK_STATE] = ABORTED
-                if str(props.blob_type).lower().endswith("blockblob"):
-                    client.commit_block_list([], metadata=metadata, **kwargs)
-                elif "page" in str(props.blob_type).lower():
-                    client.create_page_blob(int(props.size or 0), metadata=metadata, **kwargs)
-                else:
-                    client.create_append_blob(metadata=metadata, **kwargs)
+                abort_pending(client, props, lease if held else None)
                 aborted += 1
             elif (
                 props.copy is not None

@@ -6,7 +6,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -86,6 +86,14 @@ class RunContext:
     def check_stop(self) -> None:
         if self.stop.is_set():
             raise CopyStopped("stop requested")
+
+    def check_lifetime(self) -> None:
+        """A copy may stay pending at most spec.maxLifetime, as the service terminates its own after two weeks."""
+        if datetime.now(UTC) - self.start_time > self.max_lifetime:
+            raise BlobFailure(
+                "MaxLifetimeExceeded",
+                f"the copy was still pending after {self.spec.max_lifetime} (spec.maxLifetime) and was aborted",
+            )
 
     def count(self, stat: str, n: int = 1) -> None:
         with self.stats_lock:

@@ -15,12 +15,13 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
-from azure.storage.blob import BlobBlock, BlobProperties, ContentSettings
+from azure.storage.blob import BlobBlock, BlobClient, BlobProperties, ContentSettings
 
 from ferry.api.blobcopy import Overwrite
 from ferry.storage.sources import APPEND_BLOB, PAGE_BLOB, page_ranges, read_range
 from ferry.workers import blobcopy_leases as leases
 from ferry.workers.blobcopy_plan import (
+    ABORTED,
     MARK_ETAG,
     MARK_ID,
     MARK_KEY,
@@ -162,6 +163,7 @@ def _copy_blocks(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
 
     def move(index: int, offset: int, length: int) -> bytes | None:
         ctx.check_stop()
+        ctx.check_lifetime()
         data = None
         if staged.get(ids[index]) == length:
             ctx.count("blocksReused")  # staged before a restart: not sent again
@@ -241,6 +243,7 @@ def _copy_pages(ctx: RunContext, item: CopyItem, lease: str | None, resume: bool
 
     def move(offset: int, length: int) -> None:
         ctx.check_stop()
+        ctx.check_lifetime()
         data = read_range(source, offset, length)
         item.dest.upload_page(data, offset=offset, length=length, lease=lease)
         ctx.add_bytes(length)
@@ -260,6 +263,7 @@ def _copy_append(ctx: RunContext, item: CopyItem, lease: str | None, resume: boo
         ctx.add_bytes(offset)
     while offset < source.size:
         ctx.check_stop()
+        ctx.check_lifetime()
         length = min(APPEND_CHUNK, source.size - offset)
         data = read_range(source, offset, length)
         item.dest.append_block(data, length=length, appendpos_condition=offset, lease=lease)
@@ -275,3 +279,17 @@ def _finalize(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
     if ctx.spec.verify_content_md5:
         expected = item.source.content_md5 or md5_of_blob(item.source)
         verify_md5(item, expected=expected, actual=md5_of_blob(item.dest))
+
+
+def abort_pending(client: BlobClient, props: BlobProperties, lease: str | None) -> None:
+    """Leave Ferry's pending copy as Abort Copy Blob leaves the service's: metadata kept, content empty."""
+    metadata = dict(props.metadata or {})
+    metadata[MARK_STATE] = ABORTED
+    kwargs: dict[str, Any] = {"lease": lease} if lease else {}
+    blob_type = str(props.blob_type).lower()
+    if blob_type.endswith("blockblob"):
+        client.commit_block_list([], metadata=metadata, **kwargs)  # also drops the staged blocks
+    elif "page" in blob_type:
+        client.create_page_blob(int(props.size or 0), metadata=metadata, **kwargs)
+    else:
+        client.create_append_blob(metadata=metadata, **kwargs)
