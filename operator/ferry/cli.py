@@ -33,6 +33,52 @@ def _cmd_worker_blobcopy(args: argparse.Namespace) -> int:
     return blobcopy_pod.main(args.namespace, args.name, args.cleanup)
 
 
+def _cmd_worker_account(args: argparse.Namespace) -> int:
+    from ferry.workers import account_pod
+
+    return account_pod.main(args.namespace, args.name)
+
+
+def _cmd_worker_copy(args: argparse.Namespace) -> int:
+    from ferry.workers import copy_pod
+
+    return copy_pod.main(args.namespace, args.account)
+
+
+def _jobs_access(args: argparse.Namespace) -> object:
+    import os
+
+    from ferry.kube.accounts import access_for
+    from ferry.storage.cosmos import CosmosAccess
+
+    if args.endpoint:
+        key = os.environ.get(args.key_env)
+        if not key:
+            raise SystemExit(f"set the account key in ${args.key_env} (or use --account)")
+        return CosmosAccess(endpoint=args.endpoint, key=key, verify_tls=not args.insecure_skip_tls_verify)
+    if not args.account:
+        raise SystemExit("name the account: --account NAME [--namespace NS], or --endpoint URL")
+    return access_for(args.namespace, args.account)
+
+
+def _cmd_jobs_list(args: argparse.Namespace) -> int:
+    from ferry.jobs_cli import list_jobs
+
+    print(list_jobs(_jobs_access(args)))  # type: ignore[arg-type]
+    return 0
+
+
+def _cmd_jobs_show(args: argparse.Namespace) -> int:
+    from ferry.jobs_cli import JobNotFound, show_job
+
+    try:
+        print(show_job(_jobs_access(args), args.job))  # type: ignore[arg-type]
+    except JobNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_crds(args: argparse.Namespace) -> int:
     from ferry.api.crdgen import render_crds, write_crds
 
@@ -94,6 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     blob.add_argument("--name", required=True)
     blob.add_argument("--cleanup", action="store_true", help="abort pending copies and release leases, then exit")
     blob.set_defaults(func=_cmd_worker_blobcopy)
+    account = kinds.add_parser("account", help="watch one DatabaseAccount's regions and reachability")
+    account.add_argument("--namespace", required=True)
+    account.add_argument("--name", required=True)
+    account.set_defaults(func=_cmd_worker_account)
+    copy = kinds.add_parser("copy", help="a copy instance: work on the account's active ContainerCopyJob")
+    copy.add_argument("--namespace", required=True)
+    copy.add_argument("--account", required=True, help="the DatabaseAccount whose jobs this instance runs")
+    copy.set_defaults(func=_cmd_worker_copy)
+
+    jobs = commands.add_parser(
+        "jobs", help="container copy job history kept in the account's __datatransferstate database"
+    )
+    jobs_cmds = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    for action, helptext in (("list", "list every job of the account"), ("show", "show one job")):
+        sub = jobs_cmds.add_parser(action, help=helptext)
+        if action == "show":
+            sub.add_argument("job", help="the job's name (namespace/name) or id")
+        sub.add_argument(
+            "--account", help="a DatabaseAccount; its endpoint and key Secret are read with your kubeconfig"
+        )
+        sub.add_argument("--namespace", default="default", help="the DatabaseAccount's namespace (default: default)")
+        sub.add_argument("--endpoint", help="or the account endpoint directly, with the key in --key-env")
+        sub.add_argument("--key-env", default="FERRY_COSMOS_KEY", help="environment variable holding the key")
+        sub.add_argument("--insecure-skip-tls-verify", action="store_true", help="only for local emulators")
+        sub.set_defaults(func=_cmd_jobs_list if action == "list" else _cmd_jobs_show)
 
     crds = commands.add_parser("crds", help="write the CRD manifests generated from the API models")
     crds.add_argument("--out", default="crds", help="directory to write into (default: crds)")

@@ -59,3 +59,10 @@ class ProgressCounter:
 
 def serve(port: int, host: str) -> None:
     start_http_server(port, addr=host)
+
+
+COPY_JOBS = Gauge("ferry_containercopyjobs", "ContainerCopyJob resources by phase.", ["phase"])
+ITEMS_COPIED = Counter("ferry_copyjob_items_copied", "Items copied by ContainerCopyJobs, as reported by instances.")
+THROTTLED = Counter("ferry_cosmos_throttled_requests", "429 responses met by copy instances (each was retried).")
+REGION_CHANGES = Counter("ferry_account_write_region_changes", "Write region changes observed on DatabaseAccounts.")
+COPY_INSTANCES = Gauge("ferry_copy_instances", "Copy instance pods per DatabaseAccount.", ["namespace", "account"])

@@ -15,7 +15,8 @@ FINALIZER = "ferry.dev/finalizer"
 
 def _import_controllers() -> None:
     # Importing registers the handlers with kopf's default registry.
-    import ferry.controllers.blobcopy  # noqa: F401
+    import ferry.controllers.blobcopy
+    import ferry.controllers.copyjobs  # noqa: F401
 
 
 @kopf.on.startup()

@@ -58,6 +58,7 @@ class ContainerCopyJobStatus(FerryModel):
     percent: int | None = None
     items_per_second: float | None = None
     estimated_seconds_remaining: int | None = None
+    throttled_requests: int | None = Field(default=None, description="429 responses met (and retried).")
     start_time: datetime | None = None
     last_update_time: datetime | None = None
     completion_time: datetime | None = None

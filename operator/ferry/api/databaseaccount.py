@@ -84,6 +84,11 @@ class DatabaseAccountSpec(FerryModel):
 
     endpoint: str = Field(pattern=r"^https?://", description="The account's document endpoint.")
     credentials: AccountCredentials
+    insecure_skip_tls_verify: bool = Field(
+        default=False,
+        alias="insecureSkipTLSVerify",
+        description="Accept any TLS certificate from the endpoint. Only for local emulators.",
+    )
     copy_instances: CopyInstances = Field(default_factory=CopyInstances)
     idle_timeout: Duration = Field(default="15m", description="Instances without work are removed after this.")
     region_poll_interval: Duration = Field(default="60s", description="How often the write region is read.")
@@ -96,6 +101,8 @@ class DatabaseAccountStatus(FerryModel):
     active_copy_job: str | None = None
     queued_copy_jobs: list[str] | None = None
     instances: list[str] | None = None
+    idle_since: datetime | None = Field(default=None, description="When the instances last ran out of work.")
+    last_region_check_time: datetime | None = None
     earliest_restorable_time: datetime | None = None
     conditions: list[Condition] | None = conditions_field()
     observed_generation: int | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, BlobType, generate_blob_sas
 
@@ -108,4 +109,60 @@ def check_blobs(destination: StorageAccount, expected: list[ExpectedBlob]) -> li
             problems.append(f"{blob.container}/{blob.name}: type {props.blob_type}, expected {blob.blob_type}")
         if client.download_blob().readall() != blob.content:
             problems.append(f"{blob.container}/{blob.name}: content differs from the source")
+    return problems
+
+
+COSMOS_ORDERS = 150
+COSMOS_CUSTOMERS = 60
+REGIONS = ("north", "south", "east", "west")
+SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts")
+
+
+def _cosmos(endpoint: str, key: str) -> Any:
+    from ferry.storage.cosmos import CosmosAccess
+
+    return CosmosAccess(endpoint, key, verify_tls=False).client()  # the local server's certificate is self-signed
+
+
+def seed_cosmos(endpoint: str, key: str) -> None:
+    """The shop: orders partitioned by customer (to be repartitioned by region) and customers (to be renamed)."""
+    from azure.cosmos import PartitionKey
+
+    cosmos = _cosmos(endpoint, key)
+    shop = cosmos.create_database_if_not_exists("shop")
+    orders = shop.create_container_if_not_exists("orders", PartitionKey("/customerId"))
+    shop.create_container_if_not_exists("orders-by-region", PartitionKey("/region"))
+    customers = shop.create_container_if_not_exists("customers", PartitionKey("/id"))
+    cosmos.create_database_if_not_exists("shop-v2").create_container_if_not_exists("clients", PartitionKey("/id"))
+    for i in range(COSMOS_ORDERS):
+        orders.upsert_item(
+            {
+                "id": f"order-{i:04d}",
+                "customerId": f"customer-{i % COSMOS_CUSTOMERS:03d}",
+                "region": REGIONS[i % len(REGIONS)],
+                "total": round(10 + i * 1.37, 2),
+                "lines": [{"sku": f"sku-{i % 17}", "qty": 1 + i % 3}],
+            }
+        )
+    for i in range(COSMOS_CUSTOMERS):
+        customers.upsert_item({"id": f"customer-{i:03d}", "name": f"Customer {i}", "ttl": -1})
+
+
+def _items(container: Any) -> dict[str, dict[str, Any]]:
+    items = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+    return {item["id"]: {k: v for k, v in item.items() if k not in SYSTEM_PROPERTIES} for item in items}
+
+
+def check_cosmos(endpoint: str, key: str) -> list[str]:
+    """Differences between each job's source and destination (empty when every item arrived unchanged)."""
+    cosmos = _cosmos(endpoint, key)
+    pairs = ((("shop", "orders"), ("shop", "orders-by-region")), (("shop", "customers"), ("shop-v2", "clients")))
+    problems = []
+    for (sdb, sc), (ddb, dc) in pairs:
+        source = _items(cosmos.get_database_client(sdb).get_container_client(sc))
+        dest = _items(cosmos.get_database_client(ddb).get_container_client(dc))
+        if source != dest:
+            missing = sorted(set(source) - set(dest))[:5]
+            differ = sorted(i for i in set(source) & set(dest) if source[i] != dest[i])[:5]
+            problems.append(f"{ddb}/{dc}: {len(dest)} of {len(source)} items; missing {missing}, differing {differ}")
     return problems

@@ -59,6 +59,8 @@ def worker_pod(
     limits: Mapping[str, str] | None = None,
     termination_grace_seconds: int = 30,
     extra_labels: Mapping[str, str] | None = None,
+    name: str | None = None,
+    restart_policy: str = "Never",
 ) -> dict[str, Any]:
     """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource."""
     labels = {
@@ -77,13 +79,13 @@ def worker_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "generateName": generate_name(owner_name, role),
+            **({"name": name} if name else {"generateName": generate_name(owner_name, role)}),
             "namespace": namespace,
             "labels": labels,
             "ownerReferences": [owner_reference(kind, owner_name, owner_uid)],
         },
         "spec": {
-            "restartPolicy": "Never",
+            "restartPolicy": restart_policy,
             "serviceAccountName": service_account,
             "automountServiceAccountToken": True,
             "terminationGracePeriodSeconds": termination_grace_seconds,

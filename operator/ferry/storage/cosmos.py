@@ -1,0 +1,299 @@
+"""Azure Cosmos DB SDK access: clients, account probing and regions, containers, items, throttling.
+
+Every CosmosClient is built here so that retries (429s honoured with their retry-after), TLS
+verification, connection pooling and the counting of throttled responses are the same everywhere;
+nothing else in Ferry imports the azure.cosmos client constructors.
+
+Texts that leave Ferry (status, Events, logs) go through redact(): account keys never appear.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import requests
+import urllib3
+from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
+from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+from azure.cosmos.partition_key import NonePartitionKeyValue
+
+from ferry.storage.blobs import redact, register_secret
+
+__all__ = [
+    "SYSTEM_PROPERTIES",
+    "AccountRegions",
+    "AccountUnauthorized",
+    "AccountUnreachable",
+    "CosmosAccess",
+    "CosmosAccessError",
+    "container_properties",
+    "count_items",
+    "describe",
+    "feed_ranges",
+    "is_transient",
+    "partition_key_paths",
+    "partition_key_value",
+    "probe",
+    "query_page",
+    "read_account_regions",
+    "redact",
+    "status_code",
+    "strip_system",
+    "sub_status",
+    "throttled_requests",
+    "unique_key_paths",
+]
+
+# Properties the service adds to every item; they are not part of an item's content.
+SYSTEM_PROPERTIES = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts"})
+
+# Transient statuses worth retrying later (throttling beyond the SDK's budget, timeouts, 5xx).
+TRANSIENT_STATUSES = frozenset({408, 429, 449, 500, 502, 503, 504})
+
+# Substatus of 401 when the account refuses keys altogether ("Local Authorization is disabled").
+LOCAL_AUTH_DISABLED_SUBSTATUS = 5202
+
+# The SDK honours x-ms-retry-after-ms on 429 up to this many attempts and this much waiting per
+# request; beyond that the error surfaces and callers retry the operation themselves.
+THROTTLE_RETRIES = 20
+THROTTLE_WAIT_SECONDS = 60
+POOL_SIZE = 64  # at least the largest write pool, so threads never queue for a connection
+
+
+class _ThrottleCounter:
+    """Counts 429 responses seen by any client of this process (each attempt, retried or not)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def hook(self, pipeline_response: Any) -> None:
+        status = int(getattr(pipeline_response.http_response, "status_code", 0) or 0)
+        if status == 429:
+            with self._lock:
+                self.count += 1
+
+
+_THROTTLED = _ThrottleCounter()
+
+
+def throttled_requests() -> int:
+    """Throttled (429) responses observed by this process so far, for metrics and status."""
+    return _THROTTLED.count
+
+
+class CosmosAccessError(Exception):
+    """The account cannot be used; the message is safe to show."""
+
+
+class AccountUnreachable(CosmosAccessError):
+    pass
+
+
+class AccountUnauthorized(CosmosAccessError):
+    pass
+
+
+class CosmosAccess:
+    """An account's endpoint and key, and one shared, lazily built client (thread-safe)."""
+
+    def __init__(self, endpoint: str, key: str, verify_tls: bool = True) -> None:
+        register_secret(key)
+        self.endpoint = endpoint
+        self.key = key
+        self.verify_tls = verify_tls
+        self._lock = threading.Lock()
+        self._client: CosmosClient | None = None
+
+    def __repr__(self) -> str:
+        return f"CosmosAccess(endpoint={self.endpoint!r}, verify_tls={self.verify_tls})"
+
+    def client(self) -> CosmosClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build()
+            return self._client
+
+    def _build(self) -> CosmosClient:
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        kwargs: dict[str, Any] = {
+            "transport": RequestsTransport(session=session, session_owner=True),
+            "retry_throttle_total": THROTTLE_RETRIES,
+            "retry_throttle_backoff_max": THROTTLE_WAIT_SECONDS,
+            "retry_total": 3,  # connection-level retries (refused, reset); 429s use the settings above
+            "retry_connect": 3,
+            "retry_read": 3,
+            "connection_timeout": 10,
+            "read_timeout": 60,
+            "raw_response_hook": _THROTTLED.hook,
+        }
+        if not self.verify_tls:
+            kwargs["connection_verify"] = False  # only for emulators with self-signed certificates
+            # The user asked for it in the spec (insecureSkipTLSVerify); a warning per request would drown the log.
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+        # The constructor reads the database account: unreachable or unauthorized accounts fail here.
+        return CosmosClient(self.endpoint, self.key, **kwargs)
+
+    def database(self, name: str) -> DatabaseProxy:
+        return self.client().get_database_client(name)
+
+    def container(self, database: str, container: str) -> ContainerProxy:
+        return self.database(database).get_container_client(container)
+
+
+def status_code(error: BaseException) -> int:
+    return int(getattr(error, "status_code", 0) or 0)
+
+
+def sub_status(error: BaseException) -> int:
+    return int(getattr(error, "sub_status", 0) or 0)
+
+
+def describe(error: BaseException) -> str:
+    """A short, redacted, one-line description of an SDK error."""
+    status, sub = status_code(error), sub_status(error)
+    text = str(getattr(error, "message", "") or error) or type(error).__name__
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())[:400]
+    head = f"{status}" + (f"/{sub}" if sub else "") if status else ""
+    return redact(f"{head}: {line}" if head else line)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors worth retrying later: throttling, timeouts, 5xx, connection failures."""
+    if isinstance(error, ServiceRequestError | ServiceResponseError | requests.ConnectionError):
+        return True
+    if isinstance(error, CosmosHttpResponseError):
+        return status_code(error) in TRANSIENT_STATUSES
+    return isinstance(error, TimeoutError | ConnectionError)
+
+
+def _unauthorized(error: CosmosHttpResponseError) -> AccountUnauthorized:
+    text = str(getattr(error, "message", "") or error)
+    if sub_status(error) == LOCAL_AUTH_DISABLED_SUBSTATUS or "local authorization is disabled" in text.lower():
+        return AccountUnauthorized(
+            "local authorization is disabled on the account (401, substatus 5202): Ferry authenticates "
+            "with the account key, so enable local (key) authorization on the account"
+        )
+    return AccountUnauthorized(
+        f"the account rejected the key ({status_code(error)}): check the key in the DatabaseAccount's Secret"
+    )
+
+
+def probe(access: CosmosAccess) -> None:
+    """Raise AccountUnreachable or AccountUnauthorized unless the account answers to its key."""
+    try:
+        access.client().get_database_account()
+    except CosmosHttpResponseError as error:
+        if status_code(error) in (401, 403):
+            raise _unauthorized(error) from None
+        raise AccountUnreachable(f"{access.endpoint} answered {describe(error)}") from None
+    except (AzureError, requests.RequestException, OSError) as error:
+        raise AccountUnreachable(f"{access.endpoint} is unreachable: {describe(error)}") from None
+
+
+@dataclass(frozen=True)
+class AccountRegions:
+    write_regions: list[str]
+    read_regions: list[str]
+
+
+def read_account_regions(access: CosmosAccess) -> AccountRegions:
+    """The account's writable and readable locations, by region name, as it reports them now."""
+    account = access.client().get_database_account()
+    return AccountRegions(
+        write_regions=[str(loc.get("name", "")) for loc in account.WritableLocations],
+        read_regions=[str(loc.get("name", "")) for loc in account.ReadableLocations],
+    )
+
+
+def container_properties(access: CosmosAccess, database: str, container: str) -> dict[str, Any] | None:
+    """The container's settings, or None when it (or its database) does not exist."""
+    try:
+        return cast(dict[str, Any], access.container(database, container).read())
+    except CosmosResourceNotFoundError:
+        return None
+
+
+def partition_key_paths(properties: Mapping[str, Any]) -> list[str]:
+    paths = properties.get("partitionKey", {}).get("paths", [])
+    return [str(p) for p in paths]
+
+
+def unique_key_paths(properties: Mapping[str, Any]) -> list[list[str]]:
+    keys = properties.get("uniqueKeyPolicy", {}).get("uniqueKeys", [])
+    return [[str(p) for p in key.get("paths", [])] for key in keys]
+
+
+_MISSING = object()
+
+
+def _value_at(item: Mapping[str, Any], path: str) -> Any:
+    value: Any = item
+    for part in path.strip("/").split("/"):
+        part = part.strip('"')
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def partition_key_value(item: Mapping[str, Any], paths: list[str]) -> Any:
+    """The item's partition key for a container partitioned by `paths` (hierarchical when several).
+
+    An item without the key's property lives in the container's "none" partition, as the service does.
+    """
+    values = [_value_at(item, path) for path in paths]
+    if len(values) == 1:
+        return NonePartitionKeyValue if values[0] is _MISSING else values[0]
+    return [None if v is _MISSING else v for v in values]
+
+
+def strip_system(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The item's own content: everything but the service's system properties."""
+    return {k: v for k, v in item.items() if k not in SYSTEM_PROPERTIES}
+
+
+def feed_ranges(container: ContainerProxy) -> list[dict[str, Any]]:
+    """The container's feed ranges as JSON-serialisable dicts (stored in work units)."""
+    return list(container.read_feed_ranges())
+
+
+def query_page(
+    container: ContainerProxy,
+    query: str,
+    feed_range: dict[str, Any],
+    continuation: str | None,
+    page_size: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a query restricted to a feed range, and the continuation after it (None at the end).
+
+    enable_cross_partition_query lets the query span the partition keys inside the range; the
+    service scopes it by the range itself.
+    """
+    pages: Any = container.query_items(
+        query,
+        feed_range=feed_range,
+        enable_cross_partition_query=True,
+        max_item_count=page_size,
+    ).by_page(continuation)
+    for page in pages:
+        items: list[dict[str, Any]] = list(page)
+        token = cast(str | None, pages.continuation_token)
+        if items or not token:
+            return items, token
+        # An empty page with more to come: the pager fetches the next one.
+    return [], None
+
+
+def count_items(container: ContainerProxy) -> int:
+    result: Iterable[Any] = container.query_items("SELECT VALUE COUNT(1) FROM c", enable_cross_partition_query=True)
+    return sum(int(n) for n in result)

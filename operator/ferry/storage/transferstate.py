@@ -1,0 +1,236 @@
+"""Container copy job state and history in the account's `__datatransferstate` database.
+
+The database is created on first use without shared throughput, so that it can be created on
+serverless accounts too (the service refuses shared-throughput databases there); its containers
+are created without a throughput setting either (provisioned accounts give them their default).
+Ferry never deletes it: it is the account's job history, as the service's own copy jobs keep it.
+
+Containers, both partitioned by /jobId so that a job's documents share one logical partition:
+- `jobs`: one document per job (id = the ContainerCopyJob's uid);
+- `workunits`: one document per job and source feed range: lease owner and expiry, checkpoint.
+
+Every change is a read followed by replace_item with the read etag (IfNotModified): concurrent
+writers never lose each other's updates, and a lease has exactly one holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, cast
+
+from azure.core import MatchConditions
+from azure.cosmos import ContainerProxy, PartitionKey
+from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
+
+from ferry.storage.cosmos import CosmosAccess, strip_system
+
+DATABASE = "__datatransferstate"
+JOBS = "jobs"
+WORKUNITS = "workunits"
+PARTITION_KEY_PATH = "/jobId"
+
+
+class JobState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class StateConflict(Exception):
+    """Someone else changed the document since it was read (HTTP 412)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def is_precondition_failed(error: CosmosHttpResponseError) -> bool:
+    return int(error.status_code or 0) == 412
+
+
+class StateStore:
+    """The `__datatransferstate` database of one account."""
+
+    _ensured: ClassVar[set[str]] = set()  # endpoints whose database and containers exist (per process)
+    _ensure_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, access: CosmosAccess) -> None:
+        self.access = access
+
+    def ensure(self) -> None:
+        """Create the database and its containers unless they exist; never with throughput."""
+        with self._ensure_lock:
+            if self.access.endpoint in self._ensured:
+                return
+            database = self.access.client().create_database_if_not_exists(DATABASE)
+            for name in (JOBS, WORKUNITS):
+                database.create_container_if_not_exists(name, PartitionKey(PARTITION_KEY_PATH))
+            self._ensured.add(self.access.endpoint)
+
+    def forget(self) -> None:
+        """Check again on the next ensure() (the database may have been deleted)."""
+        with self._ensure_lock:
+            self._ensured.discard(self.access.endpoint)
+
+    @property
+    def jobs(self) -> ContainerProxy:
+        return self.access.container(DATABASE, JOBS)
+
+    @property
+    def units(self) -> ContainerProxy:
+        return self.access.container(DATABASE, WORKUNITS)
+
+    # Jobs.
+
+    def read_job(self, job_id: str) -> dict[str, Any] | None:
+        # A query rather than a point read: absent documents are an empty result on the service
+        # and on the local cosmosdb-server alike (whose point reads of absent items fail with 500).
+        found = list(
+            self.jobs.query_items(
+                "SELECT * FROM c WHERE c.jobId = @id AND c.id = @id",
+                parameters=[{"name": "@id", "value": job_id}],
+                partition_key=job_id,
+            )
+        )
+        return found[0] if found else None
+
+    def create_job(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Create the job document, or return the existing one (another instance was first)."""
+        try:
+            return cast(dict[str, Any], self.jobs.create_item(doc))
+        except CosmosResourceExistsError:
+            existing = self.read_job(str(doc["id"]))
+            if existing is None:  # deleted in between: try once more
+                return cast(dict[str, Any], self.jobs.create_item(doc))
+            return existing
+
+    def update_job(self, job_id: str, change: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Apply `change` (returns False for "nothing to do") until it lands on the current document."""
+        while True:
+            doc = self.read_job(job_id)
+            if doc is None:
+                raise KeyError(f"job {job_id} is not in {DATABASE}")
+            if not change(doc):
+                return doc
+            doc["lastUpdateTime"] = now_iso()
+            try:
+                return cast(
+                    dict[str, Any],
+                    self.jobs.replace_item(
+                        job_id, strip_system(doc), etag=doc["_etag"], match_condition=MatchConditions.IfNotModified
+                    ),
+                )
+            except CosmosHttpResponseError as error:
+                if not is_precondition_failed(error):
+                    raise
+
+    def all_jobs(self) -> list[dict[str, Any]]:
+        items = self.jobs.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+        return sorted(items, key=lambda d: str(d.get("createdTime", "")))
+
+    # Work units.
+
+    def job_units(self, job_id: str) -> list[dict[str, Any]]:
+        items = self.units.query_items(
+            "SELECT * FROM c WHERE c.jobId = @job", parameters=[{"name": "@job", "value": job_id}], partition_key=job_id
+        )
+        return sorted(items, key=lambda d: int(d.get("index", 0)))
+
+    def create_unit(self, doc: dict[str, Any]) -> None:
+        with contextlib.suppress(CosmosResourceExistsError):  # another instance was first (same ids)
+            self.units.create_item(doc)
+
+    def replace_unit(self, doc: dict[str, Any], etag: str) -> dict[str, Any]:
+        """Write the unit if nobody changed it since `etag`; StateConflict otherwise."""
+        try:
+            return cast(
+                dict[str, Any],
+                self.units.replace_item(
+                    doc["id"], strip_system(doc), etag=etag, match_condition=MatchConditions.IfNotModified
+                ),
+            )
+        except CosmosHttpResponseError as error:
+            if is_precondition_failed(error):
+                raise StateConflict(str(doc["id"])) from None
+            raise
+
+
+def set_job_state(
+    access: CosmosAccess, job_id: str, state: JobState, failure: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Move a job to `state` (e.g. Cancelled when its resource is deleted); terminal states stay."""
+
+    def change(doc: dict[str, Any]) -> bool:
+        if doc.get("state") in TERMINAL_STATES or doc.get("state") == state:
+            return False
+        doc["state"] = state.value
+        if failure is not None:
+            doc["failure"] = failure
+        if state in TERMINAL_STATES:
+            doc["completionTime"] = now_iso()
+        return True
+
+    store = StateStore(access)
+    store.ensure()
+    return store.update_job(job_id, change)
+
+
+def list_jobs(access: CosmosAccess) -> list[dict[str, Any]]:
+    """Every job the account has run, oldest first, with progress summed over its work units."""
+    store = StateStore(access)
+    store.ensure()
+    processed: dict[str, int] = {}
+    for unit in store.units.query_items("SELECT c.jobId, c.processedCount FROM c", enable_cross_partition_query=True):
+        job_id = str(unit.get("jobId"))
+        processed[job_id] = processed.get(job_id, 0) + int(unit.get("processedCount") or 0)
+    jobs = [strip_system(job) for job in store.all_jobs()]
+    for job in jobs:
+        if str(job["id"]) in processed:  # the units' checkpoints are the progress, whatever the state
+            job["processedCount"] = processed[str(job["id"])]
+    return jobs
+
+
+def get_job(access: CosmosAccess, name_or_id: str) -> dict[str, Any] | None:
+    """One job by uid, by `namespace/name`, or by name alone (the newest of that name)."""
+    matches = [
+        job
+        for job in list_jobs(access)
+        if name_or_id in (job.get("id"), job.get("name"), str(job.get("name", "")).rpartition("/")[2])
+    ]
+    if not matches:
+        return None
+    job = matches[-1]
+    units = StateStore(access).job_units(str(job["id"]))
+    job["workUnits"] = [
+        {
+            "index": u.get("index"),
+            "owner": u.get("owner"),
+            "done": bool(u.get("done")),
+            "processedCount": int(u.get("processedCount", 0)),
+            "leaseExpires": _iso(u.get("leaseExpiresAt")),
+        }
+        for u in units
+    ]
+    return job
+
+
+def _iso(epoch: Any) -> str | None:
+    if not epoch:
+        return None
+    return datetime.fromtimestamp(float(epoch), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def epoch() -> float:
+    """Wall-clock seconds: lease expiries are compared across instances on different machines."""
+    return time.time()

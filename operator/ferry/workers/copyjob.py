@@ -1,0 +1,372 @@
+"""The container copy engine as a library, independent of Kubernetes.
+
+run_instance() is one copy instance working on one job: it makes sure the job is recorded in
+`__datatransferstate`, splits it into work units (one per source feed range) on first start,
+then leases units one at a time and copies their items page by page, checkpointing after each
+page. Several instances (threads, processes, pods) share a job through the leases; a killed
+instance's lease expires and another resumes from its last checkpoint.
+
+The source is read with a query restricted to each feed range, not the change feed: both give
+every item with a continuation token to checkpoint, but the query's token resumes exactly on the
+service and on the local cosmosdb-server alike, whose change feed stops after its first page.
+Offline copies read a quiescent source, so a query sees the same items the change feed would.
+
+Errors that outlast the bounded retries (5xx, throttling, connection failures) raise
+TransientCopyError after the lease is released: run the instance again, it resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from azure.core.exceptions import AzureError
+
+from ferry.api.common import Failure
+from ferry.storage.cosmos import (
+    CosmosAccess,
+    container_properties,
+    count_items,
+    describe,
+    feed_ranges,
+    is_transient,
+    partition_key_paths,
+    query_page,
+    status_code,
+    unique_key_paths,
+)
+from ferry.storage.transferstate import TERMINAL_STATES, JobState, StateStore, now_iso
+from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
+from ferry.workers.copyjob_progress import Reporter
+from ferry.workers.copyjob_writer import Conflict, ItemWriter, TokenBucket
+
+__all__ = ["InstanceOutcome", "JobSpec", "TransientCopyError", "run_instance"]
+
+PAGE_SIZE = 100
+JOB_CHECK_INTERVAL = 2.0  # how often the job document is re-read for a state set elsewhere
+MAX_IDS_IN_MESSAGE = 10
+SOURCE_QUERY = "SELECT * FROM c"
+
+
+@dataclass
+class JobSpec:
+    job_id: str
+    name: str
+    source_db: str
+    source_container: str
+    dest_db: str
+    dest_container: str
+    max_items_per_second: int | None
+    instances: int
+    write_region: str | None
+
+
+@dataclass
+class InstanceOutcome:
+    kind: Literal["idle", "completed", "failed", "stopped"]
+    failure: Failure | None = None
+
+
+class TransientCopyError(Exception):
+    """A failure worth retrying: the job is unchanged, another run resumes from the checkpoints."""
+
+
+def run_instance(
+    access: CosmosAccess,
+    job: JobSpec,
+    instance_id: str,
+    report: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+    lease_seconds: float = 15.0,
+    *,
+    concurrency: int = 8,
+    page_size: int = PAGE_SIZE,
+) -> InstanceOutcome:
+    if job.max_items_per_second:
+        # Pages of about two seconds of work: a rate-limited instance still stops within seconds when asked.
+        share = job.max_items_per_second / max(1, job.instances)
+        page_size = max(5, min(page_size, int(share * 2)))
+    store = StateStore(access)
+    try:
+        store.ensure()
+        store.create_job(_new_job_doc(job))
+        reporter = Reporter(report, store, job.job_id)
+        return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds).run(
+            concurrency, page_size
+        )
+    except (AzureError, OSError) as error:
+        if is_transient(error):
+            raise TransientCopyError(describe(error)) from None
+        if status_code(error) == 404:
+            # Most likely __datatransferstate was deleted while the job ran: recreate it next time.
+            store.forget()
+            raise TransientCopyError(describe(error)) from None
+        failure = Failure(reason="CosmosError", message=describe(error))
+        doc = _fail_job(store, job.job_id, failure)
+        Reporter(report, store, job.job_id).send(doc, force=True, extra={"failure": failure.wire()})
+        return InstanceOutcome("failed", failure)
+
+
+def _new_job_doc(job: JobSpec) -> dict[str, Any]:
+    return {
+        "id": job.job_id,
+        "jobId": job.job_id,
+        "name": job.name,
+        "source": {"database": job.source_db, "container": job.source_container},
+        "destination": {"database": job.dest_db, "container": job.dest_container},
+        "state": JobState.PENDING.value,
+        "writeRegion": job.write_region,
+        "instances": job.instances,
+        "maxItemsPerSecond": job.max_items_per_second,
+        "totalCount": None,
+        "processedCount": 0,
+        "createdTime": now_iso(),
+        "startTime": None,
+        "lastUpdateTime": now_iso(),
+        "completionTime": None,
+        "failure": None,
+        "unitsReady": False,
+    }
+
+
+def _fail_job(store: StateStore, job_id: str, failure: Failure) -> dict[str, Any]:
+    """Record the failure once; the first failure recorded is the job's failure."""
+
+    def change(doc: dict[str, Any]) -> bool:
+        if doc.get("state") in TERMINAL_STATES:
+            return False
+        doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso())
+        return True
+
+    return store.update_job(job_id, change)
+
+
+def _outcome_of(doc: dict[str, Any]) -> InstanceOutcome | None:
+    """The outcome for a job that is no longer to be worked on, or None."""
+    state = doc.get("state")
+    if state == JobState.SUCCEEDED:
+        return InstanceOutcome("completed")
+    if state == JobState.FAILED:
+        wire = doc.get("failure") or {"reason": "Failed", "message": "the job failed"}
+        return InstanceOutcome("failed", Failure.model_validate(wire))
+    if state in (JobState.CANCELLED, JobState.PAUSED):
+        return InstanceOutcome("stopped")
+    return None
+
+
+def _conflict_failure(conflicts: list[Conflict], unique_keys: list[list[str]]) -> Failure:
+    ids = ", ".join(sorted({c.item_id for c in conflicts})[:MAX_IDS_IN_MESSAGE])
+    more = len(conflicts) - min(len(conflicts), MAX_IDS_IN_MESSAGE)
+    listed = f"{ids} (and {more} more)" if more > 0 else ids
+    kinds = []
+    if any(not c.unique_key for c in conflicts):
+        kinds.append("another item with the same id and partition key is already in the destination")
+    if any(c.unique_key for c in conflicts):
+        keys = "; ".join("+".join(paths) for paths in unique_keys) or "a unique key"
+        kinds.append(f"the destination's unique key ({keys}) refused them")
+    return Failure(reason="ItemConflict", message=f"items {listed} conflict in the destination: {' and '.join(kinds)}")
+
+
+class _Instance:
+    def __init__(
+        self,
+        access: CosmosAccess,
+        store: StateStore,
+        job: JobSpec,
+        instance_id: str,
+        reporter: Reporter,
+        should_stop: Callable[[], bool],
+        lease_seconds: float,
+    ) -> None:
+        self.access = access
+        self.store = store
+        self.job = job
+        self.instance_id = instance_id
+        self.reporter = reporter
+        self.should_stop = should_stop
+        self.lease_seconds = lease_seconds
+        self.doc: dict[str, Any] = {}
+        self._checked = 0.0
+
+    def _refresh(self, force: bool = False) -> InstanceOutcome | None:
+        """Re-read the job (at most every JOB_CHECK_INTERVAL): another party may have ended it."""
+        now = time.monotonic()
+        if force or now - self._checked >= JOB_CHECK_INTERVAL:
+            self._checked = now
+            doc = self.store.read_job(self.job.job_id)
+            if doc is None:
+                return InstanceOutcome("stopped")  # the state database was deleted under us
+            self.doc = doc
+        return _outcome_of(self.doc)
+
+    def _failed(self, failure: Failure) -> InstanceOutcome:
+        self.doc = _fail_job(self.store, self.job.job_id, failure)
+        final = _outcome_of(self.doc) or InstanceOutcome("failed", failure)
+        self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+        return final
+
+    def _terminal_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if self.doc.get("completionTime"):
+            fields["completionTime"] = self.doc["completionTime"]
+        if self.doc.get("failure"):
+            fields["failure"] = self.doc["failure"]
+        return fields
+
+    def run(self, concurrency: int, page_size: int) -> InstanceOutcome:
+        ended = self._refresh(force=True)
+        if ended is not None:
+            self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+            return ended
+        source = container_properties(self.access, self.job.source_db, self.job.source_container)
+        if source is None:
+            return self._failed(
+                Failure(
+                    reason="SourceNotFound",
+                    message=f"source container {self.job.source_db}/{self.job.source_container} does not exist",
+                )
+            )
+        destination = container_properties(self.access, self.job.dest_db, self.job.dest_container)
+        if destination is None:
+            return self._failed(
+                Failure(
+                    reason="DestinationNotFound",
+                    message=(
+                        f"destination container {self.job.dest_db}/{self.job.dest_container} does not exist "
+                        "(Owner resource does not exist): create the destination container with the settings "
+                        "you want (partition key, unique keys, throughput) before the copy job"
+                    ),
+                )
+            )
+        if not self.doc.get("unitsReady"):
+            self._initialise()
+        self.reporter.send(self.doc, force=True)
+        rate = self.job.max_items_per_second
+        bucket = TokenBucket(rate / max(1, self.job.instances)) if rate else None
+        dest = self.access.container(self.job.dest_db, self.job.dest_container)
+        with ItemWriter(dest, partition_key_paths(destination), concurrency, bucket) as writer:
+            return self._work(writer, unique_key_paths(destination), page_size)
+
+    def _initialise(self) -> None:
+        """Count the source and create one work unit per feed range (idempotent across instances)."""
+        source = self.access.container(self.job.source_db, self.job.source_container)
+        total = count_items(source)
+        for index, feed_range in enumerate(feed_ranges(source)):
+            self.store.create_unit(
+                {
+                    "id": f"{self.job.job_id}-{index}",
+                    "jobId": self.job.job_id,
+                    "index": index,
+                    "feedRange": feed_range,
+                    "owner": None,
+                    "leaseExpiresAt": 0.0,
+                    "continuation": None,
+                    "processedCount": 0,
+                    "done": False,
+                }
+            )
+
+        def change(doc: dict[str, Any]) -> bool:
+            if doc.get("unitsReady"):
+                return False
+            doc.update(unitsReady=True, totalCount=total)
+            if doc.get("state") == JobState.PENDING:
+                doc.update(state=JobState.RUNNING.value, startTime=now_iso())
+            return True
+
+        self.doc = self.store.update_job(self.job.job_id, change)
+
+    def _mark_running(self) -> None:
+        def change(doc: dict[str, Any]) -> bool:
+            if doc.get("state") != JobState.PENDING:
+                return False
+            doc.update(state=JobState.RUNNING.value, startTime=doc.get("startTime") or now_iso())
+            return True
+
+        self.doc = self.store.update_job(self.job.job_id, change)
+
+    def _work(self, writer: ItemWriter, unique_keys: list[list[str]], page_size: int) -> InstanceOutcome:
+        while True:
+            if self.should_stop():
+                self.reporter.send(self.doc, force=True)
+                return InstanceOutcome("stopped")
+            ended = self._refresh(force=True)
+            if ended is not None:
+                self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+                return ended
+            lease, availability = acquire(self.store, self.job.job_id, self.instance_id, self.lease_seconds)
+            if lease is None:
+                if availability.all_done:
+                    return self._complete()
+                self.reporter.send(self.doc, force=True)
+                return InstanceOutcome("idle")
+            self._mark_running()
+            try:
+                outcome = self._copy_unit(lease, writer, unique_keys, page_size)
+            except LeaseLost:
+                continue  # another instance resumed this unit; look for other work
+            except BaseException as error:
+                lease.release()
+                if isinstance(error, AzureError | OSError) and is_transient(error):
+                    raise TransientCopyError(describe(error)) from None
+                raise
+            finally:
+                lease.close()
+            if outcome is not None:
+                return outcome
+
+    def _copy_unit(
+        self, lease: UnitLease, writer: ItemWriter, unique_keys: list[list[str]], page_size: int
+    ) -> InstanceOutcome | None:
+        """Copy the unit from its checkpoint; None when it is done, else the instance's outcome.
+
+        The next page is read while the current one is written, so that writers do not wait for
+        reads; a page is checkpointed only once all its items are in the destination.
+        """
+        source = self.access.container(self.job.source_db, self.job.source_container)
+
+        def read(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            return query_page(source, SOURCE_QUERY, lease.feed_range, token, page_size)
+
+        processed = lease.processed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-read") as reader:
+            pending: Future[tuple[list[dict[str, Any]], str | None]] = reader.submit(read, lease.continuation)
+            while True:
+                if self.should_stop():
+                    lease.release()
+                    self.reporter.send(self.doc, force=True)
+                    return InstanceOutcome("stopped")
+                ended = self._refresh()
+                if ended is not None:
+                    lease.release()
+                    self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+                    return ended
+                items, continuation = pending.result()
+                if continuation is not None:
+                    pending = reader.submit(read, continuation)
+                conflicts = writer.write_page(items)
+                if conflicts:
+                    lease.release()
+                    return self._failed(_conflict_failure(conflicts, unique_keys))
+                processed += len(items)
+                lease.checkpoint(continuation, processed, done=continuation is None)
+                self.reporter.checkpointed(str(lease.doc["id"]), processed)
+                self.reporter.send(self.doc)
+                if continuation is None:
+                    return None
+
+    def _complete(self) -> InstanceOutcome:
+        processed = self.reporter.processed()
+
+        def change(doc: dict[str, Any]) -> bool:
+            if doc.get("state") in TERMINAL_STATES:
+                return False
+            doc.update(state=JobState.SUCCEEDED.value, processedCount=processed, completionTime=now_iso())
+            return True
+
+        self.doc = self.store.update_job(self.job.job_id, change)
+        self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+        return _outcome_of(self.doc) or InstanceOutcome("completed")

@@ -1,0 +1,116 @@
+"""Writing a page of source items into the destination container, with a small thread pool.
+
+Items are created, not upserted: a blind upsert would silently overwrite an item whose new
+(partition key, id) collides with another source item. On a conflict the existing item is read:
+identical content is a replay of an earlier, interrupted run (harmless); different content, or no
+item at all under that id (a unique key of the destination refused it), is an ItemConflict.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from azure.cosmos import ContainerProxy
+from azure.cosmos.exceptions import CosmosHttpResponseError
+
+from ferry.storage.cosmos import is_transient, partition_key_value, status_code, strip_system
+
+# Transient failures of one write (beyond the SDK's own retries) are retried this often.
+WRITE_ATTEMPTS = 6
+BACKOFF_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Conflict:
+    item_id: str
+    unique_key: bool  # True: refused by a unique key; False: another item has the same id and key
+
+
+class TokenBucket:
+    """At most `rate` takes per second on average, with a burst of one (thread-safe)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = 1.0
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(1.0, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.rate
+            time.sleep(wait)
+
+
+class ItemWriter:
+    def __init__(
+        self,
+        destination: ContainerProxy,
+        partition_key_paths: list[str],
+        concurrency: int,
+        bucket: TokenBucket | None,
+    ) -> None:
+        self.destination = destination
+        self.paths = partition_key_paths
+        self.bucket = bucket
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="copy-write")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def write_page(self, items: list[dict[str, Any]]) -> list[Conflict]:
+        """Write every item of the page; returns the conflicts (empty when all arrived)."""
+        futures = [self._pool.submit(self._write, strip_system(item)) for item in items]
+        conflicts = [f.result() for f in futures]
+        return [c for c in conflicts if c is not None]
+
+    def _write(self, body: dict[str, Any]) -> Conflict | None:
+        if self.bucket is not None:
+            self.bucket.take()
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self.destination.create_item(body)
+                return None
+            except CosmosHttpResponseError as error:
+                if status_code(error) == 409:
+                    return self._check_existing(body)
+                if not is_transient(error) or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+            except Exception as error:
+                if not is_transient(error) or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+            # A create that timed out may have landed: the retry then sees a conflict and checks it.
+            time.sleep(BACKOFF_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _check_existing(self, body: dict[str, Any]) -> Conflict | None:
+        # A query, not read_item: it answers "no such item" as an empty result everywhere (the
+        # local server fails point reads of absent items), and conflicts are rare.
+        key = partition_key_value(body, self.paths)
+        same_id = self.destination.query_items(
+            "SELECT * FROM c WHERE c.id = @id",
+            parameters=[{"name": "@id", "value": body["id"]}],
+            enable_cross_partition_query=True,
+        )
+        existing = [item for item in same_id if partition_key_value(item, self.paths) == key]
+        if not existing:
+            return Conflict(str(body["id"]), unique_key=True)
+        if strip_system(existing[0]) == body:
+            return None
+        return Conflict(str(body["id"]), unique_key=False)

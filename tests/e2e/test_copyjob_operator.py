@@ -1,0 +1,330 @@
+"""DatabaseAccount and ContainerCopyJob end to end: kubectl → operator → copy instances → cosmosdb-server."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+
+from ferry.devstack.stack import DevStack
+from support.cosmosproxy import CosmosProxy
+from support.kubectl import Kubectl
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts")
+
+
+def _cosmos(stack: DevStack) -> CosmosClient:
+    assert stack.cosmos is not None
+    return CosmosClient(stack.cosmos.endpoint.endpoint, credential=stack.cosmos.endpoint.key, connection_verify=False)
+
+
+def _container(stack: DevStack, pk: str, items: int = 0, db: str | None = None) -> ContainerProxy:
+    database = _cosmos(stack).create_database_if_not_exists(db or f"db{uuid.uuid4().hex[:8]}")
+    container = database.create_container(f"c{uuid.uuid4().hex[:8]}", PartitionKey(pk))
+    for i in range(items):
+        container.upsert_item({"id": f"item-{i:04d}", "tenant": f"t{i % 7}", "region": f"r{i % 3}", "n": i})
+    return container
+
+
+def _items(container: ContainerProxy) -> dict[str, dict[str, Any]]:
+    found = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+    return {i["id"]: {k: v for k, v in i.items() if k not in SYSTEM} for i in found}
+
+
+def _account(kubectl: Kubectl, stack: DevStack, name: str = "acct", endpoint: str | None = None, **spec: Any) -> None:
+    assert stack.cosmos is not None
+    if kubectl.run("get", "secret", "cosmos-key", check=False).returncode != 0:
+        kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos.endpoint.key}")
+    body = {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "DatabaseAccount",
+        "metadata": {"name": name},
+        "spec": {
+            "endpoint": endpoint or stack.cosmos.endpoint.endpoint,
+            "insecureSkipTLSVerify": True,
+            "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
+            "copyInstances": {"count": 2, "resources": {"cpu": "100m", "memory": "256Mi"}},
+            "regionPollInterval": "2s",
+            **spec,
+        },
+    }
+    kubectl.apply(yaml.safe_dump(body))
+
+
+def _job(name: str, source: ContainerProxy, dest: ContainerProxy, account: str = "acct", **spec: Any) -> str:
+    def path(c: ContainerProxy) -> dict[str, str]:
+        return {"database": c.container_link.split("/")[1], "container": c.id}
+
+    body = {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ContainerCopyJob",
+        "metadata": {"name": name},
+        "spec": {"accountRef": {"name": account}, "source": path(source), "destination": path(dest), **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def _status(kubectl: Kubectl, kind: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = kubectl.get(kind, name).get("status") or {}
+    return status
+
+
+def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevStack, kubectl: Kubectl) -> None:
+    source = _container(stack, "/tenant", items=120)
+    dest = _container(stack, "/region")
+    _account(kubectl, stack)
+    account = kubectl.wait_for(
+        "databaseaccount", "acct", lambda o: bool((o.get("status") or {}).get("writeRegion")), timeout=60
+    )
+    ready = {c["type"]: c for c in account["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "Connected"
+    assert account["status"]["readRegions"]
+
+    kubectl.apply(_job("repartition", source, dest))
+    status = kubectl.wait_phase("containercopyjob", "repartition", "Succeeded", timeout=120)["status"]
+    assert _items(dest) == _items(source)
+    assert status["totalCount"] == status["processedCount"] == 120
+    assert status["percent"] == 100
+    assert status["writeRegion"] == account["status"]["writeRegion"]
+    assert status["startTime"] and status["completionTime"]
+    table = kubectl("get", "containercopyjobs")
+    assert re.search(r"repartition\s+acct\s+Succeeded\s+120\s+120\s+100", table), table
+    events = kubectl("get", "events", "--field-selector", "involvedObject.name=repartition", "-o", "yaml")
+    assert "reason: Copying" in events and "reason: Copied" in events
+
+    jobs = subprocess.run(
+        ["ferry", "jobs", "list", "--account", "acct", "--namespace", kubectl.namespace],
+        env=kubectl.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert jobs.returncode == 0, jobs.stderr
+    assert f"{kubectl.namespace}/repartition" in jobs.stdout and "Succeeded" in jobs.stdout
+
+
+def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl: Kubectl) -> None:
+    source = _container(stack, "/tenant", items=3)
+    _account(kubectl, stack)
+    doc = yaml.safe_load(_job("nodest", source, source))
+    doc["spec"]["destination"]["container"] = "does-not-exist"
+    kubectl.apply(yaml.safe_dump(doc))
+    status = kubectl.wait_phase("containercopyjob", "nodest", "Failed", timeout=90)["status"]
+    assert status["failure"]["reason"] == "DestinationNotFound"
+    assert "create" in status["failure"]["message"].lower()
+
+
+def test_jobs_of_one_account_run_one_at_a_time_in_creation_order(stack: DevStack, kubectl: Kubectl) -> None:
+    _account(kubectl, stack)
+    pairs = [(_container(stack, "/tenant", items=40), _container(stack, "/id")) for _ in range(3)]
+    for index, (source, dest) in enumerate(pairs):
+        kubectl.apply(_job(f"job-{index}", source, dest, maxItemsPerSecond=20))
+        time.sleep(1.1)  # creationTimestamp has a one-second resolution
+    second = kubectl.wait_for(
+        "containercopyjob", "job-2", lambda o: (o.get("status") or {}).get("queuePosition") == 2, timeout=60
+    )
+    assert second["status"]["phase"] == "Queued"
+    account = _status(kubectl, "databaseaccount", "acct")
+    assert account["activeCopyJob"] == "job-0"
+    assert account["queuedCopyJobs"] == ["job-1", "job-2"]
+    finished = [kubectl.wait_phase("containercopyjob", f"job-{i}", "Succeeded", timeout=180) for i in range(3)]
+    for earlier, later in itertools.pairwise(finished):
+        assert later["status"]["startTime"] >= earlier["status"]["completionTime"]
+    for source, dest in pairs:
+        assert _items(dest) == _items(source)
+
+
+def test_suspend_pauses_and_resume_completes(stack: DevStack, kubectl: Kubectl) -> None:
+    source, dest = _container(stack, "/tenant", items=150), _container(stack, "/id")
+    _account(kubectl, stack)
+    kubectl.apply(_job("pausable", source, dest, maxItemsPerSecond=25))
+    kubectl.wait_for(
+        "containercopyjob", "pausable", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 10, 90
+    )
+    kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    kubectl.wait_phase("containercopyjob", "pausable", "Paused")
+    time.sleep(4)  # instances reach their checkpoint
+    paused_at = _status(kubectl, "containercopyjob", "pausable")["processedCount"]
+    time.sleep(3)
+    assert _status(kubectl, "containercopyjob", "pausable")["processedCount"] == paused_at
+    assert len(_items(dest)) < 150
+    kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    kubectl.wait_phase("containercopyjob", "pausable", "Succeeded", timeout=120)
+    assert _items(dest) == _items(source)
+
+
+def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
+    source, dest = _container(stack, "/tenant", items=150), _container(stack, "/id")
+    _account(kubectl, stack)
+    kubectl.apply(_job("doomed", source, dest, maxItemsPerSecond=20))
+    kubectl.wait_for(
+        "containercopyjob", "doomed", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 90
+    )
+    kubectl("delete", "containercopyjob", "doomed")
+    time.sleep(5)
+    copied = len(_items(dest))
+    time.sleep(4)
+    assert len(_items(dest)) == copied < 150  # the work stopped
+    assert _status(kubectl, "databaseaccount", "acct").get("activeCopyJob") is None
+
+
+@pytest.fixture
+def cosmos_proxy(stack: DevStack) -> Iterator[CosmosProxy]:
+    """A fault-injecting HTTPS proxy in front of cosmosdb-server (which itself never refuses a key)."""
+    assert stack.cosmos is not None
+    proxy = CosmosProxy(stack.cosmos.endpoint.endpoint).start()
+    yield proxy
+    proxy.stop()
+
+
+def _ready(kubectl: Kubectl, name: str, status: str) -> dict[str, Any]:
+    def has(o: dict[str, Any]) -> bool:
+        conditions = (o.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == status for c in conditions)
+
+    obj = kubectl.wait_for("databaseaccount", name, has, timeout=60)
+    return {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
+
+
+def test_refused_key_and_unreachable_endpoint_are_explained(
+    stack: DevStack, kubectl: Kubectl, cosmos_proxy: CosmosProxy
+) -> None:
+    _account(kubectl, stack, name="nowhere", endpoint="https://127.0.0.1:9/")
+    nowhere = _ready(kubectl, "nowhere", "False")
+    assert nowhere["reason"] == "Unreachable" and "127.0.0.1:9" in nowhere["message"]
+
+    disabled = "Local Authorization is disabled. Use an AAD token to authorize all requests."
+    cosmos_proxy.fail_next(10_000, 401, message=disabled, x_ms_substatus="5202")
+    _account(kubectl, stack, name="keyless", endpoint=cosmos_proxy.endpoint)
+    keyless = _ready(kubectl, "keyless", "False")
+    assert keyless["reason"] == "LocalAuthDisabled" and "enable local" in keyless["message"]
+
+    cosmos_proxy.faults.clear()
+    cosmos_proxy.fail_next(10_000, 401, message="The input authorization token can't serve the request.")
+    kubectl("patch", "databaseaccount", "keyless", "--type=merge", "-p", '{"spec":{"regionPollInterval":"1s"}}')
+    refused = _ready(kubectl, "keyless", "False")
+    deadline = time.monotonic() + 30
+    while refused["reason"] != "Unauthorized" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        refused = {c["type"]: c for c in _status(kubectl, "databaseaccount", "keyless")["conditions"]}["Ready"]
+    assert refused["reason"] == "Unauthorized" and "key" in refused["message"]
+
+    cosmos_proxy.faults.clear()
+    assert _ready(kubectl, "keyless", "True")["reason"] == "Connected"
+    assert stack.cosmos is not None
+    assert stack.cosmos.endpoint.key not in kubectl("describe", "databaseaccount", "keyless")
+
+
+def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
+    stack: DevStack, kubectl: Kubectl, cosmos_proxy: CosmosProxy
+) -> None:
+    cosmos_proxy.set_regions(["West US"], ["West US", "East US"])
+    _account(kubectl, stack, name="moving", endpoint=cosmos_proxy.endpoint)
+    _account(kubectl, stack, name="steady")
+    done_src, done_dst = _container(stack, "/tenant", items=10), _container(stack, "/id")
+    kubectl.apply(_job("finished", done_src, done_dst, account="moving"))
+    kubectl.wait_phase("containercopyjob", "finished", "Succeeded", timeout=90)
+
+    running_src, running_dst = _container(stack, "/tenant", items=200), _container(stack, "/id")
+    kubectl.apply(_job("running", running_src, running_dst, account="moving", maxItemsPerSecond=20))
+    time.sleep(1.1)
+    kubectl.apply(_job("queued", done_src, _container(stack, "/id"), account="moving"))
+    other_src, other_dst = _container(stack, "/tenant", items=60), _container(stack, "/id")
+    kubectl.apply(_job("elsewhere", other_src, other_dst, account="steady", maxItemsPerSecond=20))
+    kubectl.wait_for(
+        "containercopyjob", "running", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 90
+    )
+    assert _status(kubectl, "containercopyjob", "queued")["phase"] == "Queued"
+    assert _status(kubectl, "containercopyjob", "running")["writeRegion"] == "West US"
+
+    cosmos_proxy.set_regions(["East US"], ["East US", "West US"])
+    changed = time.monotonic()
+    for name in ("running", "queued"):
+        status = kubectl.wait_phase("containercopyjob", name, "Failed", timeout=30)["status"]
+        assert status["failure"]["reason"] == "WriteRegionChanged"
+        assert "West US" in status["failure"]["message"] and "East US" in status["failure"]["message"]
+    assert time.monotonic() - changed <= 2 * 2 + 3  # two poll intervals (2s each), and a little slack
+    time.sleep(4)
+    stopped_at = len(_items(running_dst))
+    time.sleep(3)
+    assert len(_items(running_dst)) == stopped_at < 200  # its work stopped
+    assert _status(kubectl, "containercopyjob", "finished")["phase"] == "Succeeded"
+    assert _status(kubectl, "databaseaccount", "moving")["writeRegion"] == "East US"
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+        changes = re.search(r"^ferry_account_write_region_changes_total (\S+)", response.read().decode(), re.M)
+    assert changes and float(changes.group(1)) >= 1
+    kubectl.wait_phase("containercopyjob", "elsewhere", "Succeeded", timeout=120)
+    assert _items(other_dst) == _items(other_src)
+
+
+def test_throttled_writes_are_retried_and_nothing_is_lost(
+    stack: DevStack, kubectl: Kubectl, cosmos_proxy: CosmosProxy
+) -> None:
+    source, dest = _container(stack, "/tenant", items=80), _container(stack, "/region")
+    cosmos_proxy.throttle_next(30, retry_after_ms=100)
+    _account(kubectl, stack, name="busy", endpoint=cosmos_proxy.endpoint)
+    kubectl.apply(_job("throttled", source, dest, account="busy"))
+    status = kubectl.wait_phase("containercopyjob", "throttled", "Succeeded", timeout=120)["status"]
+    assert _items(dest) == _items(source)
+    assert status["processedCount"] == 80
+    assert status["throttledRequests"] >= 30
+    assert cosmos_proxy.injected >= 30
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    throttled = re.search(r"^ferry_cosmos_throttled_requests_total (\S+)", metrics, re.M)
+    assert throttled and float(throttled.group(1)) >= 30
+    copied = re.search(r"^ferry_copyjob_items_copied_total (\S+)", metrics, re.M)
+    assert copied and float(copied.group(1)) >= 80
+    assert re.search(r'^ferry_containercopyjobs\{phase="Succeeded"\} [1-9]', metrics, re.M)
+
+
+def test_instances_and_operator_killed_repeatedly_the_copy_is_still_exact(stack: DevStack, kubectl: Kubectl) -> None:
+    source, dest = _container(stack, "/tenant", items=300), _container(stack, "/region")
+    _account(kubectl, stack, name="sturdy")
+    kubectl.apply(_job("sturdy", source, dest, account="sturdy", maxItemsPerSecond=40))
+    rng = random.Random(7)
+    kills = 0
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and kills < 4:
+        time.sleep(rng.uniform(1.0, 3.0))
+        status = _status(kubectl, "containercopyjob", "sturdy")
+        if status.get("phase") == "Succeeded":
+            break
+        instances = _status(kubectl, "databaseaccount", "sturdy").get("instances") or []
+        if instances and stack.runner.kill_pod_process(kubectl.namespace, rng.choice(instances), signal.SIGKILL):
+            kills += 1
+        if kills == 2:
+            stack.stop_operator(signal.SIGKILL)
+            time.sleep(1)
+            stack.start_operator()
+    assert kills >= 2, "the job finished before it could be interrupted"
+    status = kubectl.wait_phase("containercopyjob", "sturdy", "Succeeded", timeout=240)["status"]
+    assert _items(dest) == _items(source)
+    assert status["processedCount"] == status["totalCount"] == 300
+
+
+def test_idle_instances_are_removed(stack: DevStack, kubectl: Kubectl) -> None:
+    source, dest = _container(stack, "/tenant", items=10), _container(stack, "/id")
+    _account(kubectl, stack, name="idler", idleTimeout="3s")
+    kubectl.apply(_job("quick", source, dest, account="idler"))
+    kubectl.wait_phase("containercopyjob", "quick", "Succeeded", timeout=90)
+    kubectl.wait_for("databaseaccount", "idler", lambda o: not (o.get("status") or {}).get("instances"), timeout=60)
+    pods = kubectl("get", "pods", "-l", "ferry.dev/role=instance", "-o", "name").split()
+    deadline = time.monotonic() + 30
+    while pods and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pods = kubectl("get", "pods", "-l", "ferry.dev/role=instance", "-o", "name").split()
+    assert pods == []

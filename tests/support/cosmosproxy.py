@@ -1,0 +1,199 @@
+"""A fault-injecting HTTPS proxy in front of cosmosdb-server, on 127.0.0.1.
+
+It forwards every request unchanged and can:
+- answer the first N requests matching a predicate with a given status (429 with
+  x-ms-retry-after-ms for throttling, 401 substatus 5202 for "local authorization is disabled", ...);
+- act as a serverless account: refuse creating databases or containers with a throughput offer,
+  with the service's message;
+- rewrite the database account response (GET /): its writable and readable locations always point
+  at the proxy itself, so the SDK keeps routing through it, and their region names can be changed
+  at runtime (a failover from "West US" to "East US", say).
+It logs every request (method, path, headers) so tests can count what a client sent.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ferry.devstack.emulators import find_node_bin
+
+Match = Callable[[str, str, dict[str, str]], bool]  # (method, path, lower-cased headers) -> bool
+
+OFFER_HEADERS = ("x-ms-offer-throughput", "x-ms-cosmos-offer-autopilot-settings", "x-ms-offer-type")
+SERVERLESS_MESSAGE = "Shared throughput database creation is not supported for serverless accounts."
+
+
+def _certificate() -> tuple[Path, Path]:
+    """cosmosdb-server's own self-signed certificate and key, shipped with the npm package."""
+    package = find_node_bin("cosmosdb-server").resolve().parent.parent
+    return package / "cert.pem", package / "key.pem"
+
+
+def any_request(method: str, path: str, headers: dict[str, str]) -> bool:
+    return True
+
+
+def is_query(headers: dict[str, str]) -> bool:
+    return headers.get("x-ms-documentdb-isquery", "").lower() == "true" or "query+json" in headers.get(
+        "content-type", ""
+    )
+
+
+def item_writes(method: str, path: str, headers: dict[str, str]) -> bool:
+    """Creates, upserts and replaces of items, outside Ferry's own state database."""
+    return method in ("POST", "PUT") and "/docs" in path and "__datatransferstate" not in path and not is_query(headers)
+
+
+@dataclass
+class Fault:
+    status: int
+    count: int
+    match: Match
+    headers: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+
+
+class CosmosProxy:
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 443
+        self.log: list[Logged] = []
+        self.faults: list[Fault] = []
+        self.injected = 0
+        self.serverless = False
+        self.write_regions: list[str] | None = None
+        self.read_regions: list[str] | None = None
+        self._lock = threading.Lock()
+        self._upstream_tls = ssl.create_default_context()
+        self._upstream_tls.check_hostname = False
+        self._upstream_tls.verify_mode = ssl.CERT_NONE  # cosmosdb-server's certificate is self-signed
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*_certificate())
+        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self.endpoint = f"https://127.0.0.1:{self.port}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # Configuration, callable while clients run.
+
+    def fail_next(self, count: int, status: int, match: Match = any_request, message: str = "", **headers: str) -> None:
+        with self._lock:
+            self.faults.append(
+                Fault(status, count, match, {k.replace("_", "-"): v for k, v in headers.items()}, message)
+            )
+
+    def throttle_next(self, count: int, retry_after_ms: int = 50, match: Match = item_writes) -> None:
+        self.fail_next(
+            count,
+            429,
+            match,
+            "Request rate is large. More Request Units may be needed, so no changes were made.",
+            x_ms_retry_after_ms=str(retry_after_ms),
+            x_ms_substatus="3200",
+        )
+
+    def set_regions(self, write: list[str] | None, read: list[str] | None = None) -> None:
+        with self._lock:
+            self.write_regions, self.read_regions = write, read
+
+    def requests(self, method: str, fragment: str = "") -> list[Logged]:
+        with self._lock:
+            return [e for e in self.log if e.method == method and fragment in e.path]
+
+    def start(self) -> CosmosProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # Request handling.
+
+    def _decide(self, method: str, path: str, headers: dict[str, str]) -> Fault | None:
+        with self._lock:
+            self.log.append(Logged(method, path, headers))
+            if self.serverless and method == "POST" and any(h in headers for h in OFFER_HEADERS):
+                return Fault(400, 1, any_request, {}, SERVERLESS_MESSAGE)
+            for fault in self.faults:
+                if fault.count > 0 and fault.match(method, path, headers):
+                    fault.count -= 1
+                    self.injected += 1
+                    return fault
+        return None
+
+    def _rewrite_account(self, payload: bytes) -> bytes:
+        account: dict[str, Any] = json.loads(payload)
+        with self._lock:
+            names = {"writableLocations": self.write_regions, "readableLocations": self.read_regions}
+        for key, wanted in names.items():
+            current = [str(loc.get("name", "")) for loc in account.get(key, [])]
+            account[key] = [{"name": n, "databaseAccountEndpoint": self.endpoint} for n in (wanted or current)]
+        return json.dumps(account).encode()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                fault = proxy._decide(self.command, self.path, headers)
+                if fault is not None:
+                    code = {400: "BadRequest", 401: "Unauthorized", 429: "TooManyRequests"}.get(fault.status, "Error")
+                    payload = json.dumps({"code": code, "message": fault.message}).encode()
+                    self._send(fault.status, {"Content-Type": "application/json", **fault.headers}, payload)
+                    return
+                conn = http.client.HTTPSConnection(
+                    proxy.upstream_host, proxy.upstream_port, timeout=60, context=proxy._upstream_tls
+                )
+                try:
+                    conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+                    response = conn.getresponse()
+                    payload = response.read()
+                finally:
+                    conn.close()
+                if self.command == "GET" and urlsplit(self.path).path in ("", "/") and response.status == 200:
+                    payload = proxy._rewrite_account(payload)
+                skip = ("transfer-encoding", "content-length", "connection")
+                self._send(response.status, {k: v for k, v in response.getheaders() if k.lower() not in skip}, payload)
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = do_PATCH = _forward
+
+        return Handler
