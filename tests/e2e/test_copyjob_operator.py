@@ -77,6 +77,19 @@ def _job(name: str, source: ContainerProxy, dest: ContainerProxy, account: str =
     return yaml.safe_dump(body)
 
 
+def _ferry(kubectl: Kubectl, *args: str) -> str:
+    """The `ferry` command as a user runs it, with the stack's kubeconfig."""
+    done = subprocess.run(
+        ["ferry", *args, "--namespace", kubectl.namespace],
+        env=kubectl.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _status(kubectl: Kubectl, kind: str, name: str) -> dict[str, Any]:
     status: dict[str, Any] = kubectl.get(kind, name).get("status") or {}
     return status
@@ -105,15 +118,8 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=repartition", "-o", "yaml")
     assert "reason: Copying" in events and "reason: Copied" in events
 
-    jobs = subprocess.run(
-        ["ferry", "jobs", "list", "--account", "acct", "--namespace", kubectl.namespace],
-        env=kubectl.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert jobs.returncode == 0, jobs.stderr
-    assert f"{kubectl.namespace}/repartition" in jobs.stdout and "Succeeded" in jobs.stdout
+    jobs = _ferry(kubectl, "jobs", "list", "--account", "acct")
+    assert f"{kubectl.namespace}/repartition" in jobs and "Succeeded" in jobs
 
 
 def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl: Kubectl) -> None:
@@ -151,9 +157,11 @@ def test_suspend_pauses_and_resume_completes(stack: DevStack, kubectl: Kubectl) 
     source, dest = _container(stack, "/tenant", items=150), _container(stack, "/id")
     _account(kubectl, stack)
     kubectl.apply(_job("pausable", source, dest, maxItemsPerSecond=25))
-    kubectl.wait_for(
+    running = kubectl.wait_for(
         "containercopyjob", "pausable", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 10, 90
-    )
+    )["status"]
+    assert 0 < running["itemsPerSecond"] <= 25 * 1.5
+    assert running["estimatedSecondsRemaining"] > 0
     kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     kubectl.wait_phase("containercopyjob", "pausable", "Paused")
     time.sleep(4)  # instances reach their checkpoint
@@ -179,6 +187,8 @@ def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
     time.sleep(4)
     assert len(_items(dest)) == copied < 150  # the work stopped
     assert _status(kubectl, "databaseaccount", "acct").get("activeCopyJob") is None
+    history = _ferry(kubectl, "jobs", "show", f"{kubectl.namespace}/doomed", "--account", "acct")
+    assert "state: Cancelled" in history, history
 
 
 @pytest.fixture
