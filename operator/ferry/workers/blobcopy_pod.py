@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-import time
-from types import FrameType
-from typing import Any
-
-from kubernetes.client.exceptions import ApiException
 
 from ferry.api.blobcopy import BlobCopySpec, BlobCopyStatus
 from ferry.api.kinds import BLOB_COPY
@@ -17,34 +10,9 @@ from ferry.kube.client import ObjectRef
 from ferry.storage.blobs import redact
 from ferry.workers import exitcodes
 from ferry.workers.blobcopy import CopyStopped, cleanup, endpoints_from_env, run_copy
+from ferry.workers.podenv import status_reporter, stop_on_sigterm
 
 log = logging.getLogger(__name__)
-
-
-def _reporter(ref: ObjectRef) -> Any:
-    def report(patch: dict[str, Any]) -> None:
-        # A status write that fails is retried briefly; losing one progress update never fails the copy.
-        for attempt in range(5):
-            try:
-                ref.patch_status(patch)
-                return
-            except ApiException as exc:
-                log.warning("status update failed (%s), attempt %d", exc.status, attempt + 1)
-                time.sleep(0.2 * 2**attempt)
-
-    return report
-
-
-def _stop_on_sigterm() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("asked to stop; checkpointing")
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
 
 
 def main(namespace: str, name: str, do_cleanup: bool) -> int:
@@ -53,12 +21,12 @@ def main(namespace: str, name: str, do_cleanup: bool) -> int:
     spec = BlobCopySpec.model_validate(obj["spec"])
     previous = BlobCopyStatus.model_validate(obj.get("status") or {})
     endpoints = endpoints_from_env()
-    report = _reporter(ref)
+    report = status_reporter(ref)
     if do_cleanup:
         cleanup(spec, previous, endpoints, report, copy_key=obj["metadata"]["uid"])
         log.info("BlobCopy %s/%s: pending copies aborted, leases released", namespace, name)
         return exitcodes.SUCCEEDED
-    stop = _stop_on_sigterm()
+    stop = stop_on_sigterm()
     log.info(
         "BlobCopy %s/%s: %s copy, resuming from %s",
         namespace,

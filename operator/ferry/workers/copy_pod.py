@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -19,28 +18,13 @@ from ferry.storage.cosmos import CosmosAccess, redact
 from ferry.storage.transferstate import JobState, set_job_state
 from ferry.workers import exitcodes
 from ferry.workers.copyjob import JobSpec, run_instance
-from ferry.workers.podenv import cosmos_access_from_env, stop_on_sigterm
+from ferry.workers.podenv import cosmos_access_from_env, status_reporter, stop_on_sigterm
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 2.0
 JOB_CHECK_SECONDS = 2.0
 WORKABLE = {"Pending", "Running"}
-
-
-def _reporter(ref: ObjectRef) -> Callable[[dict[str, Any]], None]:
-    def report(patch: dict[str, Any]) -> None:
-        for attempt in range(5):
-            try:
-                ref.patch_status(patch)
-                return
-            except ApiException as exc:
-                if is_not_found(exc):
-                    return  # the job was deleted (cancelled); should_stop notices it
-                log.warning("status update failed (%s), attempt %d", exc.status, attempt + 1)
-                time.sleep(0.2 * 2**attempt)
-
-    return report
 
 
 def _workable(job: dict[str, Any], uid: str) -> bool:
@@ -146,7 +130,8 @@ def main(namespace: str, account_name: str) -> int:
         log.info("instance %s working on %s", instance_id, work.name)
         _set_state(access, work.job_id, JobState.RUNNING)  # resumed after a pause, if it was paused
         try:
-            outcome = run_instance(access, work, instance_id, _reporter(job_ref), JobWatch(job_ref, work.job_id, stop))
+            watch = JobWatch(job_ref, work.job_id, stop)
+            outcome = run_instance(access, work, instance_id, status_reporter(job_ref), watch)
         except Exception as exc:  # a crash: this instance's lease expires and another resumes the work
             log.error("instance %s crashed on %s: %s", instance_id, work.name, redact(f"{type(exc).__name__}: {exc}"))
             return exitcodes.CRASHED

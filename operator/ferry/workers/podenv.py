@@ -1,4 +1,4 @@
-"""What every worker pod shares: its Cosmos access from the environment and a graceful stop on SIGTERM."""
+"""What every worker pod shares: access from its environment, status reports and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
+from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
 
 log = logging.getLogger(__name__)
@@ -34,3 +39,24 @@ def stop_on_sigterm() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
+
+
+def status_reporter(ref: ObjectRef) -> Callable[[dict[str, Any]], None]:
+    """Merge-patches a worker's reports into its resource's status.
+
+    A write that fails is retried briefly; losing one progress report never fails the work, and a resource
+    that is gone (deleted, hence cancelled) is left alone: the work notices it at its next check.
+    """
+
+    def report(patch: dict[str, Any]) -> None:
+        for attempt in range(5):
+            try:
+                ref.patch_status(patch)
+                return
+            except ApiException as exc:
+                if is_not_found(exc):
+                    return
+                log.warning("status update failed (%s), attempt %d", exc.status, attempt + 1)
+                time.sleep(0.2 * 2**attempt)
+
+    return report
