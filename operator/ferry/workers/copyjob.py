@@ -18,6 +18,7 @@ TransientCopyError after the lease is released: run the instance again, it resum
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from ferry.workers.copyjob_writer import Conflict, ItemWriter, TokenBucket
 __all__ = ["InstanceOutcome", "JobSpec", "TransientCopyError", "run_instance"]
 
 PAGE_SIZE = 100
+PAGES_IN_FLIGHT = 2
 JOB_CHECK_INTERVAL = 2.0  # how often the job document is re-read for a state set elsewhere
 MAX_IDS_IN_MESSAGE = 10
 SOURCE_QUERY = "SELECT * FROM c"
@@ -323,8 +325,10 @@ class _Instance:
     ) -> InstanceOutcome | None:
         """Copy the unit from its checkpoint; None when it is done, else the instance's outcome.
 
-        The next page is read while the current one is written, so that writers do not wait for
-        reads; a page is checkpointed only once all its items are in the destination.
+        Reads run one page ahead and up to PAGES_IN_FLIGHT pages are written at once, so writers
+        never wait for a read, a page's slowest items or a checkpoint. Pages are checkpointed in
+        order and only once all their items are in the destination: a replay after a crash
+        rewrites at most the pages that were in flight, which the writer recognises as replays.
         """
         source = self.access.container(self.job.source_db, self.job.source_container)
 
@@ -332,31 +336,56 @@ class _Instance:
             return query_page(source, SOURCE_QUERY, lease.feed_range, token, page_size)
 
         processed = lease.processed
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-read") as reader:
-            pending: Future[tuple[list[dict[str, Any]], str | None]] = reader.submit(read, lease.continuation)
-            while True:
+        in_flight: deque[tuple[Future[list[Conflict]], str | None, int]] = deque()
+
+        def settle_oldest() -> InstanceOutcome | None:
+            nonlocal processed
+            written, continuation, count = in_flight.popleft()
+            conflicts = written.result()
+            if conflicts:
+                for later, _, _ in in_flight:
+                    later.result()
+                in_flight.clear()
+                lease.release()
+                return self._failed(_conflict_failure(conflicts, unique_keys))
+            processed += count
+            lease.checkpoint(continuation, processed, done=continuation is None)
+            self.reporter.checkpointed(str(lease.doc["id"]), processed)
+            self.reporter.send(self.doc)
+            return None
+
+        def drain() -> InstanceOutcome | None:
+            while in_flight:
+                if (failed := settle_oldest()) is not None:
+                    return failed
+            return None
+
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-read") as reader,
+            ThreadPoolExecutor(max_workers=PAGES_IN_FLIGHT, thread_name_prefix="copy-page") as pages,
+        ):
+            pending: Future[tuple[list[dict[str, Any]], str | None]] | None = reader.submit(read, lease.continuation)
+            while pending is not None:
                 if self.should_stop():
+                    failed = drain()
+                    if failed is not None:
+                        return failed
                     lease.release()
                     self.reporter.send(self.doc, force=True)
                     return InstanceOutcome("stopped")
                 ended = self._refresh()
                 if ended is not None:
+                    drain()
                     lease.release()
                     self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
                     return ended
                 items, continuation = pending.result()
-                if continuation is not None:
-                    pending = reader.submit(read, continuation)
-                conflicts = writer.write_page(items)
-                if conflicts:
-                    lease.release()
-                    return self._failed(_conflict_failure(conflicts, unique_keys))
-                processed += len(items)
-                lease.checkpoint(continuation, processed, done=continuation is None)
-                self.reporter.checkpointed(str(lease.doc["id"]), processed)
-                self.reporter.send(self.doc)
-                if continuation is None:
-                    return None
+                pending = reader.submit(read, continuation) if continuation is not None else None
+                in_flight.append((pages.submit(writer.write_page, items), continuation, len(items)))
+                while len(in_flight) >= PAGES_IN_FLIGHT:
+                    if (failed := settle_oldest()) is not None:
+                        return failed
+            return drain()
 
     def _complete(self) -> InstanceOutcome:
         processed = self.reporter.processed()
