@@ -158,20 +158,32 @@ def test_suspend_pauses_and_resume_completes(stack: DevStack, kubectl: Kubectl) 
     _account(kubectl, stack)
     kubectl.apply(_job("pausable", source, dest, maxItemsPerSecond=25))
     running = kubectl.wait_for(
-        "containercopyjob", "pausable", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 10, 90
+        "containercopyjob", "pausable", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 30, 90
     )["status"]
     assert 0 < running["itemsPerSecond"] <= 25 * 1.5
     assert running["estimatedSecondsRemaining"] > 0
     kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     kubectl.wait_phase("containercopyjob", "pausable", "Paused")
-    time.sleep(4)  # instances reach their checkpoint
-    paused_at = _status(kubectl, "containercopyjob", "pausable")["processedCount"]
-    time.sleep(3)
-    assert _status(kubectl, "containercopyjob", "pausable")["processedCount"] == paused_at
-    assert len(_items(dest)) < 150
+    paused_at, copied = _settled(kubectl, "pausable", dest)
+    assert copied < 150 and paused_at <= copied
     kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     kubectl.wait_phase("containercopyjob", "pausable", "Succeeded", timeout=120)
     assert _items(dest) == _items(source)
+
+
+def _settled(kubectl: Kubectl, name: str, dest: ContainerProxy, timeout: float = 30) -> tuple[int, int]:
+    """Wait until the job's reported count and the destination stop moving; returns both."""
+    deadline = time.monotonic() + timeout
+    last = (-1, -1)
+    while time.monotonic() < deadline:
+        now = (_status(kubectl, "containercopyjob", name).get("processedCount") or 0, len(_items(dest)))
+        if now == last:
+            time.sleep(3)
+            assert (_status(kubectl, "containercopyjob", name).get("processedCount") or 0, len(_items(dest))) == now
+            return now
+        last = now
+        time.sleep(3)
+    raise AssertionError(f"{name} kept copying while paused: {last}")
 
 
 def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
@@ -182,10 +194,14 @@ def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
         "containercopyjob", "doomed", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 90
     )
     kubectl("delete", "containercopyjob", "doomed")
-    time.sleep(5)
-    copied = len(_items(dest))
-    time.sleep(4)
-    assert len(_items(dest)) == copied < 150  # the work stopped
+    deadline, copied = time.monotonic() + 30, -1
+    while time.monotonic() < deadline:  # the work stops at the instances' next check
+        previous, copied = copied, len(_items(dest))
+        if copied == previous:
+            break
+        time.sleep(3)
+    time.sleep(3)
+    assert len(_items(dest)) == copied < 150
     assert _status(kubectl, "databaseaccount", "acct").get("activeCopyJob") is None
     history = _ferry(kubectl, "jobs", "show", f"{kubectl.namespace}/doomed", "--account", "acct")
     assert "state: Cancelled" in history, history
