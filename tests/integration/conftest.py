@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from ferry.devstack.emulators import Azurite, StorageAccount
+from support.reports import Reports
 
 _names = itertools.count()
 
@@ -51,24 +51,6 @@ def src_container(src_account: StorageAccount) -> ContainerClient:
 @pytest.fixture
 def dst_container(dst_account: StorageAccount) -> ContainerClient:
     return _container(dst_account, "dst")
-
-
-class Reports:
-    """Collects every status patch; merged() is the status as the caller would have written it."""
-
-    def __init__(self) -> None:
-        self.patches: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, patch: dict[str, Any]) -> None:
-        with self.lock:
-            self.patches.append(patch)
-
-    def merged(self) -> dict[str, Any]:
-        status: dict[str, Any] = {}
-        for patch in self.patches:
-            status.update(patch)
-        return status
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Import the fixtures a test module uses explicitly (`from cosmos_fixtures import 
 from __future__ import annotations
 
 import itertools
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,25 +107,6 @@ def job_spec(
         instances=instances,
         write_region=fields.pop("write_region", "South Central US"),
     )
-
-
-class Reports:
-    """Status patches as the operator would receive them; merged() is the resulting status."""
-
-    def __init__(self) -> None:
-        self.patches: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, patch: dict[str, Any]) -> None:
-        with self.lock:
-            self.patches.append(patch)
-
-    def merged(self) -> dict[str, Any]:
-        status: dict[str, Any] = {}
-        with self.lock:
-            for patch in self.patches:
-                status.update(patch)
-        return status
 
 
 def never() -> bool:

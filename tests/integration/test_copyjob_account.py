@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
-from cosmos_fixtures import Reports, contents, create_container, fill, job_spec, make_items, never, unique
+from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
 from ferry.devstack.emulators import COSMOS_EMULATOR_KEY, free_port
 from ferry.jobs_cli import JobNotFound, list_jobs, show_job
@@ -21,6 +21,7 @@ from ferry.storage.cosmos import (
 )
 from ferry.workers.copyjob import run_instance
 from support.cosmosproxy import CosmosProxy, item_writes
+from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]
 pytestmark = [

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from cosmos_fixtures import Reports, contents, create_container, fill, job_spec, make_items, never, unique
+from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
 from ferry.storage import transferstate
 from ferry.storage.cosmos import CosmosAccess
 from ferry.workers.copyjob import run_instance
+from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]
 pytestmark = [

@@ -13,12 +13,13 @@ import time
 from dataclasses import asdict, replace
 
 import pytest
-from cosmos_fixtures import Reports, contents, create_container, fill, job_spec, make_items, never, unique
+from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
 from ferry.devstack.emulators import CosmosServer
 from ferry.storage import transferstate
 from ferry.storage.cosmos import CosmosAccess
 from ferry.workers.copyjob import InstanceOutcome, JobSpec, run_instance
+from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]
 pytestmark = [

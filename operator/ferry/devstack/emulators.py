@@ -20,8 +20,9 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
+
+from ferry.devstack.lifecycle import Service
 
 # The Cosmos DB emulator's published, well-known key (not a secret).
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DF8xmN7MC7ZtLoqKEoGfeFzKzgg1oxjRvP9hP92z3c6AZg=="
@@ -151,7 +152,7 @@ class _ReadyCheck:
             return False
 
 
-class Azurite:
+class Azurite(Service):
     """Azurite's blob service with several storage accounts (AZURITE_ACCOUNTS)."""
 
     def __init__(
@@ -209,17 +210,8 @@ class Azurite:
     def stop(self) -> None:
         self._child.kill()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class CosmosServer:
+class CosmosServer(Service):
     """@vercel/cosmosdb-server over HTTPS (self-signed), answering the azure-cosmos SDK."""
 
     def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -244,12 +236,3 @@ class CosmosServer:
 
     def stop(self) -> None:
         self._child.kill()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

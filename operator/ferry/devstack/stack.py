@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 from ferry.devstack.emulators import Azurite, CosmosServer, free_port
+from ferry.devstack.lifecycle import Service
 
 STORAGE_ACCOUNTS = ("ferrysrc", "ferrydst")
 PID_FILE = "stack.pid"
@@ -30,7 +30,7 @@ def ferry_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("ferry") or "ferry")
 
 
-class DevStack:
+class DevStack(Service):
     def __init__(self, directory: Path, *, operator: bool = True, restart_backoff_seconds: float = 1.0) -> None:
         self.dir = directory.resolve()
         self.with_operator = operator
@@ -153,15 +153,6 @@ class DevStack:
             if emulator is not None:
                 emulator.stop()
         self.cosmos = self.azurite = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def up(directory: Path, with_operator: bool = True) -> int:
