@@ -105,6 +105,8 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
     ready = {c["type"]: c for c in account["status"]["conditions"]}["Ready"]
     assert ready["status"] == "True" and ready["reason"] == "Connected"
     assert account["status"]["readRegions"]
+    listed = kubectl("get", "databaseaccounts")
+    assert re.search(r"acct\s+True\s+" + re.escape(account["status"]["writeRegion"]), listed), listed
 
     kubectl.apply(_job("repartition", source, dest))
     status = kubectl.wait_phase("containercopyjob", "repartition", "Succeeded", timeout=120)["status"]

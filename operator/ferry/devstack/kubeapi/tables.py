@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
-import re
 from typing import Any
+
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from ferry.devstack.kubeapi.resources import ResourceDef
 
@@ -69,26 +71,22 @@ def human_duration(ts: str | None) -> str:
     return f"{days // 365}y"
 
 
-_TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\['([^']+)'\]")
-
-
-def jsonpath(obj: Any, path: str) -> Any:
-    """Evaluate the simple JSONPath subset used in printer columns (``.a.b[0]['c.d']``)."""
+@functools.lru_cache(maxsize=256)
+def _compiled(path: str) -> Any:
     path = path.strip()
     if path.startswith("{") and path.endswith("}"):
         path = path[1:-1]
-    path = path.removeprefix("$")
-    cur = obj
-    for m in _TOKEN.finditer(path):
-        key = m.group(1) or m.group(3)
-        if key is not None:
-            cur = cur.get(key) if isinstance(cur, dict) else None
-        else:
-            idx = int(m.group(2))
-            cur = cur[idx] if isinstance(cur, list) and idx < len(cur) else None
-        if cur is None:
-            return None
-    return cur
+    return parse_jsonpath(path if path.startswith("$") else "$" + path)
+
+
+def jsonpath(obj: Any, path: str) -> Any:
+    """A printer column's JSONPath (filters included, e.g. ``.status.conditions[?(@.type=="Ready")].status``);
+    the first match, as the API server shows it."""
+    try:
+        matches = _compiled(path).find(obj)
+    except Exception:  # an expression the parser refuses shows an empty cell rather than failing the list
+        return None
+    return matches[0].value if matches else None
 
 
 def _cell(value: Any, type_: str) -> Any:
