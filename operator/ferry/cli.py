@@ -6,8 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ferry import __version__
+
+if TYPE_CHECKING:  # the SDK is imported only by the commands that use it
+    from ferry.storage.cosmos import CosmosAccess
 
 
 def _logging(verbose: bool) -> None:
@@ -45,7 +49,7 @@ def _cmd_worker_copy(args: argparse.Namespace) -> int:
     return copy_pod.main(args.namespace, args.account)
 
 
-def _jobs_access(args: argparse.Namespace) -> object:
+def _jobs_access(args: argparse.Namespace) -> CosmosAccess:
     import os
 
     from ferry.kube.accounts import access_for
@@ -64,7 +68,7 @@ def _jobs_access(args: argparse.Namespace) -> object:
 def _cmd_jobs_list(args: argparse.Namespace) -> int:
     from ferry.jobs_cli import list_jobs
 
-    print(list_jobs(_jobs_access(args)))  # type: ignore[arg-type]
+    print(list_jobs(_jobs_access(args)))
     return 0
 
 
@@ -72,7 +76,7 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     from ferry.jobs_cli import JobNotFound, show_job
 
     try:
-        print(show_job(_jobs_access(args), args.job))  # type: ignore[arg-type]
+        print(show_job(_jobs_access(args), args.job))
     except JobNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -181,17 +181,26 @@ def _wait_bytes(kubectl: Kubectl, name: str, minimum: int = 1) -> dict[str, Any]
     )
 
 
+def _slow_stream(
+    stack: DevStack, kubectl: Kubectl, proxy: FaultProxy, name: str, mib: int, seed: int, **spec: Any
+) -> tuple[ContainerClient, bytes]:
+    """Start a Stream copy of one blob, one 1 MiB block at a time, into a destination behind the delaying proxy:
+    slow enough to interrupt. Returns the destination container and the source bytes."""
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    data = _blob(mib * MiB, seed)
+    src.upload_blob("big.bin", data)
+    _secrets(kubectl, src_account.connection_string, _via(proxy, dst_account))
+    kubectl.apply(
+        _blobcopy(name, src, dst, mode="Stream", source={"blob": "big.bin"}, blockSizeMiB=1, parallelism=1, **spec)
+    )
+    return dst, data
+
+
 def test_killed_worker_is_replaced_and_the_copy_resumes(
     stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy
 ) -> None:
-    src_account, dst_account = _accounts(stack)
-    src, dst = _container(src_account), _container(dst_account)
-    data = _blob(16 * MiB, 3)
-    src.upload_blob("big.bin", data)
-    _secrets(kubectl, src_account.connection_string, _via(slow_destination, dst_account))
-    kubectl.apply(
-        _blobcopy("resume", src, dst, mode="Stream", source={"blob": "big.bin"}, blockSizeMiB=1, parallelism=1)
-    )
+    dst, data = _slow_stream(stack, kubectl, slow_destination, "resume", 16, 3)
     first = _wait_bytes(kubectl, "resume", 2 * MiB)
     pod = first["status"]["workerPod"]
     assert stack.runner.kill_pod_process(kubectl.namespace, pod, signal.SIGKILL)
@@ -204,14 +213,7 @@ def test_killed_worker_is_replaced_and_the_copy_resumes(
 
 
 def test_operator_restart_mid_copy(stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy) -> None:
-    src_account, dst_account = _accounts(stack)
-    src, dst = _container(src_account), _container(dst_account)
-    data = _blob(12 * MiB, 4)
-    src.upload_blob("big.bin", data)
-    _secrets(kubectl, src_account.connection_string, _via(slow_destination, dst_account))
-    kubectl.apply(
-        _blobcopy("oprestart", src, dst, mode="Stream", source={"blob": "big.bin"}, blockSizeMiB=1, parallelism=1)
-    )
+    dst, data = _slow_stream(stack, kubectl, slow_destination, "oprestart", 12, 4)
     _wait_bytes(kubectl, "oprestart", MiB)
     stack.stop_operator(signal.SIGKILL)
     time.sleep(1)
@@ -222,14 +224,7 @@ def test_operator_restart_mid_copy(stack: DevStack, kubectl: Kubectl, slow_desti
 
 
 def test_suspend_pauses_and_resume_finishes(stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy) -> None:
-    src_account, dst_account = _accounts(stack)
-    src, dst = _container(src_account), _container(dst_account)
-    data = _blob(10 * MiB, 5)
-    src.upload_blob("big.bin", data)
-    _secrets(kubectl, src_account.connection_string, _via(slow_destination, dst_account))
-    kubectl.apply(
-        _blobcopy("pause", src, dst, mode="Stream", source={"blob": "big.bin"}, blockSizeMiB=1, parallelism=1)
-    )
+    dst, data = _slow_stream(stack, kubectl, slow_destination, "pause", 10, 5)
     _wait_bytes(kubectl, "pause", MiB)
     kubectl("patch", "blobcopy", "pause", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     kubectl.wait_phase("blobcopy", "pause", "Paused")
@@ -243,11 +238,7 @@ def test_suspend_pauses_and_resume_finishes(stack: DevStack, kubectl: Kubectl, s
 
 
 def test_delete_aborts_the_pending_copy(stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy) -> None:
-    src_account, dst_account = _accounts(stack)
-    src, dst = _container(src_account), _container(dst_account)
-    src.upload_blob("big.bin", _blob(12 * MiB, 6))
-    _secrets(kubectl, src_account.connection_string, _via(slow_destination, dst_account))
-    kubectl.apply(_blobcopy("gone", src, dst, mode="Stream", source={"blob": "big.bin"}, blockSizeMiB=1, parallelism=1))
+    dst, _ = _slow_stream(stack, kubectl, slow_destination, "gone", 12, 6)
     _wait_bytes(kubectl, "gone", MiB)
     kubectl("delete", "blobcopy", "gone", "--wait=false")
     kubectl.wait_gone("blobcopy", "gone", timeout=90)
@@ -305,22 +296,7 @@ def test_worker_logs_through_kubectl(stack: DevStack, kubectl: Kubectl) -> None:
 def test_copy_pending_past_max_lifetime_is_terminated(
     stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy
 ) -> None:
-    src_account, dst_account = _accounts(stack)
-    src, dst = _container(src_account), _container(dst_account)
-    src.upload_blob("big.bin", _blob(16 * MiB, 7))
-    _secrets(kubectl, src_account.connection_string, _via(slow_destination, dst_account))
-    kubectl.apply(
-        _blobcopy(
-            "expires",
-            src,
-            dst,
-            mode="Stream",
-            source={"blob": "big.bin"},
-            blockSizeMiB=1,
-            parallelism=1,
-            maxLifetime="2s",
-        )
-    )
+    dst, _ = _slow_stream(stack, kubectl, slow_destination, "expires", 16, 7, maxLifetime="2s")
     status = kubectl.wait_phase("blobcopy", "expires", "Failed", timeout=60)["status"]
     assert status["failure"]["reason"] == "MaxLifetimeExceeded"
     assert "2s" in status["failure"]["message"]

@@ -88,6 +88,7 @@ class AccountReconciler:
         self.status: dict[str, Any] = dict(account.get("status") or {})
         self.patch: dict[str, Any] = {}
         self.ref = ObjectRef(DATABASE_ACCOUNT, self.namespace, self.name)
+        self.instances: list[pods.PodView] = []  # listed once per look, before the queue is decided
 
     def run(self) -> None:
         if self.meta.get("deletionTimestamp"):
@@ -96,6 +97,7 @@ class AccountReconciler:
             self.patch["observedGeneration"] = self.meta.get("generation")
         self._ensure_monitor()
         self._note_region_change()
+        self.instances = pods.owned_pods(self.namespace, self.uid, INSTANCE_ROLE)
         active = self._drive_jobs()
         self._drive_instances(active)
         if self.patch:
@@ -112,16 +114,9 @@ class AccountReconciler:
             return
         if any(p.deleting and not p.finished for p in monitors):
             return
-        manifest = worker_pod(
-            kind=DATABASE_ACCOUNT,
-            owner_name=self.name,
-            owner_uid=self.uid,
-            namespace=self.namespace,
-            role=MONITOR_ROLE,
-            image=SETTINGS.worker_image,
-            service_account=SETTINGS.worker_service_account,
-            args=["account", "--namespace", self.namespace, "--name", self.name],
-            env=account_env(self.spec),
+        manifest = self._worker(
+            MONITOR_ROLE,
+            ["account", "--namespace", self.namespace, "--name", self.name],
             requests={"cpu": "50m", "memory": "96Mi"},
             limits={"memory": "256Mi"},
             restart_policy="Always",
@@ -175,12 +170,10 @@ class AccountReconciler:
     # -- the copy instances -------------------------------------------------------------------------------------
 
     def _instances_running(self) -> bool:
-        return any(
-            p.phase == "Running" and not p.deleting for p in pods.owned_pods(self.namespace, self.uid, INSTANCE_ROLE)
-        )
+        return any(p.phase == "Running" and not p.deleting for p in self.instances)
 
     def _drive_instances(self, active: dict[str, Any] | None) -> None:
-        current = pods.owned_pods(self.namespace, self.uid, INSTANCE_ROLE)
+        current = self.instances
         wanted = [instance_name(self.name, i) for i in range(self.spec.copy_instances.count)]
         if active is not None:
             if self.status.get("idleSince"):
@@ -207,23 +200,26 @@ class AccountReconciler:
         if (self.status.get("instances") or []) != names:
             self.patch["instances"] = names
 
-    def _start_instance(self, name: str) -> None:
-        resources = self.spec.copy_instances.resources
-        amounts = {"cpu": resources.cpu, "memory": resources.memory}
-        manifest = worker_pod(
+    def _worker(self, role: str, args: list[str], **pod: Any) -> dict[str, Any]:
+        """A pod of this account's: both roles reach the account the same way (endpoint, key reference)."""
+        return worker_pod(
             kind=DATABASE_ACCOUNT,
             owner_name=self.name,
             owner_uid=self.uid,
             namespace=self.namespace,
-            role=INSTANCE_ROLE,
+            role=role,
             image=SETTINGS.worker_image,
             service_account=SETTINGS.worker_service_account,
-            args=["copy", "--namespace", self.namespace, "--account", self.name],
+            args=args,
             env=account_env(self.spec),
-            requests=amounts,
-            limits=amounts,
-            name=name,
+            **pod,
         )
+
+    def _start_instance(self, name: str) -> None:
+        resources = self.spec.copy_instances.resources
+        amounts = {"cpu": resources.cpu, "memory": resources.memory}
+        args = ["copy", "--namespace", self.namespace, "--account", self.name]
+        manifest = self._worker(INSTANCE_ROLE, args, requests=amounts, limits=amounts, name=name)
         try:
             pods.create_pod(self.namespace, manifest)
         except Exception as exc:
