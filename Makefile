@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint types crds bench install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./dev
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/ferry demo
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator dev tests bench
+	$(BIN)/ruff format --check operator dev tests bench
 
 types: $(VENV)/.installed
 	$(BIN)/mypy

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
+from ferry.devstack.emulators import Azurite
 
 from ferry.api.blobcopy import BlobCopySpec
-from ferry.devstack.emulators import Azurite
 from ferry.storage.blobs import DATA_BLOCK_SIZE
 from ferry.workers.blobcopy import Endpoints, run_copy
 

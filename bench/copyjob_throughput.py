@@ -26,8 +26,8 @@ from typing import Any
 
 import urllib3
 from azure.cosmos import PartitionKey
-
 from ferry.devstack.emulators import CosmosServer
+
 from ferry.storage.cosmos import CosmosAccess
 from ferry.workers.copyjob import InstanceOutcome, JobSpec, run_instance
 

@@ -40,7 +40,7 @@ def _cmd_worker_blobcopy(args: argparse.Namespace) -> int:
 def _cmd_worker_account(args: argparse.Namespace) -> int:
     from ferry.workers import account_pod
 
-    return account_pod.main(args.namespace, args.name)
+    return account_pod.main(args.namespace, args.name, args.poll_interval)
 
 
 def _cmd_worker_copy(args: argparse.Namespace) -> int:
@@ -103,20 +103,34 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_package() -> None:
+    """The local stack is a development tool, installed apart from the operator (`pip install -e ./dev`)."""
+    try:
+        import ferry_dev  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "the local stack needs Ferry's development package: `make install` (or `pip install -e ./dev`) "
+            "in the Ferry repository"
+        ) from None
+
+
 def _cmd_dev_up(args: argparse.Namespace) -> int:
-    from ferry.devstack import stack
+    _dev_package()
+    from ferry_dev import stack
 
     return stack.up(Path(args.dir), with_operator=not args.no_operator)
 
 
 def _cmd_dev_down(args: argparse.Namespace) -> int:
-    from ferry.devstack import stack
+    _dev_package()
+    from ferry_dev import stack
 
     return stack.down(Path(args.dir))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ferry import demo
+    _dev_package()
+    from ferry_dev import demo
 
     return demo.run(Path(args.dir) if args.dir else None, timeout=args.timeout)
 
@@ -147,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     account = kinds.add_parser("account", help="watch one DatabaseAccount's regions and reachability")
     account.add_argument("--namespace", required=True)
     account.add_argument("--name", required=True)
+    account.add_argument("--poll-interval", default="60s", help="how often the regions are read (Go duration)")
     account.set_defaults(func=_cmd_worker_account)
     copy = kinds.add_parser("copy", help="a copy instance: work on the account's active ContainerCopyJob")
     copy.add_argument("--namespace", required=True)
@@ -175,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if the files in --out are stale")
     crds.set_defaults(func=_cmd_crds)
 
-    dev = commands.add_parser("dev", help="the local stack: emulators, API emulator, pod runner and operator")
+    dev = commands.add_parser(
+        "dev", help="the local stack: a real control plane, the node agent, the emulators and the operator"
+    )
     dev_cmds = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = dev_cmds.add_parser("up", help="start the local stack and run until stopped (Ctrl-C or `ferry dev down`)")
     up.add_argument("--dir", required=True, help="state directory: kubeconfig, endpoints.json, ready, logs")

@@ -1,68 +1,108 @@
-"""Prometheus metrics exposed on the operator's /metrics endpoint."""
+"""Prometheus metrics exposed on the operator's /metrics endpoint.
+
+Nothing here remembers counts across restarts, and nothing has to: gauges are computed from the
+objects at scrape time, counters move only when a status recording their cause is written (a phase
+change happens once), and progress counters start each object from what it had when first seen.
+"""
 
 from __future__ import annotations
 
-import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-BLOBCOPIES = Gauge("ferry_blobcopies", "BlobCopy resources by phase.", ["phase"])
-BLOBCOPY_BYTES = Counter("ferry_blobcopy_bytes_copied", "Bytes copied by BlobCopies, as reported by their workers.")
-BLOBCOPY_DURATION = Histogram(
-    "ferry_blobcopy_duration_seconds",
-    "Time from a BlobCopy's start to its completion.",
-    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 14 * 24 * 3600),
-)
+BLOBCOPY_BYTES_METRIC = "ferry_blobcopy_bytes_copied"
+BLOBCOPY_DURATION_METRIC = "ferry_blobcopy_duration_seconds"
+COPYJOB_ITEMS_METRIC = "ferry_copyjob_items_copied"
+THROTTLED_METRIC = "ferry_cosmos_throttled_requests"
+REGION_CHANGES_METRIC = "ferry_account_write_region_changes"
+
+COUNTERS: dict[str, Counter] = {
+    BLOBCOPY_BYTES_METRIC: Counter(BLOBCOPY_BYTES_METRIC, "Bytes copied by BlobCopies, as their workers report them."),
+    COPYJOB_ITEMS_METRIC: Counter(COPYJOB_ITEMS_METRIC, "Items copied by ContainerCopyJobs, as instances report them."),
+    THROTTLED_METRIC: Counter(THROTTLED_METRIC, "429 responses met by copy instances (each was retried)."),
+    REGION_CHANGES_METRIC: Counter(REGION_CHANGES_METRIC, "Write region changes observed on DatabaseAccounts."),
+}
+HISTOGRAMS: dict[str, Histogram] = {
+    BLOBCOPY_DURATION_METRIC: Histogram(
+        BLOBCOPY_DURATION_METRIC,
+        "Time from a BlobCopy's start to its completion.",
+        buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 14 * 24 * 3600),
+    ),
+}
 WORKERS_STARTED = Counter("ferry_worker_pods_started", "Worker pods started, by kind and role.", ["kind", "role"])
+RECONCILES = Counter("ferry_reconciles", "Reconcile passes, by kind and result (ok, error).", ["kind", "result"])
+RECONCILE_SECONDS = Histogram(
+    "ferry_reconcile_duration_seconds",
+    "Time a reconcile pass takes, API calls included.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+API_WRITES = Counter("ferry_api_writes", "Writes the operator sends to the API server, by verb.", ["verb"])
+QUEUE_DEPTH = Gauge("ferry_workqueue_depth", "Objects waiting for a reconcile pass.")
+SLOTS_IN_USE = Gauge("ferry_worker_slots_in_use", "Worker pods running or starting under the slot limits.")
+SLOTS_WAITING = Gauge("ferry_worker_slots_waiting", "Objects waiting in line for a worker slot.")
 
 
-class PhaseTracker:
-    """Keeps a gauge of resources by phase from the phases seen per object (uid)."""
+def count(metric: str, amount: float, labels: Iterable[tuple[str, str]] = ()) -> None:
+    if metric in HISTOGRAMS:
+        HISTOGRAMS[metric].observe(amount)
+        return
+    counter = COUNTERS[metric]
+    named = dict(labels)
+    (counter.labels(**named) if named else counter).inc(amount)
 
-    def __init__(self, gauge: Gauge, phases: list[str]) -> None:
-        self._gauge = gauge
+
+class ProgressMeter:
+    """Turns running totals that objects report (bytes copied so far) into counter increments.
+
+    An object's first total seen by this process is its baseline and adds nothing: work done before
+    the operator (re)started was counted by the process that saw it, or by none.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, dict[str, int]] = {}
+
+    def observe(self, uid: str, totals: dict[str, int]) -> None:
+        last = self._last.setdefault(uid, {})
+        for metric, total in totals.items():
+            previous = last.get(metric)
+            last[metric] = total if previous is None else max(previous, total)
+            if previous is not None and total > previous:
+                count(metric, total - previous)
+
+    def forget(self, uid: str) -> None:
+        self._last.pop(uid, None)
+
+
+class ObjectsCollector(Collector):
+    """ferry_objects{kind,phase} and ferry_copy_instances, computed from the runtime's caches at scrape time."""
+
+    def __init__(self, phases: Callable[[], Iterable[tuple[str, str | None]]], instances: Callable[[], int]) -> None:
         self._phases = phases
-        self._by_uid: dict[str, str] = {}
-        self._lock = threading.Lock()
-        for phase in phases:
-            gauge.labels(phase=phase).set(0)
+        self._instances = instances
 
-    def observe(self, uid: str, phase: str | None) -> None:
-        with self._lock:
-            if phase is None:
-                self._by_uid.pop(uid, None)
-            else:
-                self._by_uid[uid] = phase
-            for name in self._phases:
-                self._gauge.labels(phase=name).set(sum(1 for p in self._by_uid.values() if p == name))
+    def describe(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
+        yield GaugeMetricFamily("ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.")
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
+        for (kind, phase), n in sorted(Tally((k, p or "None") for k, p in self._phases()).items()):
+            family.add_metric([kind, phase], n)
+        yield family
+        yield GaugeMetricFamily(
+            "ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.", value=self._instances()
+        )
 
 
-class ProgressCounter:
-    """Turns per-object running totals (bytes copied so far) into increments of a counter."""
-
-    def __init__(self, counter: Counter) -> None:
-        self._counter = counter
-        self._last: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def observe(self, uid: str, total: int | None, finished_before: bool = False) -> None:
-        """Record a running total; a copy first seen already finished (after a restart) adds nothing."""
-        with self._lock:
-            if total is None:
-                self._last.pop(uid, None)
-                return
-            previous = self._last.get(uid, total if finished_before else 0)
-            self._last[uid] = max(total, previous)
-            if total > previous:
-                self._counter.inc(total - previous)
+def register_collector(collector: Collector) -> None:
+    REGISTRY.register(collector)
 
 
 def serve(port: int, host: str) -> None:
     start_http_server(port, addr=host)
-
-
-COPY_JOBS = Gauge("ferry_containercopyjobs", "ContainerCopyJob resources by phase.", ["phase"])
-ITEMS_COPIED = Counter("ferry_copyjob_items_copied", "Items copied by ContainerCopyJobs, as reported by instances.")
-THROTTLED = Counter("ferry_cosmos_throttled_requests", "429 responses met by copy instances (each was retried).")
-REGION_CHANGES = Counter("ferry_account_write_region_changes", "Write region changes observed on DatabaseAccounts.")
-COPY_INSTANCES = Gauge("ferry_copy_instances", "Copy instance pods per DatabaseAccount.", ["namespace", "account"])

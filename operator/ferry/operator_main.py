@@ -1,51 +1,48 @@
-"""Runs the operator: kopf with Ferry's handlers, settings and metrics endpoint."""
+"""Runs the operator: kopf's watches and indexes feeding Ferry's reconcile runtime, and the metrics endpoint."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Any
 
 import kopf
 
 from ferry import metrics
+from ferry.api.kinds import CONTAINER_COPY_JOB
+from ferry.controllers.blobcopy import BlobCopyController
+from ferry.controllers.containercopyjob import ContainerCopyJobController
+from ferry.controllers.databaseaccount import DatabaseAccountController
+from ferry.runtime import handlers
+from ferry.runtime.api import KubeApi
+from ferry.runtime.engine import Runtime
+from ferry.runtime.slots import SlotLimits
+from ferry.runtime.world import WorkerSettings
+from ferry.settings import OperatorSettings
 
-FINALIZER = "ferry.dev/finalizer"
 
-
-def _import_controllers() -> None:
-    # Importing registers the handlers with kopf's default registry.
-    import ferry.controllers.blobcopy
-    import ferry.controllers.copyjobs  # noqa: F401
-
-
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="ferry.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="ferry.dev", key="last-handled-configuration"
+def build_runtime(settings: OperatorSettings) -> Runtime:
+    return Runtime(
+        controllers=[BlobCopyController(), DatabaseAccountController(), ContainerCopyJobController()],
+        workers=WorkerSettings(image=settings.worker_image, service_account=settings.worker_service_account),
+        limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
+        api=KubeApi(),
+        concurrency=settings.reconcilers,
     )
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 60
-    settings.watching.client_timeout = 70
-    settings.execution.max_workers = 20
-
-
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_via_client(**kwargs)
 
 
 def run(namespaces: list[str], metrics_port: int, metrics_host: str, liveness: str | None) -> None:
-    _import_controllers()
+    runtime = build_runtime(OperatorSettings())
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, runtime, account_scoped=(CONTAINER_COPY_JOB,))
     if metrics_port:
+        metrics.register_collector(runtime.collector())
         metrics.serve(metrics_port, metrics_host)
     asyncio.run(
         kopf.operator(
+            registry=registry,
             standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=liveness,
+            memo=kopf.Memo(),
         )
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.devstack.stack import DevStack
+from ferry_dev.stack import DevStack
 from support.kubectl import Kubectl
 
 

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubernetes.client.exceptions import ApiException
-
 from ferry.devstack.kubeapi import run_kubeapi_in_thread, write_kubeconfig
 from ferry.devstack.podapi import MERGE_PATCH, PodAPI
 from ferry.devstack.podrunner import PodRunner
+from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
 JSON = dict[str, Any]

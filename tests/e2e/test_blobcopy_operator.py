@@ -15,8 +15,8 @@ import pytest
 import yaml
 from azure.storage.blob import BlobServiceClient, BlobType, ContainerClient
 
-from ferry.devstack.emulators import StorageAccount
-from ferry.devstack.stack import DevStack
+from ferry_dev.emulators import StorageAccount
+from ferry_dev.stack import DevStack
 from integration.faultproxy import FaultProxy
 from support.kubectl import Kubectl
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 
-from ferry.devstack.stack import DevStack
+from ferry_dev.stack import DevStack
 from support.cosmosproxy import CosmosProxy
 from support.kubectl import Kubectl
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from ferry.devstack.emulators import Azurite, StorageAccount
+from ferry_dev.emulators import Azurite, StorageAccount
 from support.reports import Reports
 
 _names = itertools.count()

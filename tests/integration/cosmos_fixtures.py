@@ -16,9 +16,9 @@ import pytest
 import urllib3
 from azure.cosmos import ContainerProxy, PartitionKey
 
-from ferry.devstack.emulators import CosmosServer
 from ferry.storage.cosmos import CosmosAccess, strip_system
 from ferry.workers.copyjob import JobSpec
+from ferry_dev.emulators import CosmosServer
 from support.cosmosproxy import CosmosProxy
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the emulator's self-signed certificate

@@ -27,8 +27,8 @@ from ferry.workers.blobcopy import endpoints_from_env, run_copy
 spec = BlobCopySpec.model_validate(json.loads(os.environ["SPEC"]))
 previous = BlobCopyStatus.model_validate(json.loads(os.environ["PREVIOUS"])) if os.environ.get("PREVIOUS") else None
 with open(os.environ["REPORTS"], "a") as out:
-    def report(patch):
-        out.write(json.dumps(patch) + "\\n")
+    def report(part, force=False):
+        out.write(json.dumps(part.wire()) + "\\n")
         out.flush()
     outcome = run_copy(spec, previous, endpoints_from_env(), report, threading.Event(), "kill-key")
 sys.exit(0 if outcome.succeeded else 1)

@@ -18,8 +18,8 @@ import pytest
 from azure.storage.blob import BlobLeaseClient, BlobSasPermissions, generate_blob_sas
 
 from ferry.api.blobcopy import BlobCopyStatus
-from ferry.devstack.emulators import StorageAccount
 from ferry.workers.blobcopy import CopyStopped, Endpoints, cleanup, run_copy
+from ferry_dev.emulators import StorageAccount
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -234,5 +234,7 @@ def test_cleanup_releases_leases_and_is_idempotent(
     cleanup(spec, previous, direct, reports, "s8")
     for blob in held:
         assert str(blob.get_blob_properties().lease.state) == "available"
-    cleanup(spec, previous, direct, reports, "s8")  # idempotent: nothing left to release or abort
-    assert reports.patches[-1].keys() == {"lastUpdateTime"}
+    assert reports.patches[-1]["copyStatus"] == "aborted"  # nothing pending any more: no cleanup is needed again
+    again = BlobCopyStatus.model_validate(reports.merged())
+    cleanup(spec, again, direct, reports, "s8")  # idempotent: nothing left to release or abort
+    assert reports.patches[-1]["copyStatus"] == "aborted"

@@ -14,8 +14,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from ferry.api.blobcopy import BlobCopySpec
-from ferry.devstack.emulators import StorageAccount
 from ferry.workers.blobcopy import CopyStopped, Endpoints, cleanup, run_copy
+from ferry_dev.emulators import StorageAccount
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024

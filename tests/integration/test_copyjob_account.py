@@ -8,7 +8,6 @@ import pytest
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
-from ferry.devstack.emulators import COSMOS_EMULATOR_KEY, free_port
 from ferry.jobs_cli import JobNotFound, list_jobs, show_job
 from ferry.storage import transferstate
 from ferry.storage.cosmos import (
@@ -20,6 +19,7 @@ from ferry.storage.cosmos import (
     throttled_requests,
 )
 from ferry.workers.copyjob import run_instance
+from ferry_dev.emulators import COSMOS_EMULATOR_KEY, free_port
 from support.cosmosproxy import CosmosProxy, item_writes
 from support.reports import Reports
 

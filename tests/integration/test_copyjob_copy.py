@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
+from ferry.api.containercopyjob import ContainerCopyProgress
 from ferry.storage import transferstate
 from ferry.storage.cosmos import CosmosAccess
 from ferry.workers.copyjob import run_instance
@@ -17,18 +18,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),  # self-signed emulator
 ]
 
-STATUS_KEYS = {
-    "totalCount",
-    "processedCount",
-    "percent",
-    "itemsPerSecond",
-    "estimatedSecondsRemaining",
-    "startTime",
-    "lastUpdateTime",
-    "completionTime",
-    "throttledRequests",
-    "failure",
-}
+# The instances' part of a job's status: progress and the job's record, never the phase or failure.
+STATUS_KEYS = ContainerCopyProgress.wire_keys()
 
 
 def test_copy_into_a_different_partition_key(access: CosmosAccess) -> None:
@@ -50,8 +41,9 @@ def test_copy_into_a_different_partition_key(access: CosmosAccess) -> None:
     assert set().union(*reports.patches) <= STATUS_KEYS
     assert status["totalCount"] == status["processedCount"] == len(items)
     assert status["percent"] == 100
-    assert status["completionTime"] and status["startTime"]
-    assert "failure" not in status
+    assert status["transfer"]["state"] == "Succeeded"
+    assert status["transfer"]["completionTime"] and status["transfer"]["startTime"]
+    assert "failure" not in status["transfer"]
     doc = transferstate.get_job(access, job.job_id)
     assert doc is not None and doc["state"] == "Succeeded" and doc["processedCount"] == len(items)
 
@@ -67,7 +59,7 @@ def test_missing_destination_fails_with_destination_not_found(access: CosmosAcce
     assert outcome.kind == "failed" and outcome.failure is not None
     assert outcome.failure.reason == "DestinationNotFound"
     assert "create the destination container" in outcome.failure.message
-    assert reports.merged()["failure"]["reason"] == "DestinationNotFound"
+    assert reports.merged()["transfer"]["failure"]["reason"] == "DestinationNotFound"
 
 
 def test_missing_source_fails_with_source_not_found(access: CosmosAccess) -> None:
@@ -90,7 +82,7 @@ def test_colliding_ids_fail_with_item_conflict(access: CosmosAccess) -> None:
     assert outcome.kind == "failed" and outcome.failure is not None
     assert outcome.failure.reason == "ItemConflict"
     assert "dup" in outcome.failure.message
-    assert reports.merged()["failure"]["reason"] == "ItemConflict"
+    assert reports.merged()["transfer"]["failure"]["reason"] == "ItemConflict"
 
 
 def test_existing_different_item_is_a_conflict_identical_one_a_replay(access: CosmosAccess) -> None:

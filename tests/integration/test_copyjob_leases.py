@@ -15,10 +15,10 @@ from dataclasses import asdict, replace
 import pytest
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
-from ferry.devstack.emulators import CosmosServer
 from ferry.storage import transferstate
 from ferry.storage.cosmos import CosmosAccess
 from ferry.workers.copyjob import InstanceOutcome, JobSpec, run_instance
+from ferry_dev.emulators import CosmosServer
 from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]
@@ -37,7 +37,7 @@ from ferry.workers.copyjob import JobSpec, run_instance
 access = CosmosAccess(os.environ["ENDPOINT"], os.environ["KEY"], verify_tls=False)
 job = JobSpec(**json.loads(os.environ["JOB"]))
 print("ready", flush=True)
-outcome = run_instance(access, job, os.environ["INSTANCE"], lambda patch: None, lambda: False,
+outcome = run_instance(access, job, os.environ["INSTANCE"], lambda part, force=False: None, lambda: False,
                        lease_seconds=float(os.environ["LEASE"]), page_size=20)
 print(outcome.kind, flush=True)
 """

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ferry.devstack.emulators import find_node_bin
+from ferry_dev.emulators import find_node_bin
 
 Match = Callable[[str, str, dict[str, str]], bool]  # (method, path, lower-cased headers) -> bool
 

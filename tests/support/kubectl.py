@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ferry.devstack.stack import DevStack
+from ferry_dev.stack import DevStack
 
 
 class Kubectl:

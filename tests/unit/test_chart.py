@@ -28,20 +28,22 @@ def _rules(*groups: tuple[str, tuple[str, ...], tuple[str, ...]]) -> set[Rule]:
     return {(g, r, v) for g, resources, verbs in groups for r in resources for v in verbs}
 
 
+# Exactly what the runtime does: watch (kopf), JSON-patch finalizers, apply status, run pods, post Events.
 OPERATOR_NAMESPACED = _rules(
-    ("ferry.dev", FERRY_RESOURCES, ("get", "list", "watch", "patch", "update")),
-    ("ferry.dev", tuple(f"{r}/status" for r in FERRY_RESOURCES), ("get", "patch", "update")),
-    ("", ("pods",), ("get", "list", "watch", "create", "delete")),
-    ("", ("events",), ("create", "patch")),
-    ("events.k8s.io", ("events",), ("create", "patch")),
+    ("ferry.dev", FERRY_RESOURCES, ("list", "watch", "patch")),
+    ("ferry.dev", tuple(f"{r}/status" for r in FERRY_RESOURCES), ("patch",)),
+    ("", ("pods",), ("list", "watch", "create", "delete")),
+    ("", ("events",), ("create",)),
 )
 OPERATOR_CLUSTER = _rules(
     ("", ("namespaces",), ("list", "watch")),
     ("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch")),
 )
+# Workers read their object and apply their part of its status; copy instances watch their account.
 WORKER = _rules(
-    ("ferry.dev", FERRY_RESOURCES, ("get",)),
-    ("ferry.dev", tuple(f"{r}/status" for r in FERRY_RESOURCES), ("get", "patch")),
+    ("ferry.dev", ("containercopyjobs", "inaccountrestores", "blobcopies"), ("get",)),
+    ("ferry.dev", ("databaseaccounts",), ("get", "list", "watch")),
+    ("ferry.dev", tuple(f"{r}/status" for r in FERRY_RESOURCES), ("patch",)),
 )
 
 
@@ -177,7 +179,7 @@ def test_deployment_defaults(chart: helm.Chart) -> None:
     env = env_of(c)
     assert env["FERRY_WORKER_IMAGE"] == IMAGE
     assert env["FERRY_WORKER_SERVICE_ACCOUNT"] == "ferry-worker"
-    assert env["FERRY_RESYNC_SECONDS"] == "5"
+    assert (env["FERRY_MAX_WORKERS"], env["FERRY_MAX_WORKERS_PER_NAMESPACE"]) == ("50", "20")
 
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8080, "healthz": 8081}
@@ -197,7 +199,7 @@ def test_deployment_values(chart: helm.Chart) -> None:
             "image": {"repository": "registry.example.com/ferry", "tag": "1.2.3", "pullPolicy": "Always"},
             "workerImage": "registry.example.com/ferry-worker:1.2.3",
             "watchNamespaces": ["team-a", "team-b"],
-            "resyncSeconds": 30,
+            "workers": {"maxConcurrent": 8, "maxConcurrentPerNamespace": 3},
             "logLevel": "debug",
             # Helm merges maps with the defaults; null removes a default key.
             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": None, "memory": "2Gi"}},
@@ -232,7 +234,7 @@ def test_deployment_values(chart: helm.Chart) -> None:
     ]
     env = env_of(c)
     assert env["FERRY_WORKER_IMAGE"] == "registry.example.com/ferry-worker:1.2.3"
-    assert env["FERRY_RESYNC_SECONDS"] == "30"
+    assert (env["FERRY_MAX_WORKERS"], env["FERRY_MAX_WORKERS_PER_NAMESPACE"]) == ("8", "3")
     assert c["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     assert [p["name"] for p in c["ports"]] == ["healthz"]
     assert all_of(objects, "Service") == []
@@ -349,6 +351,7 @@ def test_operator_selectors_do_not_match_worker_pods(chart: helm.Chart) -> None:
         owner_uid="uid-1",
         namespace=NAMESPACE,
         role="copy",
+        name="copy-copy-1",
         image=IMAGE,
         service_account="ferry-worker",
         args=["blobcopy", "--namespace", NAMESPACE, "--name", "copy"],

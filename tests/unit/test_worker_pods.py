@@ -5,7 +5,7 @@ from __future__ import annotations
 from ferry.api.blobcopy import BlobCopySpec
 from ferry.api.kinds import BLOB_COPY
 from ferry.controllers.blobcopy import worker_env
-from ferry.kube.objects import worker_pod
+from ferry.kube.objects import pod_name, worker_pod
 
 DEST = {"account": {"secretRef": {"name": "dst", "key": "connectionString"}}, "container": "abc"}
 
@@ -17,13 +17,15 @@ def test_worker_pod_is_owned_restricted_and_bounded() -> None:
         owner_uid="uid-1",
         namespace="ns",
         role="copy",
+        name=pod_name("x" * 80, "copy", 1),
         image="ferry:test",
         service_account="ferry-worker",
         args=["blobcopy", "--namespace", "ns", "--name", "n"],
         requests={"cpu": "250m", "memory": "256Mi"},
     )
     meta = pod["metadata"]
-    assert len(meta["generateName"]) + 5 <= 63
+    assert len(meta["name"]) <= 63 and meta["name"].endswith("-copy-1")
+    assert pod_name("x" * 80, "copy", 1) != pod_name("x" * 79 + "y", "copy", 1)  # shortened, still unique
     assert meta["ownerReferences"] == [
         {
             "apiVersion": "ferry.dev/v1alpha1",
@@ -40,6 +42,8 @@ def test_worker_pod_is_owned_restricted_and_bounded() -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
+    # The worker's last log line is its outcome: the kubelet copies a failed container's log tail.
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_credentials_are_secret_references_never_values() -> None:

@@ -62,26 +62,23 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/*
-What the operator may do in a watched namespace: handle Ferry's resources (kopf patches their
-metadata and status), run worker pods and post Events. No access to Secrets: worker pods receive
-credentials as Secret references that the kubelet resolves.
+What the operator may do in a watched namespace: watch Ferry's resources, patch their finalizers and
+apply their status, run and remove worker pods, and post Events. No access to Secrets: worker pods
+receive credentials as Secret references that the kubelet resolves.
 */}}
 {{- define "ferry.operatorNamespacedRules" -}}
 - apiGroups: ["ferry.dev"]
   resources: ["databaseaccounts", "containercopyjobs", "inaccountrestores", "blobcopies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["ferry.dev"]
   resources: ["databaseaccounts/status", "containercopyjobs/status", "inaccountrestores/status", "blobcopies/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* Cluster-scoped reads kopf needs: namespaces to follow, CRDs to discover its resources. */}}

@@ -8,7 +8,15 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ferry.api.common import Condition, Duration, Failure, FerryModel, SecretKeySelector, conditions_field
+from ferry.api.common import (
+    Condition,
+    Duration,
+    Failure,
+    FerryModel,
+    SecretKeySelector,
+    WorkerStatus,
+    conditions_field,
+)
 
 
 class BlobCopyMode(StrEnum):
@@ -25,18 +33,20 @@ class Overwrite(StrEnum):
 class BlobCopyPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
+    PAUSING = "Pausing"  # suspended; the worker is still stopping at its checkpoint
     PAUSED = "Paused"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
 
 class CopyStatus(StrEnum):
-    """The storage service's x-ms-copy-status values."""
+    """The storage service's x-ms-copy-status values, and `skipped` when the overwrite policy kept the destination."""
 
     PENDING = "pending"
     SUCCESS = "success"
     ABORTED = "aborted"
     FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class StorageAccountRef(FerryModel):
@@ -170,21 +180,32 @@ class BlobCounts(FerryModel):
     skipped: int = 0
 
 
-class BlobCopyStatus(FerryModel):
-    phase: BlobCopyPhase | None = None
+class BlobCopyProgress(FerryModel):
+    """The part of the status the worker pods write: what the copy itself reports."""
+
     copy_id: str | None = None
     copy_status: CopyStatus | None = None
     progress: str | None = Field(default=None, description="Bytes copied out of the total, as X/Y.")
     bytes_copied: int | None = None
     total_bytes: int | None = None
     source_e_tag: str | None = Field(default=None, alias="sourceETag")
-    start_time: datetime | None = None
-    last_update_time: datetime | None = None
-    completion_time: datetime | None = None
     status_description: str | None = None
     blobs: BlobCounts | None = None
-    worker_pod: str | None = Field(default=None, description="The worker pod currently doing the copy.")
-    worker_restarts: int | None = None
+    last_update_time: datetime | None = Field(default=None, description="When the worker last reported.")
+
+
+class BlobCopyOperatorStatus(FerryModel):
+    """The part of the status the operator writes: the copy's lifecycle."""
+
+    phase: BlobCopyPhase | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    worker: WorkerStatus | None = None
+    cleanup: WorkerStatus | None = Field(default=None, description="The cleanup worker, when one was needed.")
     failure: Failure | None = None
     conditions: list[Condition] | None = conditions_field()
     observed_generation: int | None = None
+
+
+class BlobCopyStatus(BlobCopyOperatorStatus, BlobCopyProgress):
+    """The whole status: each part has one writer (server-side apply, one field manager per part)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -43,6 +44,16 @@ class FerryModel(BaseModel):
         """The object as it is written to the API: camelCase, without unset fields."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    @classmethod
+    def wire_keys(cls) -> frozenset[str]:
+        return frozenset(info.alias or name for name, info in cls.model_fields.items())
+
+    @classmethod
+    def part_of(cls, data: Mapping[str, Any] | None) -> Self:
+        """This model's fields out of a larger object (a status that several writers share)."""
+        keys = cls.wire_keys()
+        return cls.model_validate({k: v for k, v in (data or {}).items() if k in keys})
+
 
 class ConditionStatus(StrEnum):
     TRUE = "True"
@@ -69,6 +80,19 @@ class Failure(FerryModel):
 
     reason: str
     message: str
+
+
+class WorkerStatus(FerryModel):
+    """The operator's record of the worker pods it started for one object."""
+
+    pod: str | None = Field(default=None, description="The current worker pod.")
+    attempts: int = Field(default=0, description="Worker pods started so far; each gets a name of its own.")
+    restarts: int = Field(
+        default=0, description="Failed or vanished workers replaced so far, counted against spec.maxRetries."
+    )
+    retry_time: datetime | None = Field(
+        default=None, description="After a transient failure, the next worker starts no earlier than this."
+    )
 
 
 def conditions_field() -> Any:

@@ -19,6 +19,7 @@ class ContainerCopyPhase(StrEnum):
     PENDING = "Pending"
     QUEUED = "Queued"
     RUNNING = "Running"
+    PAUSING = "Pausing"  # suspended; the copy instances are still stopping at their checkpoints
     PAUSED = "Paused"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -36,7 +37,11 @@ class ContainerCopyJobSpec(FerryModel):
         {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
         {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
-        {"rule": "self.source != self.destination", "message": "source and destination must differ"},
+        {
+            "rule": "self.source.database != self.destination.database "
+            "|| self.source.container != self.destination.container",
+            "message": "source and destination must differ",
+        },
     ]
 
     account_ref: LocalObjectReference
@@ -49,19 +54,56 @@ class ContainerCopyJobSpec(FerryModel):
     )
 
 
-class ContainerCopyJobStatus(FerryModel):
-    phase: ContainerCopyPhase | None = None
-    queue_position: int | None = None
-    write_region: str | None = None
+class TransferState(StrEnum):
+    """A job's state in the account's `__datatransferstate` database."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class TransferRecord(FerryModel):
+    """The job's durable record in `__datatransferstate`, as the copy instances last read it."""
+
+    state: TransferState
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    failure: Failure | None = None
+
+
+class ContainerCopyProgress(FerryModel):
+    """The part of the status the copy instances write: the job's progress and durable record."""
+
     total_count: int | None = None
     processed_count: int | None = None
     percent: int | None = None
     items_per_second: float | None = None
     estimated_seconds_remaining: int | None = None
     throttled_requests: int | None = Field(default=None, description="429 responses met (and retried).")
+    last_update_time: datetime | None = Field(default=None, description="When an instance last reported.")
+    transfer: TransferRecord | None = None
+
+
+class ContainerCopyJobOperatorStatus(FerryModel):
+    """The part of the status the operator writes: the job's lifecycle and place in its account's queue."""
+
+    phase: ContainerCopyPhase | None = None
+    queue_position: int | None = Field(default=None, description="0 for the running job, 1 for the next, ...")
+    creation_revision: str | None = Field(
+        default=None,
+        description="metadata.resourceVersion when the operator first saw the job: orders jobs created "
+        "within the same second (resource versions of one resource compare as integers).",
+    )
+    write_region: str | None = Field(default=None, description="The account's write region when the job was queued.")
     start_time: datetime | None = None
-    last_update_time: datetime | None = None
     completion_time: datetime | None = None
     failure: Failure | None = None
     conditions: list[Condition] | None = conditions_field()
     observed_generation: int | None = None
+
+
+class ContainerCopyJobStatus(ContainerCopyJobOperatorStatus, ContainerCopyProgress):
+    """The whole status: each part has one writer (server-side apply, one field manager per part)."""

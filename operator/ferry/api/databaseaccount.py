@@ -66,7 +66,8 @@ class BackupLocation(FerryModel):
 class BackupPolicy(FerryModel):
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "self.mode == 'Off' || (has(self.tier) && has(self.location))",
+            # has(): the rule also checks the `{}` default, in which nested defaults are not applied yet.
+            "rule": "!has(self.mode) || self.mode == 'Off' || (has(self.tier) && has(self.location))",
             "message": "continuous backup needs a tier and a location",
         },
     ]
@@ -95,14 +96,39 @@ class DatabaseAccountSpec(FerryModel):
     backup: BackupPolicy = Field(default_factory=BackupPolicy)
 
 
-class DatabaseAccountStatus(FerryModel):
+class ConnectionState(StrEnum):
+    CONNECTED = "Connected"
+    UNAUTHORIZED = "Unauthorized"  # the account refused the key
+    LOCAL_AUTH_DISABLED = "LocalAuthDisabled"  # the account refuses keys altogether (401 substatus 5202)
+    UNREACHABLE = "Unreachable"
+
+
+class AccountConnection(FerryModel):
+    state: ConnectionState
+    message: str = ""
+
+
+class AccountObservation(FerryModel):
+    """The part of the status the monitor pod writes: what the account itself reports."""
+
     write_region: str | None = None
     read_regions: list[str] | None = None
+    connection: AccountConnection | None = None
+
+
+class DatabaseAccountOperatorStatus(FerryModel):
+    """The part of the status the operator writes."""
+
+    observed_write_region: str | None = Field(
+        default=None, description="The write region the operator last acted on (a change fails incomplete jobs)."
+    )
     active_copy_job: str | None = None
     queued_copy_jobs: list[str] | None = None
     instances: list[str] | None = None
     idle_since: datetime | None = Field(default=None, description="When the instances last ran out of work.")
-    last_region_check_time: datetime | None = None
-    earliest_restorable_time: datetime | None = None
     conditions: list[Condition] | None = conditions_field()
     observed_generation: int | None = None
+
+
+class DatabaseAccountStatus(DatabaseAccountOperatorStatus, AccountObservation):
+    """The whole status: each part has one writer (server-side apply, one field manager per part)."""

@@ -1,38 +1,81 @@
-"""BlobCopy controller: starts and watches the worker pod that copies, mirrors its outcome, cleans up on delete.
+"""BlobCopy: what the operator does for one copy, as a pure decision over what it observes.
 
-The worker writes the copy's own fields (copyId, copyStatus, progress, bytes, blob counts) into the status; the
-controller owns the phase, the conditions, the worker bookkeeping, Events and metrics.
+The worker pod copies and reports progress (the BlobCopyProgress part of the status); this decision
+owns the lifecycle part: phase, conditions, failure, times and the worker bookkeeping. A cleanup pod
+runs only when a worker may have left something behind (the worker last said a copy was pending:
+an unfinished service copy, Ferry's staged blocks, or leases), when the copy fails that way or when
+the BlobCopy is deleted; the finalizer is held only while such a leftover is possible.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import kopf
-
-from ferry.api.blobcopy import BlobCopyPhase, BlobCopySpec
+from ferry.api.blobcopy import (
+    BlobCopyOperatorStatus,
+    BlobCopyPhase,
+    BlobCopyProgress,
+    BlobCopySpec,
+    CopyStatus,
+)
+from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
-from ferry.controllers.wakeups import WAKEUPS
-from ferry.kube import events, pods
-from ferry.kube.client import ObjectRef, is_not_found
-from ferry.kube.objects import LABEL_KIND, LABEL_OWNER_UID, secret_env, worker_pod
-from ferry.kube.status import now, set_condition
-from ferry.metrics import BLOBCOPIES, BLOBCOPY_BYTES, BLOBCOPY_DURATION, WORKERS_STARTED, PhaseTracker, ProgressCounter
-from ferry.settings import SETTINGS
-from ferry.workers import exitcodes
+from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.kube.objects import pod_name, secret_env, worker_pod
+from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
+from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
+from ferry.runtime.objects import ObjectMeta, condition, key_of, meta_of, set_condition, without_condition
+from ferry.runtime.plan import Count, Event, Plan, PodCreation
+from ferry.runtime.pods import PodView
+from ferry.runtime.world import WorkerSettings, World
 
-log = logging.getLogger(__name__)
-
-RESOURCE = (BLOB_COPY.group, BLOB_COPY.version, BLOB_COPY.plural)
 COPY_ROLE = "copy"
 CLEANUP_ROLE = "cleanup"
-TERMINAL = {BlobCopyPhase.SUCCEEDED.value, BlobCopyPhase.FAILED.value}
-CLEANUP_ATTEMPTS = 3
+CLEANUP_RETRIES = 2
+TERMINAL = frozenset({BlobCopyPhase.SUCCEEDED, BlobCopyPhase.FAILED})
 
-PHASES = PhaseTracker(BLOBCOPIES, [p.value for p in BlobCopyPhase])
-BYTES = ProgressCounter(BLOBCOPY_BYTES)
+
+@dataclass(frozen=True)
+class Observed:
+    meta: ObjectMeta
+    spec: BlobCopySpec
+    state: BlobCopyOperatorStatus
+    progress: BlobCopyProgress
+    copy_pods: tuple[PodView, ...]
+    cleanup_pods: tuple[PodView, ...]
+    slot_granted: bool
+    now: datetime
+    workers: WorkerSettings
+
+
+class BlobCopyController:
+    kind = BLOB_COPY
+    status_part = BlobCopyOperatorStatus
+    field_manager = "ferry-operator"
+
+    def observe(self, body: Mapping[str, Any], world: World) -> Observed:
+        meta = meta_of(body)
+        status = body.get("status") or {}
+        return Observed(
+            meta=meta,
+            spec=BlobCopySpec.model_validate(body.get("spec") or {}),
+            state=BlobCopyOperatorStatus.part_of(status),
+            progress=BlobCopyProgress.part_of(status),
+            copy_pods=tuple(world.pods(meta.uid, COPY_ROLE)),
+            cleanup_pods=tuple(world.pods(meta.uid, CLEANUP_ROLE)),
+            slot_granted=world.slots(key_of(BLOB_COPY, body), meta.order()) > 0,
+            now=world.now,
+            workers=world.workers,
+        )
+
+    def reconcile(self, body: Mapping[str, Any], world: World) -> Plan:
+        return decide(self.observe(body, world))
+
+    def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
+        return []
 
 
 def worker_env(spec: BlobCopySpec) -> list[dict[str, Any]]:
@@ -51,244 +94,244 @@ def worker_env(spec: BlobCopySpec) -> list[dict[str, Any]]:
     return env
 
 
-def _manifest(obj: dict[str, Any], spec: BlobCopySpec, role: str) -> dict[str, Any]:
-    meta = obj["metadata"]
-    args = ["blobcopy", "--namespace", meta["namespace"], "--name", meta["name"]]
+def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
+    args = ["blobcopy", "--namespace", o.meta.namespace, "--name", o.meta.name]
     if role == CLEANUP_ROLE:
         args.append("--cleanup")
     return worker_pod(
         kind=BLOB_COPY,
-        owner_name=meta["name"],
-        owner_uid=meta["uid"],
-        namespace=meta["namespace"],
+        owner_name=o.meta.name,
+        owner_uid=o.meta.uid,
+        namespace=o.meta.namespace,
         role=role,
-        image=SETTINGS.worker_image,
-        service_account=SETTINGS.worker_service_account,
+        name=name,
+        image=o.workers.image,
+        service_account=o.workers.service_account,
         args=args,
-        env=worker_env(spec),
+        env=worker_env(o.spec),
         requests={"cpu": "250m", "memory": "256Mi"},
-        limits={"memory": f"{max(512, spec.block_size_mi_b * spec.parallelism * 3)}Mi"},
+        limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi"},
     )
 
 
-class Reconciler:
-    """One look at a BlobCopy: decide what its worker should be doing and record the outcome."""
+class _Decision:
+    def __init__(self, o: Observed) -> None:
+        self.o = o
+        self.state = o.state.model_copy(deep=True)
+        self.plan = Plan(status=self.state)
+        self.transition: Event | None = None
+        complete = condition(o.state.conditions, "Complete")
+        self.before = (o.state.phase, complete.reason if complete else None)
 
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
-        self.meta = obj["metadata"]
-        self.ref = ObjectRef(BLOB_COPY, self.meta["namespace"], self.meta["name"])
-        self.spec = BlobCopySpec.model_validate(obj["spec"])
-        self.status: dict[str, Any] = dict(obj.get("status") or {})
-        self.patch: dict[str, Any] = {}
+    def done(self) -> Plan:
+        """The Plan, with one Event for the pass's phase change (not one per intermediate step)."""
+        if self.transition is not None and (self.state.phase, self.transition.reason) != self.before:
+            self.plan.events.append(self.transition)
+        return self.plan
 
-    @property
-    def phase(self) -> str | None:
-        return self.patch.get("phase", self.status.get("phase"))
+    def phase(self, phase: BlobCopyPhase, reason: str, message: str, warning: bool = False) -> None:
+        """Move to `phase`; the Event goes out only on a real transition."""
+        o, state = self.o, self.state
+        if phase in TERMINAL:
+            state.completion_time = state.completion_time or o.now
+            state.conditions = without_condition(state.conditions, "WorkerReady")  # no worker any more
+        for type_, on in (("Complete", phase == BlobCopyPhase.SUCCEEDED), ("Failed", phase == BlobCopyPhase.FAILED)):
+            state.conditions = set_condition(state.conditions, type_, on, reason, message, o.meta.generation, o.now)
+        self.transition = Event(reason, message, warning)
+        state.phase = phase
 
-    def set_phase(self, phase: BlobCopyPhase, reason: str, message: str, warning: bool = False) -> None:
-        if self.phase == phase.value:
-            return
-        self.patch["phase"] = phase.value
-        generation = self.meta.get("generation")
-        conditions = self.patch.get("conditions", self.status.get("conditions"))
-        conditions = set_condition(
-            conditions, "Complete", phase == BlobCopyPhase.SUCCEEDED, reason, message, generation
+    def worker_ready(self, ready: bool, reason: str, message: str, warning: bool = False) -> None:
+        """The WorkerReady condition; a changed message is also an Event (a config error, a retry)."""
+        o, state = self.o, self.state
+        before = condition(state.conditions, "WorkerReady")
+        state.conditions = set_condition(
+            state.conditions, "WorkerReady", ready, reason, message, o.meta.generation, o.now
         )
-        conditions = set_condition(conditions, "Failed", phase == BlobCopyPhase.FAILED, reason, message, generation)
-        self.patch["conditions"] = conditions
-        events.emit(self.obj, reason, message, warning=warning)
+        if warning and (before is None or before.message != message):
+            self.plan.events.append(Event(reason, message, warning=True))
 
-    def fail(self, reason: str, message: str) -> None:
-        self.patch["failure"] = {"reason": reason, "message": message}
-        self.patch["completionTime"] = now()
-        self.patch["workerPod"] = None
-        self.set_phase(BlobCopyPhase.FAILED, reason, message, warning=True)
+    def start(self, role: str, name: str) -> None:
+        self.plan.create.append(PodCreation(manifest(self.o, role, name)))
+        if not self.o.meta.has_finalizer:
+            self.plan.finalizer = "add"  # added before the pod: deletion then always finds it
 
-    def run(self) -> None:
-        if self.meta.get("deletionTimestamp"):
-            return
-        if self.status.get("observedGeneration") != self.meta.get("generation"):
-            self.patch["observedGeneration"] = self.meta.get("generation")
-        if not self.status.get("phase"):
-            self.patch["startTime"] = self.status.get("startTime") or now()
-            self.set_phase(BlobCopyPhase.PENDING, "Accepted", "the copy is waiting for its worker")
-        if self.phase not in TERMINAL:
-            self._drive_worker()
-        self._write()
 
-    def _drive_worker(self) -> None:
-        namespace, uid = self.meta["namespace"], self.meta["uid"]
-        workers = pods.owned_pods(namespace, uid, COPY_ROLE)
-        active = [p for p in workers if p.active]
-        if self.spec.suspend:
-            for pod in active:
-                pods.delete_pod(namespace, pod.name)
-            self.patch["workerPod"] = None
-            self.set_phase(BlobCopyPhase.PAUSED, "Suspended", "spec.suspend is true; set it to false to resume")
-            return
-        for pod in workers:
-            if pod.finished and self._settle(pod):
-                return
-        if active:
-            self._follow(active[0])
-            return
-        if any(p.deleting and not p.finished for p in workers):
-            return  # a stopping worker checkpoints first; its successor starts once it is gone
-        expected = self.status.get("workerPod")
-        vanished = expected and self.phase == BlobCopyPhase.RUNNING.value and all(p.name != expected for p in workers)
-        if vanished and not self._restart_budget(f"worker pod {expected} vanished"):
-            return
-        self._start_worker(COPY_ROLE)
+def decide(o: Observed) -> Plan:
+    d = _Decision(o)
+    state = d.state
+    state.observed_generation = o.meta.generation
+    d.plan.progress = {BLOBCOPY_BYTES_METRIC: o.progress.bytes_copied or 0}
+    if o.meta.deleting:
+        _deleting(d)
+    elif state.phase in TERMINAL:
+        _finished(d)
+    else:
+        _copying(d)
+    return d.done()
 
-    def _settle(self, pod: pods.PodView) -> bool:
-        """Act on a finished worker pod; True when the copy reached a terminal phase."""
-        namespace = self.meta["namespace"]
-        if pod.phase == "Succeeded" or pod.exit_code == exitcodes.SUCCEEDED:
-            self.patch["completionTime"] = self.status.get("completionTime") or now()
-            self.patch["workerPod"] = None
-            self._observe_duration()
-            self.set_phase(BlobCopyPhase.SUCCEEDED, "Copied", self._summary())
-            return True
-        if pod.exit_code == exitcodes.FAILED:
-            failure = self.status.get("failure") or {
-                "reason": "CopyFailed",
-                "message": f"the worker {pod.name} reported a failure; see its log",
-            }
-            self.fail(failure["reason"], failure["message"])
-            return True
-        # Crashed, killed or stopped: the work resumes in a new worker from its checkpoint.
-        pods.delete_pod(namespace, pod.name, grace_seconds=0)
-        if pod.exit_code == exitcodes.STOPPED:
-            return False
-        return not self._restart_budget(f"worker pod {pod.name} exited with code {pod.exit_code}")
 
-    def _restart_budget(self, why: str) -> bool:
-        restarts = int(self.status.get("workerRestarts") or 0) + 1
-        self.patch["workerRestarts"] = restarts
-        self.patch["workerPod"] = None
-        if restarts > self.spec.max_retries:
-            self.fail("WorkerFailed", f"{why}; gave up after {restarts - 1} restarts (spec.maxRetries)")
-            return False
-        events.emit(self.obj, "WorkerRestarted", f"{why}; starting another ({restarts}/{self.spec.max_retries})")
+def _copying(d: _Decision) -> None:
+    o, state = d.o, d.state
+    if state.phase is None:
+        d.phase(BlobCopyPhase.PENDING, "Accepted", "the copy waits for its worker")
+    task = task_worker(
+        TaskInput(
+            worker=state.worker or WorkerStatus(),
+            pods=o.copy_pods,
+            wanted=not o.spec.suspend,
+            max_retries=o.spec.max_retries,
+            now=o.now,
+            slot_granted=o.slot_granted,
+            pod_name=lambda n: pod_name(o.meta.name, COPY_ROLE, n),
+        )
+    )
+    _apply_task(d, task)
+    if task.start:
+        state.start_time = state.start_time or o.now
+        d.start(COPY_ROLE, task.start)
+    if task.ended is not None:
+        _ended(d, task.ended)
+        return
+    if task.retrying is not None:
+        retry = task.retrying
+        assert state.worker is not None and state.worker.retry_time is not None
+        wait = int((state.worker.retry_time - o.now).total_seconds())
+        d.worker_ready(
+            False,
+            "Retrying",
+            f"{retry.reason}: {retry.message}; another worker starts in {wait}s "
+            f"(restart {state.worker.restarts} of {o.spec.max_retries})",
+            warning=True,
+        )
+    if o.spec.suspend:
+        if task.state == TaskState.STOPPING:
+            d.phase(BlobCopyPhase.PAUSING, "Suspending", "spec.suspend is true; the worker is stopping at a checkpoint")
+        else:
+            d.phase(BlobCopyPhase.PAUSED, "Suspended", "spec.suspend is true; set it to false to resume")
+        return
+    if state.phase in (BlobCopyPhase.PAUSED, BlobCopyPhase.PAUSING):
+        d.phase(BlobCopyPhase.PENDING, "Resumed", "spec.suspend is false; the copy resumes from its checkpoint")
+    if task.state == TaskState.RUNNING:
+        d.phase(BlobCopyPhase.RUNNING, "Copying", f"worker pod {state.worker.pod if state.worker else ''} is copying")
+        d.worker_ready(True, "Running", "the worker is copying")
+    elif task.config_error:
+        d.worker_ready(False, "ConfigError", f"the worker pod cannot start: {task.config_error}", warning=True)
+    elif task.wants_slot:
+        d.worker_ready(
+            False,
+            "WaitingForWorkerSlot",
+            "waiting for a free worker slot: the operator runs a bounded number of worker pods at once",
+        )
+
+
+def _apply_task(d: _Decision, task: TaskResult) -> None:
+    d.state.worker = task.worker
+    d.plan.delete.extend(task.delete)
+    d.plan.wants_slot = task.wants_slot
+    d.plan.after(task.requeue_after)
+
+
+def _ended(d: _Decision, outcome: WorkerOutcome) -> None:
+    o, state = d.o, d.state
+    if outcome.result == OutcomeResult.SUCCEEDED:
+        skipped = o.progress.copy_status == CopyStatus.SKIPPED
+        d.phase(BlobCopyPhase.SUCCEEDED, "Skipped" if skipped else "Copied", _summary(o.progress))
+        if state.start_time is not None:
+            seconds = max(0.0, (o.now - state.start_time).total_seconds())
+            d.plan.counts.append(Count(BLOBCOPY_DURATION_METRIC, seconds))
+        if o.meta.has_finalizer:
+            d.plan.finalizer = "remove"  # the worker finished cleanly: nothing of Ferry's is left behind
+        return
+    state.failure = Failure(reason=outcome.reason or "CopyFailed", message=outcome.message)
+    d.phase(BlobCopyPhase.FAILED, state.failure.reason, state.failure.message, warning=True)
+    _finished(d)
+
+
+def _needs_cleanup(o: Observed) -> bool:
+    """A worker last reported a copy in flight and never said how it ended, or a cleanup is under way."""
+    cleaning = o.state.cleanup is not None and o.state.cleanup.pod is not None
+    return o.progress.copy_status == CopyStatus.PENDING or cleaning
+
+
+def _finished(d: _Decision) -> None:
+    """A terminal copy: clean up what a failed worker may have left, then let go of the finalizer."""
+    o = d.o
+    for pod in o.copy_pods:
+        if not pod.deleting:
+            d.plan.delete.append(_deletion(pod))
+    if not o.meta.has_finalizer:
+        return
+    if _needs_cleanup(o) and not _cleanup(d):
+        return
+    d.plan.finalizer = "remove"
+
+
+def _deleting(d: _Decision) -> None:
+    o = d.o
+    if not o.meta.has_finalizer:
+        return
+    task = task_worker(
+        TaskInput(
+            worker=d.state.worker or WorkerStatus(),
+            pods=o.copy_pods,
+            wanted=False,
+            max_retries=o.spec.max_retries,
+            now=o.now,
+            slot_granted=False,
+            pod_name=lambda n: pod_name(o.meta.name, COPY_ROLE, n),
+        )
+    )
+    d.state.worker = task.worker
+    d.plan.delete.extend(task.delete)
+    if task.state == TaskState.STOPPING:
+        return  # the worker checkpoints first; its end wakes us
+    if _needs_cleanup(o) and not _cleanup(d):
+        return
+    d.plan.finalizer = "remove"
+
+
+def _cleanup(d: _Decision) -> bool:
+    """Run the cleanup worker; True once it is done, or can never be (then a Warning says what is left)."""
+    o, state = d.o, d.state
+    task = task_worker(
+        TaskInput(
+            worker=state.cleanup or WorkerStatus(),
+            pods=o.cleanup_pods,
+            wanted=True,
+            max_retries=CLEANUP_RETRIES,
+            now=o.now,
+            slot_granted=o.slot_granted,
+            pod_name=lambda n: pod_name(o.meta.name, CLEANUP_ROLE, n),
+        )
+    )
+    state.cleanup = task.worker
+    _apply_task(d, task)
+    if task.start:
+        d.start(CLEANUP_ROLE, task.start)
+    leftover = "the destination may keep a pending copy or Ferry's leases; abort or break them by hand"
+    if task.config_error:
+        d.plan.delete.extend(_deletion(p) for p in o.cleanup_pods if not p.deleting)
+        d.plan.events.append(
+            Event("CleanupFailed", f"the cleanup worker cannot start: {task.config_error}; {leftover}", True)
+        )
         return True
-
-    def _follow(self, pod: pods.PodView) -> None:
-        if pod.phase == "Running":
-            self.set_phase(BlobCopyPhase.RUNNING, "Copying", f"worker pod {pod.name} is copying")
-        elif pod.waiting_reason == "CreateContainerConfigError":
-            message = f"worker pod {pod.name} cannot start: {pod.waiting_message or pod.waiting_reason}"
-            conditions = self.patch.get("conditions", self.status.get("conditions"))
-            self.patch["conditions"] = set_condition(conditions, "WorkerReady", False, "ConfigError", message)
-            if self.status.get("statusDescription") != message:
-                self.patch["statusDescription"] = message
-                events.emit(self.obj, "WorkerConfigError", message, warning=True)
-        if self.status.get("workerPod") != pod.name:
-            self.patch["workerPod"] = pod.name
-
-    def _start_worker(self, role: str) -> None:
-        name = pods.create_pod(self.meta["namespace"], _manifest(self.obj, self.spec, role))
-        WORKERS_STARTED.labels(kind=BLOB_COPY.kind, role=role).inc()
-        self.patch["workerPod"] = name
-        if self.phase == BlobCopyPhase.PAUSED.value:
-            self.set_phase(BlobCopyPhase.PENDING, "Resumed", "spec.suspend is false; the copy resumes")
-        events.emit(self.obj, "WorkerStarted", f"started worker pod {name}")
-
-    def _summary(self) -> str:
-        status = {**self.status, **self.patch}
-        blobs = status.get("blobs")
-        if blobs and blobs.get("total", 0) > 1:
-            return (
-                f"{blobs.get('succeeded', 0)} of {blobs.get('total', 0)} blobs copied"
-                f", {blobs.get('skipped', 0)} skipped"
-            )
-        return f"copied {status.get('progress') or '0/0'} bytes"
-
-    def _observe_duration(self) -> None:
-        start = self.status.get("startTime")
-        if start:
-            began = datetime.fromisoformat(start.replace("Z", "+00:00"))
-            finished = datetime.fromisoformat(now().replace("Z", "+00:00"))
-            BLOBCOPY_DURATION.observe(max(0.0, (finished - began).total_seconds()))
-
-    def _write(self) -> None:
-        status = {**self.status, **self.patch}
-        PHASES.observe(self.meta["uid"], status.get("phase"))
-        BYTES.observe(self.meta["uid"], status.get("bytesCopied"))
-        if self.patch:
-            self.patch["lastUpdateTime"] = now()
-            self.ref.patch_status(self.patch)
+    if task.ended is None:
+        return False
+    if task.ended.result == OutcomeResult.SUCCEEDED:
+        d.plan.events.append(Event("CleanedUp", "pending copies aborted and Ferry's leases released"))
+    else:
+        d.plan.events.append(Event("CleanupFailed", f"{task.ended.message}; {leftover}", True))
+    return True
 
 
-@kopf.on.update(*RESOURCE, field="spec")
-def on_spec_change(uid: str, **_: Any) -> None:
-    WAKEUPS.wake(uid)
+def _deletion(pod: PodView) -> PodDeletion:
+    return PodDeletion(pod.name, grace_seconds=0 if pod.finished else None)
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=5.0)  # type: ignore[arg-type]
-def keep_reconciling(stopped: kopf.DaemonStopped, namespace: str, name: str, uid: str, **_: Any) -> None:
-    """One loop per BlobCopy, the only place that reconciles it, so that two looks never race to start workers.
-
-    It is woken by changes of the spec and of the worker pods; otherwise it looks again every few seconds.
-    """
-    ref = ObjectRef(BLOB_COPY, namespace, name)
-    while not stopped:
-        try:
-            Reconciler(ref.get()).run()
-        except Exception as exc:
-            if is_not_found(exc):
-                return
-            log.exception("reconciling BlobCopy %s/%s failed; retrying", namespace, name)
-        WAKEUPS.wait(uid, SETTINGS.resync_seconds, lambda: bool(stopped))
-
-
-@kopf.on.event("v1", "pods", labels={LABEL_KIND: BLOB_COPY.kind})
-def on_worker_pod_event(labels: kopf.Labels, **_: Any) -> None:
-    owner = labels.get(LABEL_OWNER_UID)
-    if owner:
-        WAKEUPS.wake(owner)
-
-
-@kopf.on.delete(*RESOURCE)
-def on_delete(body: kopf.Body, **_: Any) -> None:
-    """Stop the copy worker, then let a cleanup worker abort what is pending and release leases."""
-    obj = dict(body)
-    meta = obj["metadata"]
-    namespace, uid = meta["namespace"], meta["uid"]
-    status = obj.get("status") or {}
-    try:
-        copy_pods = pods.owned_pods(namespace, uid, COPY_ROLE)
-        for pod in copy_pods:
-            if not pod.deleting:
-                pods.delete_pod(namespace, pod.name)
-        if any(not pod.finished for pod in copy_pods):
-            raise kopf.TemporaryError("waiting for the copy worker to stop", delay=1)
-        if status.get("phase") == BlobCopyPhase.SUCCEEDED.value and not _holds_leases(obj):
-            return
-        _cleanup(obj)
-    finally:
-        PHASES.observe(uid, None)
-        BYTES.observe(uid, None)
-        WAKEUPS.forget(uid)
-
-
-def _holds_leases(obj: dict[str, Any]) -> bool:
-    spec = obj.get("spec") or {}
-    return bool(spec.get("lockSource") or spec.get("lockDestination"))
-
-
-def _cleanup(obj: dict[str, Any]) -> None:
-    meta = obj["metadata"]
-    namespace, uid = meta["namespace"], meta["uid"]
-    cleaners = pods.owned_pods(namespace, uid, CLEANUP_ROLE)
-    if any(p.phase == "Succeeded" for p in cleaners):
-        events.emit(obj, "CleanedUp", "pending copies aborted and leases released")
-        return
-    if sum(1 for p in cleaners if p.phase == "Failed") >= CLEANUP_ATTEMPTS:
-        events.emit(obj, "CleanupFailed", "could not abort pending copies; check the destination", warning=True)
-        return
-    if not any(p.active for p in cleaners):
-        spec = BlobCopySpec.model_validate(obj["spec"])
-        pods.create_pod(namespace, _manifest(obj, spec, CLEANUP_ROLE))
-        WORKERS_STARTED.labels(kind=BLOB_COPY.kind, role=CLEANUP_ROLE).inc()
-    raise kopf.TemporaryError("waiting for the cleanup worker", delay=1)
+def _summary(progress: BlobCopyProgress) -> str:
+    blobs = progress.blobs
+    if progress.copy_status == CopyStatus.SKIPPED:
+        return progress.status_description or "skipped: the overwrite policy kept the destination"
+    if blobs is not None and blobs.total > 1:
+        return f"{blobs.succeeded} of {blobs.total} blobs copied, {blobs.skipped} skipped"
+    return f"copied {progress.progress or '0/0'} bytes"

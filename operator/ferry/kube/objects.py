@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +13,9 @@ MANAGED_BY = "ferry"
 LABEL_KIND = "ferry.dev/kind"
 LABEL_OWNER_UID = "ferry.dev/owner-uid"
 LABEL_ROLE = "ferry.dev/role"
+LABEL_TEMPLATE = "ferry.dev/template"  # hash of what the pod was built from: a change replaces the pod
+LABEL_SLOT = "ferry.dev/slot"  # "true" on pods that take one of the operator's bounded worker slots
+MAX_POD_NAME = 63  # pod names double as host names
 
 
 def owner_reference(kind: Kind, name: str, uid: str) -> dict[str, Any]:
@@ -24,9 +29,22 @@ def owner_reference(kind: Kind, name: str, uid: str) -> dict[str, Any]:
     }
 
 
-def generate_name(owner_name: str, role: str) -> str:
-    """A pod name prefix that stays within the 63 characters the API server allows with its suffix."""
-    return f"{owner_name[: 63 - len(role) - 8]}-{role}-"
+def pod_name(owner_name: str, role: str, suffix: str | int) -> str:
+    """A deterministic pod name: creating it twice fails with AlreadyExists instead of starting two pods.
+
+    Long owner names are shortened and made unique again with a hash of the full name.
+    """
+    tail = f"-{role}-{suffix}"
+    if len(owner_name) + len(tail) <= MAX_POD_NAME:
+        return owner_name + tail
+    digest = hashlib.sha256(owner_name.encode()).hexdigest()[:8]
+    head = owner_name[: MAX_POD_NAME - len(tail) - len(digest) - 1].rstrip("-.")
+    return f"{head}-{digest}{tail}"
+
+
+def template_hash(*parts: Any) -> str:
+    """A short hash of the inputs a pod is built from."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
@@ -58,11 +76,14 @@ def worker_pod(
     requests: Mapping[str, str] | None = None,
     limits: Mapping[str, str] | None = None,
     termination_grace_seconds: int = 30,
-    extra_labels: Mapping[str, str] | None = None,
-    name: str | None = None,
+    name: str,
     restart_policy: str = "Never",
+    takes_slot: bool = True,
 ) -> dict[str, Any]:
-    """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource."""
+    """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource.
+
+    The template hash covers everything the pod is built from, so a changed spec is noticed.
+    """
     labels = {
         "app.kubernetes.io/name": "ferry",
         "app.kubernetes.io/component": "worker",
@@ -70,16 +91,17 @@ def worker_pod(
         LABEL_KIND: kind.kind,
         LABEL_OWNER_UID: owner_uid,
         LABEL_ROLE: role,
-        **(extra_labels or {}),
+        LABEL_SLOT: "true" if takes_slot else "false",
     }
     resources: dict[str, Any] = {"requests": dict(requests or {"cpu": "100m", "memory": "128Mi"})}
     if limits:
         resources["limits"] = dict(limits)
+    labels[LABEL_TEMPLATE] = template_hash(image, service_account, list(args), list(env), resources, restart_policy)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            **({"name": name} if name else {"generateName": generate_name(owner_name, role)}),
+            "name": name,
             "namespace": namespace,
             "labels": labels,
             "ownerReferences": [owner_reference(kind, owner_name, owner_uid)],
@@ -105,6 +127,8 @@ def worker_pod(
                     "env": [dict(e) for e in env],
                     "resources": resources,
                     "securityContext": restricted_security_context(),
+                    # The worker's last log line says how its work ended (see ferry.api.outcome).
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 }
             ],

@@ -150,9 +150,19 @@ def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
     return kwargs
 
 
+class InvalidConnectionString(ValueError):
+    """A storage connection string the SDK cannot use (a permanent error: fix the Secret)."""
+
+
 def service_client(connection_string: str, recorder: RetryRecorder | None = None) -> BlobServiceClient:
-    parse_connection_string(connection_string)  # registers the key for redaction
-    return BlobServiceClient.from_connection_string(connection_string, **_client_kwargs(recorder))
+    info = parse_connection_string(connection_string)  # registers the key for redaction
+    try:
+        return BlobServiceClient.from_connection_string(connection_string, **_client_kwargs(recorder))
+    except ValueError as error:
+        name = f" of account {info.account_name}" if info.account_name else ""
+        raise InvalidConnectionString(
+            f"the storage connection string{name} is not usable: {redact(str(error))}; fix it in its Secret"
+        ) from None
 
 
 def container_client(connection_string: str, container: str, recorder: RetryRecorder | None = None) -> ContainerClient:

@@ -41,6 +41,10 @@ class SourceChangedError(Exception):
 class SourceUnavailableError(Exception):
     """The source answered with a permanent error (missing, forbidden, ...)."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class TransientSourceError(Exception):
     """The source kept failing with transient errors after bounded retries."""
@@ -176,7 +180,9 @@ class HttpObject:
     def describe(self, name: str) -> SourceObject:
         response = self._request("HEAD", {})
         if response.status_code >= 400:
-            raise SourceUnavailableError(f"HEAD {self.display_url} answered {response.status_code}")
+            raise SourceUnavailableError(
+                f"HEAD {self.display_url} answered {response.status_code}", response.status_code
+            )
         headers = response.headers
         self.is_blob = "x-ms-blob-type" in headers
         length = headers.get("Content-Length")
@@ -218,7 +224,9 @@ class HttpObject:
                 f"ETag {etag} no longer matches)"
             )
         if response.status_code >= 400:
-            raise SourceUnavailableError(f"GET {self.display_url} answered {response.status_code}")
+            raise SourceUnavailableError(
+                f"GET {self.display_url} answered {response.status_code}", response.status_code
+            )
         seen = response.headers.get("ETag", "")
         if etag and seen and seen != etag:
             raise SourceChangedError(

@@ -73,9 +73,17 @@ class StateStore:
         with self._ensure_lock:
             if self.access.endpoint in self._ensured:
                 return
-            database = self.access.client().create_database_if_not_exists(DATABASE)
-            for name in (JOBS, WORKUNITS):
-                database.create_container_if_not_exists(name, PartitionKey(PARTITION_KEY_PATH))
+            # Instances of one account start together: "if not exists" reads, then creates, so two can both
+            # find nothing and one of them then meets 409. Either way the database and containers exist.
+            for attempt in range(3):
+                try:
+                    database = self.access.client().create_database_if_not_exists(DATABASE)
+                    for name in (JOBS, WORKUNITS):
+                        database.create_container_if_not_exists(name, PartitionKey(PARTITION_KEY_PATH))
+                    break
+                except CosmosResourceExistsError:
+                    if attempt == 2:
+                        raise
             self._ensured.add(self.access.endpoint)
 
     def forget(self) -> None:
@@ -171,19 +179,28 @@ def set_job_state(
 ) -> dict[str, Any]:
     """Move a job to `state` (e.g. Cancelled when its resource is deleted); terminal states stay."""
 
+    store = StateStore(access)
+    store.ensure()
+
     def change(doc: dict[str, Any]) -> bool:
         if doc.get("state") in TERMINAL_STATES or doc.get("state") == state:
             return False
+        if state == JobState.PAUSED and any(_leased(u) for u in store.job_units(job_id)):
+            return False  # an instance still works on it: that one records the pause when it stops
         doc["state"] = state.value
         if failure is not None:
             doc["failure"] = failure
+        if state == JobState.RUNNING:
+            doc["startTime"] = doc.get("startTime") or now_iso()
         if state in TERMINAL_STATES:
             doc["completionTime"] = now_iso()
         return True
 
-    store = StateStore(access)
-    store.ensure()
     return store.update_job(job_id, change)
+
+
+def _leased(unit: dict[str, Any]) -> bool:
+    return bool(unit.get("owner")) and float(unit.get("leaseExpiresAt") or 0) > epoch()
 
 
 def list_jobs(access: CosmosAccess) -> list[dict[str, Any]]:

@@ -1,64 +1,69 @@
-"""The DatabaseAccount monitor pod: reads the account's regions every regionPollInterval into the status."""
+"""The DatabaseAccount monitor pod: reads the account's regions every poll interval and reports changes.
+
+It writes only when what it sees changes (a region, or whether the account accepts the key), so an
+account that nothing happens to costs the API server nothing.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
-
-from kubernetes.client.exceptions import ApiException
+import threading
 
 from ferry.api.common import parse_duration
+from ferry.api.databaseaccount import AccountConnection, AccountObservation, ConnectionState
 from ferry.api.kinds import DATABASE_ACCOUNT
-from ferry.kube.client import ObjectRef, is_not_found
-from ferry.kube.status import now, set_condition
-from ferry.storage.cosmos import AccountUnauthorized, AccountUnreachable, probe, read_account_regions
-from ferry.workers import exitcodes
-from ferry.workers.podenv import cosmos_access_from_env, stop_on_sigterm
+from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.storage.cosmos import AccountUnauthorized, AccountUnreachable, CosmosAccess, probe, read_account_regions
+from ferry.workers.outcome import run_worker
+from ferry.workers.podenv import cosmos_access_from_env
+from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
+FIELD_MANAGER = "ferry-account-monitor"
 
 
-def check_once(ref: ObjectRef, obj: dict[str, Any]) -> None:
-    """One look at the account; the Ready condition says why it cannot be reached, in words a user can act on."""
-    access = cosmos_access_from_env()
-    conditions = (obj.get("status") or {}).get("conditions")
-    generation = obj["metadata"].get("generation")
-    patch: dict[str, Any] = {"lastRegionCheckTime": now()}
+def observe(access: CosmosAccess, last: AccountObservation | None) -> AccountObservation:
+    """One look at the account, in words a user can act on; unreachable keeps the regions last seen."""
     try:
         probe(access)  # typed errors: refused key (or key auth disabled) versus unreachable
         regions = read_account_regions(access)
     except AccountUnauthorized as exc:
-        reason = "LocalAuthDisabled" if "local authorization is disabled" in str(exc) else "Unauthorized"
-        patch["conditions"] = set_condition(conditions, "Ready", False, reason, str(exc), generation)
+        state = (
+            ConnectionState.LOCAL_AUTH_DISABLED
+            if "local authorization is disabled" in str(exc)
+            else ConnectionState.UNAUTHORIZED
+        )
+        return AccountObservation(connection=AccountConnection(state=state, message=str(exc)))
     except AccountUnreachable as exc:
-        patch["conditions"] = set_condition(conditions, "Ready", False, "Unreachable", str(exc), generation)
-    else:
-        write = regions.write_regions[0] if regions.write_regions else None
-        patch["writeRegion"] = write
-        patch["readRegions"] = regions.read_regions
-        message = f"write region {write}; read regions {', '.join(regions.read_regions) or 'none'}"
-        patch["conditions"] = set_condition(conditions, "Ready", True, "Connected", message, generation)
-    ref.patch_status(patch)
+        kept = last or AccountObservation()
+        return kept.model_copy(
+            update={"connection": AccountConnection(state=ConnectionState.UNREACHABLE, message=str(exc))}
+        )
+    write = regions.write_regions[0] if regions.write_regions else None
+    message = f"write region {write}; read regions {', '.join(regions.read_regions) or 'none'}"
+    return AccountObservation(
+        write_region=write,
+        read_regions=regions.read_regions,
+        connection=AccountConnection(state=ConnectionState.CONNECTED, message=message),
+    )
 
 
-def main(namespace: str, name: str) -> int:
-    ref = ObjectRef(DATABASE_ACCOUNT, namespace, name)
-    stop = stop_on_sigterm()
+def main(namespace: str, name: str, poll_interval: str) -> int:
+    return run_worker(lambda stop: _watch(namespace, name, parse_duration(poll_interval).total_seconds(), stop))
+
+
+def _watch(namespace: str, name: str, interval: float, stop: threading.Event) -> WorkerOutcome:
+    access = cosmos_access_from_env()
+    reporter: StatusReporter[AccountObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
+    last: AccountObservation | None = None
     while not stop.is_set():
-        try:
-            obj = ref.get()
-        except ApiException as exc:
-            if is_not_found(exc):
-                return exitcodes.SUCCEEDED  # the account is gone; so is the need to watch it
-            log.warning("could not read DatabaseAccount %s/%s: %s", namespace, name, exc.reason)
-            stop.wait(5)
-            continue
-        started = time.monotonic()
-        try:
-            check_once(ref, obj)
-        except ApiException as exc:
-            log.warning("could not write the status of %s/%s: %s", namespace, name, exc.reason)
-        interval = parse_duration(obj["spec"].get("regionPollInterval", "60s")).total_seconds()
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
-    return exitcodes.STOPPED
+        seen = observe(access, last)
+        if seen != last:
+            reporter.report(seen, force=True)
+            if seen.connection is not None and (last is None or last.connection != seen.connection):
+                log.info("account %s/%s: %s", namespace, name, seen.connection.message)
+            last = seen
+        if reporter.gone:
+            return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Deleted", message="the account was deleted")
+        stop.wait(interval)
+    return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")

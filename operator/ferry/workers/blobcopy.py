@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from ferry.api.blobcopy import BlobCopyMode, BlobCopySpec, BlobCopyStatus
+from ferry.api.blobcopy import BlobCopyMode, BlobCopyProgress, BlobCopySpec, BlobCopyStatus, CopyStatus
 from ferry.api.common import Failure, parse_duration
 from ferry.storage.blobs import RetryRecorder, container_client, describe, is_transient, redact
 from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
@@ -62,6 +61,9 @@ __all__ = [
 
 REPORT_INTERVAL = 1.0
 
+# Receives the worker's whole part of the status; True forces it out now (a state change).
+ReportFn = Callable[[BlobCopyProgress, bool], None]
+
 
 @dataclass
 class CopyOutcome:
@@ -83,14 +85,15 @@ def _now() -> str:
 
 
 class Reporter:
-    """Status patches: at state changes, and for progress at most every REPORT_INTERVAL."""
+    """The worker's part of the status (BlobCopyProgress), accumulated and sent whole: at state changes,
+    and for progress at most every REPORT_INTERVAL."""
 
-    def __init__(self, report: Callable[[dict[str, Any]], None], recorder: RetryRecorder) -> None:
+    def __init__(self, report: ReportFn, recorder: RetryRecorder, previous: BlobCopyProgress | None = None) -> None:
         self._report = report
         self._recorder = recorder
         self._lock = threading.Lock()
-        self._last_sent = 0.0
         self._retries_seen = 0
+        self._fields: dict[str, Any] = previous.wire() if previous is not None else {}
         self.bytes_copied = 0
         self.total_bytes = 0
         self.description: str | None = None
@@ -110,35 +113,34 @@ class Reporter:
 
     def send(self, patch: dict[str, Any], force: bool = False) -> None:
         with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last_sent < REPORT_INTERVAL:
-                return
-            self._last_sent = now
             if self._recorder.count != self._retries_seen and self._recorder.last:
                 self._retries_seen = self._recorder.count
                 self.description = f"{self._recorder.last} ({self._recorder.count} retried so far)"
-            body: dict[str, Any] = {
-                "progress": f"{self.bytes_copied}/{self.total_bytes}",
-                "bytesCopied": self.bytes_copied,
-                "totalBytes": self.total_bytes,
-                "lastUpdateTime": _now(),
-            }
+            self._fields.update(
+                progress=f"{self.bytes_copied}/{self.total_bytes}",
+                bytesCopied=self.bytes_copied,
+                totalBytes=self.total_bytes,
+                lastUpdateTime=_now(),
+            )
             if self.description:
-                body["statusDescription"] = self.description
-            body.update(patch)
-            self._report({key: redact(v) if isinstance(v, str) else v for key, v in body.items()})
+                self._fields["statusDescription"] = self.description
+            self._fields.update(patch)
+            part = BlobCopyProgress.model_validate(
+                {k: redact(v) if isinstance(v, str) else v for k, v in self._fields.items()}
+            )
+        self._report(part, force)
 
 
 def run_copy(
     spec: BlobCopySpec,
     previous: BlobCopyStatus | None,
     endpoints: Endpoints,
-    report: Callable[[dict[str, Any]], None],
+    report: ReportFn,
     stop: threading.Event,
     copy_key: str,
 ) -> CopyOutcome:
     recorder = RetryRecorder()
-    reporter = Reporter(report, recorder)
+    reporter = Reporter(report, recorder, BlobCopyProgress.part_of(previous.wire()) if previous else None)
     resuming = previous is not None and previous.copy_id is not None
     copy_id = ferry_copy_id(copy_key)
     start_time = (previous.start_time if previous is not None else None) or datetime.now(UTC)
@@ -152,7 +154,7 @@ def run_copy(
             reporter.send({"statusDescription": f"transient failure, will retry: {describe(error)}"}, force=True)
             raise TransientWorkerError(describe(error)) from None
         failure = Failure(reason="StorageError", message=describe(error))
-        reporter.send({"copyStatus": "failed", "failure": failure.wire(), "completionTime": _now()}, force=True)
+        reporter.send({"copyStatus": "failed"}, force=True)
         return CopyOutcome(succeeded=False, failure=failure)
 
 
@@ -183,7 +185,7 @@ def _run(
         add_bytes=reporter.add_bytes,
         note=reporter.note,
     )
-    started = {"copyId": copy_id, "copyStatus": "pending", "startTime": start_time.isoformat().replace("+00:00", "Z")}
+    started: dict[str, Any] = {"copyId": copy_id, "copyStatus": "pending"}
     try:
         sources = list_sources(spec, endpoints, recorder)
     except BlobFailure as failure:
@@ -233,14 +235,14 @@ def _run(
     _release_all(ctx, items)
 
     # copyId was reported when known: the service's id for a single server-side copy, else Ferry's.
-    done = {**{k: v for k, v in started.items() if k != "copyId"}, "blobs": dict(counts), "completionTime": _now()}
+    done = {**{k: v for k, v in started.items() if k != "copyId"}, "blobs": dict(counts)}
     if failures:
         name, first = failures[0]
         message = (
             first.message if single else f"{len(failures)} of {len(items)} blobs failed; first, {name}: {first.message}"
         )
         return _fail(reporter, done, BlobFailure(first.reason, message), ctx.stats)
-    done["copyStatus"] = "success"
+    done["copyStatus"] = "skipped" if single and skips else "success"
     if single and skips:
         done["statusDescription"] = f"skipped: {skips[0]}"
     elif skips:
@@ -255,7 +257,7 @@ def _fail(
     reporter: Reporter, patch: dict[str, Any], failure: BlobFailure, stats: dict[str, int] | None = None
 ) -> CopyOutcome:
     result = Failure(reason=failure.reason, message=redact(failure.message))
-    reporter.send({**patch, "copyStatus": "failed", "failure": result.wire(), "completionTime": _now()}, force=True)
+    reporter.send({**patch, "copyStatus": "failed", "statusDescription": result.message}, force=True)
     return CopyOutcome(succeeded=False, failure=result, stats=dict(stats or {}))
 
 
@@ -331,7 +333,7 @@ def cleanup(
     spec: BlobCopySpec,
     previous: BlobCopyStatus | None,
     endpoints: Endpoints,
-    report: Callable[[dict[str, Any]], None],
+    report: ReportFn,
     copy_key: str,
 ) -> None:
     """Abort Ferry's pending copies (destination left empty) and release Ferry's leases; idempotent."""
@@ -387,12 +389,15 @@ def cleanup(
         )
         for name in sources:
             leases.release(src.get_blob_client(name), source_lease_id(copy_id))
-    patch: dict[str, Any] = {"lastUpdateTime": _now()}
+    part = BlobCopyProgress.part_of(previous.wire())
+    part.last_update_time = datetime.now(UTC)
     if aborted:
-        patch.update(
-            copyStatus="aborted", statusDescription=f"aborted {aborted} pending copy(ies)", completionTime=_now()
-        )
-    report(patch)
+        part.copy_status = CopyStatus.ABORTED
+        part.status_description = f"aborted {aborted} pending copy(ies)"
+    elif part.copy_status == CopyStatus.PENDING:
+        part.copy_status = CopyStatus.ABORTED
+        part.status_description = "nothing was left pending on the destination; Ferry's leases are released"
+    report(part, True)
 
 
 def _from_our_source(spec: BlobCopySpec, copy_source: str | None) -> bool:

@@ -22,7 +22,7 @@ from ferry.storage.blobs import (
     parse_connection_string,
     redact,
 )
-from ferry.storage.sources import SourceObject, from_blob_properties, open_url_source
+from ferry.storage.sources import SourceObject, SourceUnavailableError, from_blob_properties, open_url_source
 
 # Metadata of Ferry's Stream-mode placeholder: the destination shows Ferry's pending copy the way
 # the service shows its own (a zero-length blob with copy properties) until the final commit.
@@ -174,6 +174,11 @@ def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecord
         raise BlobFailure(
             "SourceNotFound", f"the source {_source_label(spec)} does not exist: {describe(error)}"
         ) from error
+    except SourceUnavailableError as error:
+        reason = {404: "SourceNotFound", 401: "SourceAccessDenied", 403: "SourceAccessDenied"}.get(
+            error.status, "SourceUnavailable"
+        )
+        raise BlobFailure(reason, f"the source URL cannot be read: {error}") from error
     except HttpResponseError as error:
         if error.status_code in (401, 403):
             raise BlobFailure(

@@ -1,50 +1,48 @@
-"""The BlobCopy worker pod's entry point: reads its resource, runs the copy, reports into the status."""
+"""The BlobCopy worker pod's entry point: reads its BlobCopy, runs (or cleans up) the copy, reports progress."""
 
 from __future__ import annotations
 
 import logging
+import threading
 
-from ferry.api.blobcopy import BlobCopySpec, BlobCopyStatus
+from ferry.api.blobcopy import BlobCopyProgress, BlobCopySpec, BlobCopyStatus
 from ferry.api.kinds import BLOB_COPY
+from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.kube.client import ObjectRef
-from ferry.storage.blobs import redact
-from ferry.workers import exitcodes
-from ferry.workers.blobcopy import CopyStopped, cleanup, endpoints_from_env, run_copy
-from ferry.workers.podenv import status_reporter, stop_on_sigterm
+from ferry.workers.blobcopy import CopyStopped, TransientWorkerError, cleanup, endpoints_from_env, run_copy
+from ferry.workers.outcome import run_worker
+from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
+FIELD_MANAGER = "ferry-worker"
 
 
 def main(namespace: str, name: str, do_cleanup: bool) -> int:
-    ref = ObjectRef(BLOB_COPY, namespace, name)
-    obj = ref.get()
+    return run_worker(lambda stop: _work(namespace, name, do_cleanup, stop))
+
+
+def _work(namespace: str, name: str, do_cleanup: bool, stop: threading.Event) -> WorkerOutcome:
+    obj = ObjectRef(BLOB_COPY, namespace, name).get()
     spec = BlobCopySpec.model_validate(obj["spec"])
-    previous = BlobCopyStatus.model_validate(obj.get("status") or {})
+    previous = BlobCopyStatus.part_of(obj.get("status"))
+    copy_key = obj["metadata"]["uid"]
     endpoints = endpoints_from_env()
-    report = status_reporter(ref)
+    reporter: StatusReporter[BlobCopyProgress] = StatusReporter(BLOB_COPY, namespace, name, FIELD_MANAGER)
     if do_cleanup:
-        cleanup(spec, previous, endpoints, report, copy_key=obj["metadata"]["uid"])
+        cleanup(spec, previous, endpoints, reporter.report, copy_key=copy_key)
         log.info("BlobCopy %s/%s: pending copies aborted, leases released", namespace, name)
-        return exitcodes.SUCCEEDED
-    stop = stop_on_sigterm()
-    log.info(
-        "BlobCopy %s/%s: %s copy, resuming from %s",
-        namespace,
-        name,
-        spec.mode.value,
-        previous.progress or "the start",
-    )
+        return WorkerOutcome(result=OutcomeResult.SUCCEEDED)
+    log.info("BlobCopy %s/%s: %s copy, resuming from %s", namespace, name, spec.mode.value, previous.progress or "0")
     try:
-        outcome = run_copy(spec, previous, endpoints, report, stop, copy_key=obj["metadata"]["uid"])
+        outcome = run_copy(spec, previous, endpoints, reporter.report, stop, copy_key=copy_key)
     except CopyStopped:
-        return exitcodes.STOPPED
-    except Exception as exc:  # the operator restarts crashed workers; the log says why, without secrets
-        log.error("worker crashed: %s", redact(f"{type(exc).__name__}: {exc}"))
-        return exitcodes.CRASHED
+        return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="stopped at a checkpoint")
+    except TransientWorkerError as error:
+        return WorkerOutcome(result=OutcomeResult.RETRY, reason="TransientError", message=str(error))
+    finally:
+        reporter.flush()
     if outcome.succeeded:
-        log.info("BlobCopy %s/%s: copied", namespace, name)
-        return exitcodes.SUCCEEDED
-    if outcome.failure is not None:
-        log.error("BlobCopy %s/%s failed: %s: %s", namespace, name, outcome.failure.reason, outcome.failure.message)
-        report({"failure": outcome.failure.wire()})
-    return exitcodes.FAILED
+        log.info("BlobCopy %s/%s: done", namespace, name)
+        return WorkerOutcome(result=OutcomeResult.SUCCEEDED)
+    assert outcome.failure is not None
+    return WorkerOutcome(result=OutcomeResult.FAILED, reason=outcome.failure.reason, message=outcome.failure.message)

@@ -41,7 +41,7 @@ from ferry.storage.cosmos import (
 )
 from ferry.storage.transferstate import TERMINAL_STATES, JobState, StateStore, now_iso
 from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
-from ferry.workers.copyjob_progress import Reporter
+from ferry.workers.copyjob_progress import Reporter, ReportFn
 from ferry.workers.copyjob_writer import Conflict, ItemWriter, TokenBucket
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientCopyError", "run_instance"]
@@ -70,6 +70,7 @@ class JobSpec:
 class InstanceOutcome:
     kind: Literal["idle", "completed", "failed", "stopped"]
     failure: Failure | None = None
+    retry_after: float | None = None  # idle: when a unit leased by another instance could be taken over
 
 
 class TransientCopyError(Exception):
@@ -80,7 +81,7 @@ def run_instance(
     access: CosmosAccess,
     job: JobSpec,
     instance_id: str,
-    report: Callable[[dict[str, Any]], None],
+    report: ReportFn,
     should_stop: Callable[[], bool],
     lease_seconds: float = 15.0,
     *,
@@ -108,7 +109,7 @@ def run_instance(
             raise TransientCopyError(describe(error)) from None
         failure = Failure(reason="CosmosError", message=describe(error))
         doc = _fail_job(store, job.job_id, failure)
-        Reporter(report, store, job.job_id).send(doc, force=True, extra={"failure": failure.wire()})
+        Reporter(report, store, job.job_id).send(doc, force=True)
         return InstanceOutcome("failed", failure)
 
 
@@ -207,21 +208,16 @@ class _Instance:
     def _failed(self, failure: Failure) -> InstanceOutcome:
         self.doc = _fail_job(self.store, self.job.job_id, failure)
         final = _outcome_of(self.doc) or InstanceOutcome("failed", failure)
-        self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+        self.reporter.send(self.doc, force=True)
         return final
-
-    def _terminal_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {}
-        if self.doc.get("completionTime"):
-            fields["completionTime"] = self.doc["completionTime"]
-        if self.doc.get("failure"):
-            fields["failure"] = self.doc["failure"]
-        return fields
 
     def run(self, concurrency: int, page_size: int) -> InstanceOutcome:
         ended = self._refresh(force=True)
+        if self.doc.get("state") == JobState.PAUSED:
+            self._resume()
+            ended = self._refresh(force=True)
         if ended is not None:
-            self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+            self.reporter.send(self.doc, force=True)
             return ended
         source = container_properties(self.access, self.job.source_db, self.job.source_container)
         if source is None:
@@ -290,6 +286,17 @@ class _Instance:
 
         self.doc = self.store.update_job(self.job.job_id, change)
 
+    def _resume(self) -> None:
+        """The job is active again after a pause: it runs from its checkpoints."""
+
+        def change(doc: dict[str, Any]) -> bool:
+            if doc.get("state") != JobState.PAUSED:
+                return False
+            doc.update(state=JobState.RUNNING.value, startTime=doc.get("startTime") or now_iso())
+            return True
+
+        self.doc = self.store.update_job(self.job.job_id, change)
+
     def _work(self, writer: ItemWriter, unique_keys: list[list[str]], page_size: int) -> InstanceOutcome:
         while True:
             if self.should_stop():
@@ -297,14 +304,13 @@ class _Instance:
                 return InstanceOutcome("stopped")
             ended = self._refresh(force=True)
             if ended is not None:
-                self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+                self.reporter.send(self.doc, force=True)
                 return ended
             lease, availability = acquire(self.store, self.job.job_id, self.instance_id, self.lease_seconds)
             if lease is None:
                 if availability.all_done:
                     return self._complete()
-                self.reporter.send(self.doc, force=True)
-                return InstanceOutcome("idle")
+                return InstanceOutcome("idle", retry_after=availability.retry_after)
             self._mark_running()
             try:
                 outcome = self._copy_unit(lease, writer, unique_keys, page_size)
@@ -377,9 +383,10 @@ class _Instance:
                 if ended is not None:
                     drain()
                     lease.release()
-                    self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+                    self.reporter.send(self.doc, force=True)
                     return ended
                 items, continuation = pending.result()
+                lease.check()  # no page is written by an instance that may have lost the unit
                 pending = reader.submit(read, continuation) if continuation is not None else None
                 in_flight.append((pages.submit(writer.write_page, items), continuation, len(items)))
                 while len(in_flight) >= PAGES_IN_FLIGHT:
@@ -397,5 +404,5 @@ class _Instance:
             return True
 
         self.doc = self.store.update_job(self.job.job_id, change)
-        self.reporter.send(self.doc, force=True, extra=self._terminal_fields())
+        self.reporter.send(self.doc, force=True)
         return _outcome_of(self.doc) or InstanceOutcome("completed")

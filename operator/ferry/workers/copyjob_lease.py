@@ -5,16 +5,26 @@ read etag: of several instances racing for a unit exactly one wins. The holder r
 background and with every checkpoint; an instance that dies stops renewing, the lease expires and
 another instance resumes from the last checkpoint (the items after it are written again, which
 is harmless). A holder that finds its lease taken over stops working on the unit.
+
+One owner at a time, also when clocks and networks misbehave: a holder stops writing once its last
+successful renewal is older than the lease minus a safety margin (it cannot know whether it still
+holds it), and a lease is taken over only a margin after it expired. Owners are process ids, not
+pod names: a restarted pod of the same name is another owner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from ferry.storage.transferstate import StateConflict, StateStore, epoch
+
+# A holder considers its lease gone this share of the lease before it expires; a taker waits as long
+# after expiry (3 s of a 15 s lease): room for clock skew between instances and a slow write.
+SAFETY_SHARE = 0.2
 
 
 class LeaseLost(Exception):
@@ -27,6 +37,7 @@ class Availability:
 
     all_done: bool
     leased_elsewhere: int
+    retry_after: float | None = None  # when the first of the others' leases may be taken over
 
 
 class UnitLease:
@@ -36,6 +47,8 @@ class UnitLease:
         self.lease_seconds = lease_seconds
         self.doc = doc
         self.lost = False
+        self._margin = lease_seconds * SAFETY_SHARE
+        self._valid_until = time.monotonic() + lease_seconds - self._margin
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name=f"lease-{doc['id']}", daemon=True)
@@ -54,16 +67,25 @@ class UnitLease:
     def processed(self) -> int:
         return int(self.doc.get("processedCount", 0))
 
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease is surely still ours (called before each page is written)."""
+        if self.lost or time.monotonic() > self._valid_until:
+            self.lost = True
+            raise LeaseLost(str(self.doc["id"]))
+
     def _write(self, **fields: Any) -> None:
         with self._lock:
-            if self.lost:
-                raise LeaseLost(str(self.doc["id"]))
+            self.check()
             body = {**self.doc, **fields}
+            sent = time.monotonic()
             try:
                 self.doc = self.store.replace_unit(body, str(self.doc["_etag"]))
             except StateConflict:
                 self.lost = True
                 raise LeaseLost(str(self.doc["id"])) from None
+            if body.get("owner") == self.instance_id:
+                # Counted from when the write was sent: the lease may have been renewed any time after.
+                self._valid_until = sent + self.lease_seconds - self._margin
 
     def _renew_loop(self) -> None:
         # Renew well before expiry so that a slow page (rate limits, throttling) keeps the lease.
@@ -103,10 +125,13 @@ def acquire(
     pending = [u for u in units if not u.get("done")]
     now = epoch()
     busy = 0
+    takeovers: list[float] = []
     for unit in pending:
         free = not unit.get("owner") or unit.get("owner") == instance_id
-        if not free and float(unit.get("leaseExpiresAt") or 0) > now:
+        takeover_at = float(unit.get("leaseExpiresAt") or 0) + lease_seconds * SAFETY_SHARE
+        if not free and takeover_at > now:
             busy += 1
+            takeovers.append(takeover_at - now)
             continue
         body = {**unit, "owner": instance_id, "leaseExpiresAt": now + lease_seconds}
         try:
@@ -115,4 +140,5 @@ def acquire(
             busy += 1  # another instance won the race for it
             continue
         return UnitLease(store, doc, instance_id, lease_seconds), Availability(False, busy)
-    return None, Availability(all_done=not pending and bool(units), leased_elsewhere=busy)
+    retry_after = min(takeovers) if takeovers else None
+    return None, Availability(all_done=not pending and bool(units), leased_elsewhere=busy, retry_after=retry_after)

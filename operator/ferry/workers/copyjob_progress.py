@@ -12,10 +12,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+from ferry.api.common import Failure
+from ferry.api.containercopyjob import ContainerCopyProgress, TransferRecord, TransferState
 from ferry.storage.cosmos import redact, throttled_requests
-from ferry.storage.transferstate import StateStore, now_iso
+from ferry.storage.transferstate import StateStore
+
+# Receives the instances' whole part of the job's status; True forces it out now (a state change).
+ReportFn = Callable[[ContainerCopyProgress, bool], None]
 
 REPORT_INTERVAL = 1.0
 RATE_WINDOW = 10.0
@@ -23,7 +29,7 @@ UNITS_REFRESH = 5.0
 
 
 class Reporter:
-    def __init__(self, report: Callable[[dict[str, Any]], None], store: StateStore, job_id: str) -> None:
+    def __init__(self, report: ReportFn, store: StateStore, job_id: str) -> None:
         self._report = report
         self._store = store
         self._job_id = job_id
@@ -34,6 +40,8 @@ class Reporter:
         self._stored: dict[str, int] = {}
         self._read_at = -UNITS_REFRESH
         self._local: dict[str, int] = {}
+        self._items_per_second: float | None = None
+        self._eta: int | None = None
 
     def checkpointed(self, unit_id: str, processed: int) -> None:
         """This instance checkpointed a unit it holds."""
@@ -60,8 +68,8 @@ class Reporter:
             return None
         return max(0.0, (processed - first_count) / (now - first_time))
 
-    def send(self, job: dict[str, Any], force: bool = False, extra: dict[str, Any] | None = None) -> None:
-        """Report the job's progress: always when forced (state changes), else at most every second."""
+    def send(self, job: dict[str, Any], force: bool = False) -> None:
+        """Report the job's progress and record: always when forced (state changes), else at most every second."""
         with self._send_lock:
             now = time.monotonic()
             if not force and now - self._last_sent < REPORT_INTERVAL:
@@ -69,20 +77,36 @@ class Reporter:
             self._last_sent = now
             processed = self.processed(fresh=force)
             total = job.get("totalCount")
-            body: dict[str, Any] = {"processedCount": processed, "lastUpdateTime": now_iso()}
-            body["throttledRequests"] = throttled_requests()
-            if job.get("startTime"):
-                body["startTime"] = job["startTime"]
-            if total is not None:
-                body["totalCount"] = int(total)
-                body["percent"] = 100 if int(total) == 0 else min(100, int(processed * 100 / int(total)))
             rate = self._rate(now, processed)
             if rate is not None:
-                body["itemsPerSecond"] = round(rate, 1)
+                self._items_per_second = round(rate, 1)
                 if total is not None and rate > 0:
-                    body["estimatedSecondsRemaining"] = int(max(0, int(total) - processed) / rate)
-            if extra:
-                body.update(extra)
-            if isinstance(body.get("failure"), dict):
-                body["failure"] = {k: redact(str(v)) for k, v in body["failure"].items()}
-            self._report(body)
+                    self._eta = int(max(0, int(total) - processed) / rate)
+            part = ContainerCopyProgress(
+                processed_count=processed,
+                total_count=int(total) if total is not None else None,
+                percent=(100 if int(total) == 0 else min(100, int(processed * 100 / int(total))))
+                if total is not None
+                else None,
+                items_per_second=self._items_per_second,
+                estimated_seconds_remaining=self._eta,
+                throttled_requests=throttled_requests(),
+                last_update_time=datetime.now(UTC).replace(microsecond=0),
+                transfer=transfer_record(job),
+            )
+            self._report(part, force)
+
+
+def transfer_record(job: dict[str, Any]) -> TransferRecord | None:
+    """The job document of `__datatransferstate` as the status shows it (failures redacted)."""
+    if not job.get("state"):
+        return None
+    failure = job.get("failure")
+    return TransferRecord(
+        state=TransferState(job["state"]),
+        start_time=job.get("startTime"),
+        completion_time=job.get("completionTime"),
+        failure=Failure(reason=str(failure.get("reason")), message=redact(str(failure.get("message"))))
+        if isinstance(failure, dict)
+        else None,
+    )

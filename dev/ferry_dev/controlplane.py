@@ -1,0 +1,240 @@
+"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager.
+
+The API server runs with TLS and client-certificate authentication, Node and RBAC authorization, the
+default admission plugins plus NodeRestriction (PodSecurity among them), and a service-account issuer, as
+a cluster's would. The controller manager runs only what a stack without real nodes needs: garbage
+collection, namespace deletion, service accounts and the root CA ConfigMap (no scheduler, no node
+lifecycle, no workload controllers that would fight the node agent).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ferry_dev.binaries import Binaries
+from ferry_dev.emulators import HttpReady, free_port, wait_until
+from ferry_dev.lifecycle import Service
+from ferry_dev.pki import Authority, Pair, signing_key
+from ferry_dev.processes import ChildProcess, ProcessRegistry
+
+HOST = "127.0.0.1"
+SERVICE_CIDR = "10.0.0.0/24"
+API_SANS = (
+    HOST,
+    "localhost",
+    "10.0.0.1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller",
+)
+NODE_NAME = "ferry-local"
+READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where a client of the API server finds its certificate (for kubeconfigs and the node agent)."""
+
+    server: str
+    ca: Path
+    client: Pair
+
+
+def write_kubeconfig(path: Path, credentials: Credentials, user: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "ferry-local",
+                "cluster": {"server": credentials.server, "certificate-authority": str(credentials.ca)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(credentials.client.cert),
+                    "client-key": str(credentials.client.key),
+                },
+            }
+        ],
+        "contexts": [{"name": "ferry-local", "context": {"cluster": "ferry-local", "user": user}}],
+        "current-context": "ferry-local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def write_token_kubeconfig(path: Path, server: str, ca: Path, token: str, user: str, namespace: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "ferry-local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [
+            {"name": "ferry-local", "context": {"cluster": "ferry-local", "user": user, "namespace": namespace}}
+        ],
+        "current-context": "ferry-local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+class ControlPlane(Service):
+    def __init__(self, directory: Path, binaries: Binaries, registry: ProcessRegistry | None = None) -> None:
+        self.dir = directory
+        self.binaries = binaries
+        self.registry = registry
+        self.pki = self.dir / "pki"
+        self.etcd = ChildProcess("etcd", self.dir / "etcd.log", registry)
+        self.apiserver = ChildProcess("kube-apiserver", self.dir / "kube-apiserver.log", registry)
+        self.controller_manager = ChildProcess(
+            "kube-controller-manager", self.dir / "kube-controller-manager.log", registry
+        )
+        self.port = 0
+        self.etcd_port = 0
+        self.admin: Credentials | None = None
+        self.node: Credentials | None = None
+        self.scheduler: Credentials | None = None
+        self.kubelet_serving: Pair | None = None
+        self.ca: Path | None = None
+
+    @property
+    def server(self) -> str:
+        return f"https://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._certificates()
+        self._start_etcd()
+        self._start_apiserver()
+        self._start_controller_manager()
+
+    def _certificates(self) -> None:
+        ca = Authority(self.pki)
+        self.ca = ca.cert
+        self.port = self.port or free_port(HOST)
+        self.serving = ca.issue("apiserver", "kube-apiserver", hosts=API_SANS, server=True)
+        self.kubelet_client = ca.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True
+        )
+        admin = ca.issue("admin", "ferry-admin", organizations=("system:masters",), client=True)
+        manager = ca.issue("controller-manager", "system:kube-controller-manager", client=True)
+        node = ca.issue("node", f"system:node:{NODE_NAME}", organizations=("system:nodes",), client=True)
+        scheduler = ca.issue("scheduler", "ferry-dev:scheduler", client=True)
+        self.kubelet_serving = ca.issue("kubelet", NODE_NAME, hosts=(HOST, "localhost"), server=True)
+        self.service_account = signing_key(self.pki)
+        self.admin = Credentials(self.server, ca.cert, admin)
+        self.node = Credentials(self.server, ca.cert, node)
+        self.scheduler = Credentials(self.server, ca.cert, scheduler)
+        self.manager_kubeconfig = write_kubeconfig(
+            self.dir / "controller-manager.kubeconfig", Credentials(self.server, ca.cert, manager), "controller-manager"
+        )
+
+    def _start_etcd(self) -> None:
+        self.etcd_port = free_port(HOST)
+        peer = free_port(HOST)
+        data = self.dir / "etcd-data"
+        argv = [
+            str(self.binaries.path("etcd")),
+            "--name=ferry-local",
+            f"--data-dir={data}",
+            f"--listen-client-urls=http://{HOST}:{self.etcd_port}",
+            f"--advertise-client-urls=http://{HOST}:{self.etcd_port}",
+            f"--listen-peer-urls=http://{HOST}:{peer}",
+            f"--initial-advertise-peer-urls=http://{HOST}:{peer}",
+            f"--initial-cluster=ferry-local=http://{HOST}:{peer}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync",  # a throwaway local store: no fsync on every write
+            "--log-level=warn",
+        ]
+        self.etcd.spawn(argv, os.environ, cwd=self.dir)
+        wait_until(HttpReady(f"http://{HOST}:{self.etcd_port}/health"), self.etcd, "etcd", READY_TIMEOUT)
+
+    def _start_apiserver(self) -> None:
+        assert self.admin is not None and self.kubelet_serving is not None
+        argv = [
+            str(self.binaries.path("kube-apiserver")),
+            f"--etcd-servers=http://{HOST}:{self.etcd_port}",
+            f"--bind-address={HOST}",
+            f"--advertise-address={HOST}",
+            f"--secure-port={self.port}",
+            f"--tls-cert-file={self.serving.cert}",
+            f"--tls-private-key-file={self.serving.key}",
+            f"--client-ca-file={self.admin.ca}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--service-account-issuer={ISSUER}",
+            f"--service-account-key-file={self.service_account.cert}",
+            f"--service-account-signing-key-file={self.service_account.key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            f"--kubelet-certificate-authority={self.admin.ca}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--endpoint-reconciler-type=none",  # the reconciler refuses a loopback address; nothing here needs it
+            "--allow-privileged=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+        self.apiserver.spawn(argv, os.environ, cwd=self.dir)
+        wait_until(self._api_ready, self.apiserver, "kube-apiserver", READY_TIMEOUT)
+
+    def _api_ready(self) -> bool:
+        assert self.admin is not None
+        context = ssl.create_default_context(cafile=str(self.admin.ca))
+        context.load_cert_chain(str(self.admin.client.cert), str(self.admin.client.key))
+        try:
+            with urllib.request.urlopen(f"{self.server}/readyz", timeout=2, context=context) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def _start_controller_manager(self) -> None:
+        assert self.admin is not None
+        kubeconfig = str(self.manager_kubeconfig)
+        argv = [
+            str(self.binaries.path("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={HOST}",
+            f"--secure-port={free_port(HOST)}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--root-ca-file={self.admin.ca}",
+            f"--service-account-private-key-file={self.service_account.key}",
+            "--use-service-account-credentials=true",  # each controller as its own account, as kubeadm runs it
+            "--leader-elect=false",
+            "--v=1",
+        ]
+        self.controller_manager.spawn(argv, os.environ, cwd=self.dir)
+        time.sleep(0.2)
+        if not self.controller_manager.running:
+            raise RuntimeError(f"kube-controller-manager exited:\n{self.controller_manager.log_tail()}")
+
+    def restart_apiserver(self) -> None:
+        """Stop the API server and start it again on the same port (clients see connections refused)."""
+        self.apiserver.stop()
+        self._start_apiserver()
+
+    def stop(self) -> None:
+        for child in (self.controller_manager, self.apiserver, self.etcd):
+            child.stop()

@@ -1,0 +1,185 @@
+"""Run the npm emulators (Azurite blob, cosmosdb-server) as child processes on 127.0.0.1.
+
+Each emulator runs in its own process group so that stopping it also stops anything it spawned;
+ports are chosen free unless given, and start() returns only once the emulator answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry_dev.lifecycle import Service
+from ferry_dev.processes import ChildProcess, ProcessRegistry
+
+# The Cosmos DB emulator's published, well-known key (not a secret).
+COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DF8xmN7MC7ZtLoqKEoGfeFzKzgg1oxjRvP9hP92z3c6AZg=="
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def find_node_bin(name: str) -> Path:
+    """node_modules/.bin/<name> of the repository (searched upwards from this file and the cwd)."""
+    starts = [Path(__file__).resolve().parent, Path.cwd().resolve()]
+    for start in starts:
+        for folder in (start, *start.parents):
+            candidate = folder / "node_modules" / ".bin" / name
+            if candidate.exists():
+                return candidate
+    raise FileNotFoundError(
+        f"node_modules/.bin/{name} not found above {starts[0]} or {starts[1]}; "
+        "run `npm ci` at the repository root to install the pinned emulators"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def account_key(name: str) -> str:
+    """A stable, valid base64 account key per account name (emulator-only, not a secret)."""
+    return base64.b64encode(hashlib.sha512(f"ferry-devstack:{name}".encode()).digest()).decode()
+
+
+@dataclass(frozen=True)
+class StorageAccount:
+    name: str
+    key: str
+    blob_endpoint: str
+    connection_string: str
+
+
+@dataclass(frozen=True)
+class CosmosEndpoint:
+    endpoint: str
+    key: str
+
+
+def wait_until(ready: Callable[[], bool], child: ChildProcess, what: str, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.running:
+            raise RuntimeError(f"{what} exited during start-up; log tail:\n{child.log_tail()}")
+        if ready():
+            return
+        time.sleep(0.1)
+    child.stop()
+    raise TimeoutError(f"{what} did not answer within {START_TIMEOUT:.0f}s; log tail:\n{child.log_tail()}")
+
+
+class HttpReady:
+    def __init__(self, url: str, context: ssl.SSLContext | None = None) -> None:
+        self.url = url
+        self.context = context
+
+    def __call__(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2, context=self.context):
+                return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP answer means the server is up
+        except (OSError, ValueError):
+            return False
+
+
+class Azurite(Service):
+    """Azurite's blob service with several storage accounts (AZURITE_ACCOUNTS)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        accounts: Sequence[str] = ("ferrysrc", "ferrydst"),
+        host: str = "127.0.0.1",
+        blob_port: int = 0,
+        loose: bool = True,
+        registry: ProcessRegistry | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.account_names = list(accounts)
+        self.host = host
+        self.blob_port = blob_port
+        self.loose = loose
+        self.accounts: dict[str, StorageAccount] = {}
+        self._child = ChildProcess("azurite", self.workdir / "azurite.log", registry)
+
+    def start(self) -> None:
+        if self._child.running:
+            return
+        port = self.blob_port or free_port(self.host)
+        keys = {name: account_key(name) for name in self.account_names}
+        env = dict(os.environ)
+        env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{key}" for name, key in keys.items())
+        argv = [
+            str(find_node_bin("azurite-blob")),
+            "--blobHost",
+            self.host,
+            "--blobPort",
+            str(port),
+            "--location",
+            str(self.workdir / "data"),
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+            "--silent",
+        ]
+        if self.loose:
+            argv.append("--loose")
+        self._child.spawn(argv, env, cwd=self.workdir)
+        wait_until(HttpReady(f"http://{self.host}:{port}/"), self._child, "azurite-blob")
+        self.blob_port = port
+        self.accounts = {}
+        for name, key in keys.items():
+            endpoint = f"http://{self.host}:{port}/{name}"
+            self.accounts[name] = StorageAccount(
+                name=name,
+                key=key,
+                blob_endpoint=endpoint,
+                connection_string=(
+                    f"DefaultEndpointsProtocol=http;AccountName={name};AccountKey={key};BlobEndpoint={endpoint};"
+                ),
+            )
+
+    def stop(self) -> None:
+        self._child.stop()
+
+
+class CosmosServer(Service):
+    """@vercel/cosmosdb-server over HTTPS (self-signed), answering the azure-cosmos SDK."""
+
+    def __init__(
+        self, workdir: Path, host: str = "127.0.0.1", port: int = 0, registry: ProcessRegistry | None = None
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port
+        self.endpoint = CosmosEndpoint(endpoint="", key=COSMOS_EMULATOR_KEY)
+        self._child = ChildProcess("cosmosdb-server", self.workdir / "cosmosdb-server.log", registry)
+
+    def start(self) -> None:
+        if self._child.running:
+            return
+        port = self.port or free_port(self.host)
+        argv = [str(find_node_bin("cosmosdb-server")), "--host", self.host, "-p", str(port)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._child.spawn(argv, dict(os.environ), cwd=self.workdir)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # the emulator's certificate is self-signed
+        wait_until(HttpReady(f"https://{self.host}:{port}/", insecure), self._child, "cosmosdb-server")
+        self.port = port
+        self.endpoint = CosmosEndpoint(endpoint=f"https://{self.host}:{port}/", key=COSMOS_EMULATOR_KEY)
+
+    def stop(self) -> None:
+        self._child.stop()

@@ -1,0 +1,232 @@
+"""ContainerCopyJob: its phase and place in its account's queue, as a pure decision.
+
+The copy instances report the job's progress and its durable record in `__datatransferstate` (the
+ContainerCopyProgress part of the status); this decision turns that record, the account's write region
+and the queue into the phase, the failure and the times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ferry.api.common import Failure
+from ferry.api.containercopyjob import (
+    ContainerCopyJobOperatorStatus,
+    ContainerCopyJobSpec,
+    ContainerCopyPhase,
+    ContainerCopyProgress,
+    TransferState,
+)
+from ferry.api.databaseaccount import AccountObservation
+from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
+from ferry.controllers.accountqueue import FINISHED_PHASES, Queue, queue
+from ferry.controllers.databaseaccount import INSTANCE_ROLE
+from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
+from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
+from ferry.runtime.plan import Event, Plan
+from ferry.runtime.world import World
+
+# Instances hold a work unit's lease this long without renewing it before it expires; after that no
+# instance can still be writing for a suspended job, even one that died before saying it stopped.
+LEASE_EXPIRY = timedelta(seconds=20)
+
+
+@dataclass(frozen=True)
+class AccountView:
+    name: str
+    write_region: str | None
+    ready_message: str | None  # why the account is not ready, if it is not
+    instances_running: bool
+
+
+@dataclass(frozen=True)
+class Observed:
+    meta: ObjectMeta
+    spec: ContainerCopyJobSpec
+    state: ContainerCopyJobOperatorStatus
+    progress: ContainerCopyProgress
+    account: AccountView | None
+    queue: Queue
+    now: datetime
+
+
+class ContainerCopyJobController:
+    kind = CONTAINER_COPY_JOB
+    status_part = ContainerCopyJobOperatorStatus
+    field_manager = "ferry-operator"
+
+    def observe(self, body: Mapping[str, Any], world: World) -> Observed:
+        meta = meta_of(body)
+        status = body.get("status") or {}
+        spec = ContainerCopyJobSpec.model_validate(body.get("spec") or {})
+        account_body = world.object(DATABASE_ACCOUNT, meta.namespace, spec.account_ref.name)
+        account: AccountView | None = None
+        jobs_queue = Queue((), ())
+        if account_body is not None:
+            account_meta = meta_of(account_body)
+            account_status = account_body.get("status") or {}
+            observation = AccountObservation.part_of(account_status)
+            not_ready = [
+                str(c.get("message") or c.get("reason"))
+                for c in account_status.get("conditions") or []
+                if c.get("type") == "Ready" and c.get("status") != "True"
+            ]
+            account = AccountView(
+                name=account_meta.name,
+                write_region=observation.write_region,
+                ready_message=not_ready[0] if not_ready else None,
+                instances_running=any(
+                    p.phase == "Running" and not p.deleting for p in world.pods(account_meta.uid, INSTANCE_ROLE)
+                ),
+            )
+            siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account_meta.name)
+            jobs_queue = queue(siblings, observation.write_region)
+        return Observed(
+            meta=meta,
+            spec=spec,
+            state=ContainerCopyJobOperatorStatus.part_of(status),
+            progress=ContainerCopyProgress.part_of(status),
+            account=account,
+            queue=jobs_queue,
+            now=world.now,
+        )
+
+    def reconcile(self, body: Mapping[str, Any], world: World) -> Plan:
+        return decide(self.observe(body, world))
+
+    def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
+        """Its account (whose queue and instances follow the job) and the account's other jobs (their places)."""
+        meta = meta_of(body)
+        account = ((body.get("spec") or {}).get("accountRef") or {}).get("name")
+        if not account:
+            return []
+        found = world.object(DATABASE_ACCOUNT, meta.namespace, account)
+        others = [j for j in world.referencing(CONTAINER_COPY_JOB, meta.namespace, account) if j is not body]
+        return ([found] if found is not None else []) + others
+
+
+class _Decision:
+    def __init__(self, o: Observed) -> None:
+        self.o = o
+        self.state = o.state.model_copy(deep=True)
+        self.plan = Plan(status=self.state)
+        self.transition: Event | None = None
+        self.before = (o.state.phase, _reason(o.state))
+
+    def done(self) -> Plan:
+        """The Plan, with one Event for the pass's phase change (not one per intermediate step)."""
+        if self.transition is not None and (self.state.phase, self.transition.reason) != self.before:
+            self.plan.events.append(self.transition)
+        return self.plan
+
+    def phase(self, phase: ContainerCopyPhase, reason: str, message: str, warning: bool = False) -> None:
+        o, state = self.o, self.state
+        if phase in FINISHED_PHASES:
+            state.completion_time = state.completion_time or o.now
+            state.queue_position = None
+        for type_, on in (
+            ("Complete", phase == ContainerCopyPhase.SUCCEEDED),
+            ("Failed", phase == ContainerCopyPhase.FAILED),
+        ):
+            state.conditions = set_condition(state.conditions, type_, on, reason, message, o.meta.generation, o.now)
+        self.transition = Event(reason, message, warning)
+        state.phase = phase
+
+    def fail(self, failure: Failure) -> None:
+        self.state.failure = failure
+        self.phase(ContainerCopyPhase.FAILED, failure.reason, failure.message, warning=True)
+
+
+def _reason(state: ContainerCopyJobOperatorStatus) -> str | None:
+    complete = condition(state.conditions, "Complete")
+    return complete.reason if complete is not None else None
+
+
+def decide(o: Observed) -> Plan:
+    d = _Decision(o)
+    state, progress = d.state, o.progress
+    state.observed_generation = o.meta.generation
+    state.creation_revision = state.creation_revision or o.meta.resource_version
+    d.plan.progress = {
+        COPYJOB_ITEMS_METRIC: progress.processed_count or 0,
+        THROTTLED_METRIC: progress.throttled_requests or 0,
+    }
+    if o.meta.deleting or state.phase in FINISHED_PHASES:
+        return d.done()  # deleted: the instances record the cancellation in the job history
+    transfer = progress.transfer
+    if transfer is not None and transfer.start_time is not None:
+        state.start_time = state.start_time or transfer.start_time
+    if transfer is not None and transfer.state == TransferState.SUCCEEDED:
+        state.completion_time = transfer.completion_time or o.now
+        d.phase(ContainerCopyPhase.SUCCEEDED, "Copied", f"copied {progress.processed_count or 0} items")
+        return d.done()
+    if transfer is not None and transfer.state == TransferState.FAILED:
+        state.completion_time = transfer.completion_time or o.now
+        d.fail(transfer.failure or Failure(reason="CopyFailed", message="the copy instances report a failure"))
+        return d.done()
+    if state.phase is None:
+        d.phase(ContainerCopyPhase.PENDING, "Accepted", "the job waits for its account")
+    account = o.account
+    if account is None:
+        message = (
+            f'DatabaseAccount "{o.spec.account_ref.name}" does not exist in this namespace; create it or fix '
+            "spec.accountRef"
+        )
+        d.phase(ContainerCopyPhase.PENDING, "AccountNotFound", message, warning=True)
+        return d.done()
+    if account.write_region is None:
+        why = account.ready_message or "the account monitor has not reported yet"
+        d.phase(ContainerCopyPhase.PENDING, "WaitingForAccount", f"waiting for the account's write region: {why}")
+        return d.done()
+    if state.write_region is not None and state.write_region != account.write_region:
+        d.fail(
+            Failure(
+                reason="WriteRegionChanged",
+                message=f"the account's write region changed from {state.write_region} to {account.write_region} "
+                "while the job was incomplete; re-create the job to run it in the new write region",
+            )
+        )
+        return d.done()
+    state.write_region = account.write_region
+    if o.spec.suspend:
+        _suspended(d)
+        return d.done()
+    if condition(state.conditions, "Suspended") is not None:
+        state.conditions = set_condition(
+            state.conditions, "Suspended", False, "Resumed", "spec.suspend is false", o.meta.generation, o.now
+        )
+    position = o.queue.position(o.meta.name)
+    state.queue_position = position
+    if position is None:
+        return d.done()  # not runnable for a reason handled above on the next pass
+    if position > 0:
+        d.phase(ContainerCopyPhase.QUEUED, "Queued", f"waiting behind {position} earlier job(s) of the account")
+    elif transfer is not None and transfer.state == TransferState.RUNNING and account.instances_running:
+        d.phase(ContainerCopyPhase.RUNNING, "Copying", "the account's copy instances are copying this job")
+    elif not account.instances_running:
+        d.phase(ContainerCopyPhase.PENDING, "StartingInstances", "waiting for the account's copy instances to start")
+    else:
+        d.phase(ContainerCopyPhase.PENDING, "Starting", "the copy instances are taking the job up")
+    return d.done()
+
+
+def _suspended(d: _Decision) -> None:
+    o, state = d.o, d.state
+    state.queue_position = None
+    state.conditions = set_condition(
+        state.conditions, "Suspended", True, "Suspended", "spec.suspend is true", o.meta.generation, o.now
+    )
+    transfer = o.progress.transfer
+    was_working = state.phase in (ContainerCopyPhase.RUNNING, ContainerCopyPhase.PAUSING)
+    stopped = transfer is None or transfer.state != TransferState.RUNNING
+    since = condition(state.conditions, "Suspended")
+    expired = since is not None and o.now - since.last_transition_time >= LEASE_EXPIRY
+    if was_working and not stopped and not expired:
+        d.phase(ContainerCopyPhase.PAUSING, "Suspending", "spec.suspend is true; the instances stop at a checkpoint")
+        assert since is not None
+        d.plan.after((since.last_transition_time + LEASE_EXPIRY - o.now).total_seconds())
+        return
+    d.phase(ContainerCopyPhase.PAUSED, "Suspended", "spec.suspend is true; set it to false to resume")

@@ -1,0 +1,352 @@
+"""The runtime: kopf's watches feed caches and a work queue; a few async workers reconcile one key at a time.
+
+A pass reads the object and what it depends on from the caches (never from the API), asks the kind's
+controller for a Plan and carries it out. Passes are triggered by events of the object, of its worker
+pods and of related objects (a job's account), and by the Plan's own requeue wishes (backoff, timeouts):
+an object that nothing happens to costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from ferry.api.common import FerryModel
+from ferry.api.kinds import Kind
+from ferry.kube.objects import LABEL_KIND, LABEL_SLOT
+from ferry.metrics import (
+    QUEUE_DEPTH,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    SLOTS_IN_USE,
+    SLOTS_WAITING,
+    WORKERS_STARTED,
+    ObjectsCollector,
+    ProgressMeter,
+    count,
+)
+from ferry.runtime.api import KubeApi, describe_error
+from ferry.runtime.objects import ObjectKey, key_of, meta_of
+from ferry.runtime.plan import Plan
+from ferry.runtime.pods import PodView, pod_view
+from ferry.runtime.queue import WorkQueue
+from ferry.runtime.slots import SlotLimits, WorkerSlots
+from ferry.runtime.world import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+EXPECTATION_SECONDS = 30.0  # how long a created pod is assumed to exist before the cache shows it
+
+
+class Controller(Protocol):
+    @property
+    def kind(self) -> Kind: ...
+
+    @property
+    def status_part(self) -> type[FerryModel]:
+        """The model of the status fields the operator owns for this kind."""
+        ...
+
+    @property
+    def field_manager(self) -> str: ...
+
+    def reconcile(self, body: Mapping[str, Any], world: Any) -> Plan: ...
+
+    def related(self, body: Mapping[str, Any], world: Any) -> Sequence[Mapping[str, Any]]:
+        """Other objects whose decisions read this one (to be looked at again when it changes)."""
+        ...
+
+
+class Index(Protocol):
+    def get(self, key: Any, default: Any = ...) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __getitem__(self, key: Any) -> Any: ...
+
+
+def objects_index(kind: Kind) -> str:
+    return f"ferry_{kind.plural}"
+
+
+def accountref_index(kind: Kind) -> str:
+    return f"ferry_{kind.plural}_by_account"
+
+
+PODS_INDEX = "ferry_pods"
+SLOT_PODS_INDEX = "ferry_slot_pods"
+
+
+def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An object as the caches keep it: without managedFields and kubectl's copy of the last applied spec."""
+    meta = dict(body.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        meta["annotations"] = {
+            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    return {**{k: body[k] for k in body if k != "metadata"}, "metadata": meta}
+
+
+class Caches:
+    """Reads kopf's indexes, which kopf fills before any handler runs and keeps current from its watches."""
+
+    def __init__(self) -> None:
+        self._indices: Mapping[str, Index] = {}
+
+    def bind(self, indices: Mapping[str, Any]) -> None:
+        self._indices = indices
+
+    def object(self, kind: Kind, namespace: str, name: str) -> Mapping[str, Any] | None:
+        found = list(self._indices[objects_index(kind)].get((namespace, name), []))
+        return found[0] if found else None
+
+    def objects(self, kind: Kind) -> Iterator[Mapping[str, Any]]:
+        index = self._indices.get(objects_index(kind))
+        if index is None:  # not bound yet: the operator is starting
+            return
+        for key in index:
+            yield from index[key]
+
+    def referencing(self, kind: Kind, namespace: str, account: str) -> list[Mapping[str, Any]]:
+        names = self._indices[accountref_index(kind)].get((namespace, account), [])
+        return [obj for name in names if (obj := self.object(kind, namespace, name)) is not None]
+
+    def pods(self, owner_uid: str) -> list[PodView]:
+        return list(self._indices[PODS_INDEX].get(owner_uid, []))
+
+    def slot_usage(self) -> dict[str, int]:
+        index = self._indices.get(SLOT_PODS_INDEX)
+        return {} if index is None else {namespace: len(index[namespace]) for namespace in index}
+
+
+class RuntimeWorld:
+    """The World a controller reads during one pass."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.workers = runtime.workers
+
+    def object(self, kind: Kind, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._runtime.caches.object(kind, namespace, name)
+
+    def referencing(self, kind: Kind, namespace: str, account: str) -> Sequence[Mapping[str, Any]]:
+        return self._runtime.caches.referencing(kind, namespace, account)
+
+    def pods(self, owner_uid: str, role: str) -> Sequence[PodView]:
+        return [p for p in self._runtime.pods_of(owner_uid) if p.role == role]
+
+    def slots(self, key: ObjectKey, order: tuple[Any, ...], wanted: int = 1) -> int:
+        namespace = key.namespace
+        return self._runtime.slots.grant(key, namespace, order, wanted)
+
+
+class Runtime:
+    def __init__(
+        self,
+        controllers: Sequence[Controller],
+        workers: WorkerSettings,
+        limits: SlotLimits,
+        api: KubeApi,
+        concurrency: int = 8,
+    ) -> None:
+        self.controllers = {c.kind.kind: c for c in controllers}
+        self.workers = workers
+        self.api = api
+        self.concurrency = concurrency
+        self.queue: WorkQueue[ObjectKey] = WorkQueue()
+        self.caches = Caches()
+        self.slots = WorkerSlots(limits, self.caches.slot_usage)
+        self.meter = ProgressMeter()
+        # Pods created by this process that the cache has not shown yet: (namespace, name) -> (owner, view, until)
+        self._expected: dict[tuple[str, str], tuple[str, PodView, float]] = {}
+        # Objects as this process last wrote them, until the cache catches up (read your own writes).
+        self._written: dict[ObjectKey, Mapping[str, Any]] = {}
+
+    def collector(self) -> ObjectsCollector:
+        def phases() -> Iterator[tuple[str, str | None]]:
+            for controller in self.controllers.values():
+                for body in self.caches.objects(controller.kind):
+                    yield controller.kind.kind, (body.get("status") or {}).get("phase")
+
+        def instances() -> int:
+            return sum(
+                len((b.get("status") or {}).get("instances") or [])
+                for c in self.controllers.values()
+                if c.kind.kind == "DatabaseAccount"
+                for b in self.caches.objects(c.kind)
+            )
+
+        return ObjectsCollector(phases, instances)
+
+    # -- events from kopf --------------------------------------------------------------------------------------
+
+    def object_event(self, kind: Kind, event_type: str | None, body: Mapping[str, Any]) -> None:
+        controller = self.controllers[kind.kind]
+        self.queue.add(key_of(kind, body))
+        if event_type == "DELETED":
+            self.meter.forget(str((body.get("metadata") or {}).get("uid")))
+        for other in controller.related(body, RuntimeWorld(self)):
+            self.queue.add(self._key_of(other))
+
+    def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        self._expected.pop((namespace, name), None)
+        self.slots.seen(namespace, name)
+        owner = self._owner_key(body)
+        if owner is not None:
+            self.queue.add(owner)
+        view = pod_view(body)
+        if (event_type == "DELETED" or view.finished) and (meta.get("labels") or {}).get(LABEL_SLOT) == "true":
+            for key in self.slots.next_in_line():
+                self.queue.add(key)  # type: ignore[arg-type]
+
+    def _owner_key(self, pod: Mapping[str, Any]) -> ObjectKey | None:
+        meta = pod.get("metadata") or {}
+        kind = (meta.get("labels") or {}).get(LABEL_KIND)
+        if kind not in self.controllers:
+            return None
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == kind and ref.get("controller"):
+                return ObjectKey(kind, str(meta.get("namespace")), str(ref.get("name")))
+        return None
+
+    def _key_of(self, body: Mapping[str, Any]) -> ObjectKey:
+        meta = body.get("metadata") or {}
+        return ObjectKey(str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+
+    def pods_of(self, owner_uid: str) -> list[PodView]:
+        seen = self.caches.pods(owner_uid)
+        names = {p.name for p in seen}
+        now = time.monotonic()
+        for (namespace, name), (owner, view, until) in list(self._expected.items()):
+            if until < now:
+                del self._expected[(namespace, name)]
+            elif owner == owner_uid and name not in names:
+                seen.append(view)
+        return seen
+
+    # -- the workers ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.queue.run_timer(), name="ferry-queue-timer")]
+        tasks += [asyncio.create_task(self._work(), name=f"ferry-reconciler-{i}") for i in range(self.concurrency)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def stop(self) -> None:
+        self.queue.close()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            QUEUE_DEPTH.set(len(self.queue))
+            started = time.monotonic()
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                RECONCILES.labels(kind=key.kind, result="error").inc()
+                delay = self.queue.failed(key)
+                if isinstance(exc, ApiException | OSError) or _is_connection_error(exc):
+                    log.warning("%s: %s; retrying in %.1fs", key, describe_error(exc), delay)
+                else:
+                    log.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
+            else:
+                RECONCILES.labels(kind=key.kind, result="ok").inc()
+                self.queue.forget(key)
+                self.queue.done(key)
+            finally:
+                RECONCILE_SECONDS.labels(kind=key.kind).observe(time.monotonic() - started)
+                SLOTS_WAITING.set(self.slots.waiting)
+                SLOTS_IN_USE.set(sum(self.slots.in_use().values()))
+
+    def latest(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        """The object as cached, or as this process last wrote it when the cache has not caught up yet.
+
+        Resource versions of one resource compare as integers (Kubernetes 1.35+)."""
+        cached = self.caches.object(self.controllers[key.kind].kind, key.namespace, key.name)
+        written = self._written.get(key)
+        if written is None:
+            return cached
+        if cached is None or _version(cached) >= _version(written):
+            del self._written[key]
+            return cached
+        return written
+
+    async def reconcile(self, key: ObjectKey) -> None:
+        controller = self.controllers[key.kind]
+        body = self.latest(key)
+        if body is None:
+            self.slots.leave(key)
+            self.queue.drop(key)
+            return
+        meta = meta_of(body)
+        plan = controller.reconcile(body, RuntimeWorld(self))
+        await self.execute(controller, body, plan)
+        if plan.wants_slot:
+            self.slots.wait(key, key.namespace, meta.order())
+        else:
+            self.slots.leave(key)
+        if plan.requeue_after is not None:
+            self.queue.add_after(key, plan.requeue_after)
+        if plan.progress:
+            self.meter.observe(meta.uid, plan.progress)
+
+    async def execute(self, controller: Controller, body: Mapping[str, Any], plan: Plan) -> None:
+        kind = controller.kind
+        meta = body["metadata"]
+        namespace, uid = meta["namespace"], meta["uid"]
+        key = ObjectKey(kind.kind, namespace, meta["name"])
+        if plan.finalizer == "add":
+            self._wrote(key, await self.api.set_finalizer(kind, body, present=True))
+        for deletion in {d.name: d for d in plan.delete}.values():
+            await self.api.delete_pod(namespace, deletion)
+        for creation in plan.create:
+            if creation.takes_slot:
+                self.slots.reserve(namespace, creation.name)
+            role = creation.manifest["metadata"]["labels"].get("ferry.dev/role", "")
+            placeholder = PodView(name=creation.name, role=role, phase="Pending")
+            self._expected[(namespace, creation.name)] = (uid, placeholder, time.monotonic() + EXPECTATION_SECONDS)
+            if await self.api.create_pod(namespace, creation.manifest):
+                WORKERS_STARTED.labels(kind=kind.kind, role=role).inc()
+        if plan.status is not None:
+            current = controller.status_part.part_of(body.get("status")).wire()
+            wanted = plan.status.wire()
+            if wanted != current:
+                self._wrote(
+                    key, await self.api.apply_status(kind, namespace, meta["name"], wanted, controller.field_manager)
+                )
+        for event in plan.events:
+            await self.api.emit(body, event)
+        for increment in plan.counts:
+            count(increment.metric, increment.amount, increment.labels)
+        if plan.finalizer == "remove":
+            self._wrote(key, await self.api.set_finalizer(kind, body, present=False))
+
+    def _wrote(self, key: ObjectKey, written: Mapping[str, Any] | None) -> None:
+        if written is not None:
+            self._written[key] = trimmed(written)
+
+
+def _version(body: Mapping[str, Any]) -> int:
+    text = str((body.get("metadata") or {}).get("resourceVersion") or "0")
+    return int(text) if text.isdigit() else 0
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    name = type(exc).__module__
+    return name.startswith("urllib3") or name.startswith("aiohttp")

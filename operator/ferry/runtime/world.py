@@ -1,0 +1,44 @@
+"""What a kind's controller may read while it observes: the runtime's caches, the time and the settings.
+
+Controllers read through this interface only, so that their decisions can be tested with a plain
+in-memory World (tests/unit) exactly as they run in the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from ferry.api.kinds import Kind
+from ferry.runtime.objects import ObjectKey
+from ferry.runtime.pods import PodView
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How worker pods are built: the image and service account the chart configures."""
+
+    image: str
+    service_account: str
+
+
+class World(Protocol):
+    @property
+    def now(self) -> datetime: ...
+
+    @property
+    def workers(self) -> WorkerSettings: ...
+
+    def object(self, kind: Kind, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def referencing(self, kind: Kind, namespace: str, account: str) -> Sequence[Mapping[str, Any]]:
+        """Objects of `kind` in the namespace whose spec.accountRef names `account`."""
+        ...
+
+    def pods(self, owner_uid: str, role: str) -> Sequence[PodView]: ...
+
+    def slots(self, key: ObjectKey, order: tuple[Any, ...], wanted: int = 1) -> int:
+        """How many worker slots this key would be given now (0 to `wanted`), in line by `order`."""
+        ...

@@ -1,0 +1,93 @@
+"""Small builders for the decision tests: objects, pods and the moments they are looked at."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.runtime.objects import FINALIZER, ObjectMeta
+from ferry.runtime.pods import PodView
+from ferry.runtime.world import WorkerSettings
+
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+WORKERS = WorkerSettings(image="ferry:test", service_account="ferry-worker")
+
+
+def later(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def meta(
+    name: str = "x",
+    *,
+    finalizer: bool = False,
+    deleting: bool = False,
+    created: datetime = NOW,
+    revision: str = "100",
+    generation: int = 1,
+) -> ObjectMeta:
+    return ObjectMeta(
+        name=name,
+        namespace="ns",
+        uid=f"uid-{name}",
+        generation=generation,
+        resource_version=revision,
+        created=created,
+        deleting=deleting,
+        finalizers=(FINALIZER,) if finalizer else (),
+    )
+
+
+def pod(name: str, role: str, phase: str = "Running", **fields: Any) -> PodView:
+    return PodView(name=name, role=role, phase=phase, **fields)
+
+
+def finished(name: str, role: str, code: int, outcome: WorkerOutcome | None = None, log: str = "") -> PodView:
+    message = "\n".join(part for part in (log, outcome.line() if outcome else "") if part) or None
+    return PodView(
+        name=name,
+        role=role,
+        phase="Succeeded" if code == 0 else "Failed",
+        exit_code=code,
+        termination_message=message if code else None,
+        finished_at=NOW,
+    )
+
+
+def outcome(result: OutcomeResult, reason: str = "", message: str = "") -> WorkerOutcome:
+    return WorkerOutcome(result=result, reason=reason, message=message)
+
+
+def job_body(
+    name: str,
+    *,
+    account: str = "acct",
+    revision: str = "100",
+    created: str = "2026-11-21T12:00:00Z",
+    suspend: bool = False,
+    status: dict[str, Any] | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": "ns",
+        "uid": f"uid-{name}",
+        "resourceVersion": revision,
+        "creationTimestamp": created,
+        "generation": 1,
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = created
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ContainerCopyJob",
+        "metadata": metadata,
+        "spec": {
+            "accountRef": {"name": account},
+            "source": {"database": "db", "container": f"{name}-src"},
+            "destination": {"database": "db", "container": f"{name}-dst"},
+            "suspend": suspend,
+        },
+        "status": status or {},
+    }

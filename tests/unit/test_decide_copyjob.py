@@ -1,0 +1,191 @@
+"""The ContainerCopyJob decision, case by case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from builders import NOW, job_body, later, meta
+
+from ferry.api.containercopyjob import ContainerCopyJobOperatorStatus, ContainerCopyJobSpec, ContainerCopyProgress
+from ferry.controllers.accountqueue import queue
+from ferry.controllers.containercopyjob import AccountView, Observed, decide
+from ferry.runtime.objects import condition
+
+ACCOUNT = AccountView(name="acct", write_region="West US", ready_message=None, instances_running=True)
+
+
+@dataclass
+class Case:
+    name: str
+    state: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+    suspend: bool = False
+    account: AccountView | None = ACCOUNT
+    ahead: int = 0  # runnable jobs created before this one
+    # expectations
+    phase: str | None = None
+    position: int | None = None
+    failure: str | None = None
+    events: list[str] = field(default_factory=list)
+    requeue: float | None = None
+
+
+def observe(case: Case) -> Observed:
+    me = job_body("me", revision="100", suspend=case.suspend, status={**case.state, **case.progress})
+    earlier = [job_body(f"e{i}", revision=str(i)) for i in range(case.ahead)]
+    region = case.account.write_region if case.account else None
+    return Observed(
+        meta=meta("me"),
+        spec=ContainerCopyJobSpec.model_validate(me["spec"]),
+        state=ContainerCopyJobOperatorStatus.model_validate(case.state),
+        progress=ContainerCopyProgress.model_validate(case.progress),
+        account=case.account,
+        queue=queue([*earlier, me], region),
+        now=NOW,
+    )
+
+
+RUNNING = {"phase": "Running", "writeRegion": "West US", "queuePosition": 0}
+WORKING = {"transfer": {"state": "Running", "startTime": NOW.isoformat()}, "processedCount": 40, "totalCount": 100}
+
+CASES = [
+    Case(
+        "a job whose account does not exist waits and says so",
+        account=None,
+        phase="Pending",
+        events=["AccountNotFound"],
+    ),
+    Case(
+        "a job waits for its account's write region, with the account's own reason",
+        account=AccountView("acct", None, "the account rejected the key (401)", False),
+        phase="Pending",
+        events=["WaitingForAccount"],
+    ),
+    Case(
+        "the first job of the queue waits for the instances to start",
+        account=AccountView("acct", "West US", None, False),
+        phase="Pending",
+        position=0,
+        events=["StartingInstances"],
+    ),
+    Case("a later job is Queued with its place", ahead=2, phase="Queued", position=2, events=["Queued"]),
+    Case(
+        "the instances' report that they copy makes the job Running",
+        state={"phase": "Pending", "writeRegion": "West US"},
+        progress=WORKING,
+        phase="Running",
+        position=0,
+        events=["Copying"],
+    ),
+    Case(
+        "the instances' record of success completes the job",
+        state=RUNNING,
+        progress={**WORKING, "transfer": {"state": "Succeeded", "completionTime": NOW.isoformat()}},
+        phase="Succeeded",
+        events=["Copied"],
+    ),
+    Case(
+        "the instances' record of a failure fails the job with its reason",
+        state=RUNNING,
+        progress={"transfer": {"state": "Failed", "failure": {"reason": "ItemConflict", "message": "items a, b"}}},
+        phase="Failed",
+        failure="ItemConflict",
+        events=["ItemConflict"],
+    ),
+    Case(
+        "a changed write region fails an incomplete job",
+        state=RUNNING,
+        progress=WORKING,
+        account=AccountView("acct", "East US", None, True),
+        phase="Failed",
+        failure="WriteRegionChanged",
+        events=["WriteRegionChanged"],
+    ),
+    Case(
+        "a suspended job shows Pausing while the instances still hold it",
+        state=RUNNING,
+        progress=WORKING,
+        suspend=True,
+        phase="Pausing",
+        events=["Suspending"],
+        requeue=20.0,
+    ),
+    Case(
+        "the instances' record of the pause makes it Paused",
+        state={
+            **RUNNING,
+            "phase": "Pausing",
+            "conditions": [
+                {
+                    "type": "Suspended",
+                    "status": "True",
+                    "reason": "Suspended",
+                    "lastTransitionTime": later(-3).isoformat(),
+                }
+            ],
+        },
+        progress={**WORKING, "transfer": {"state": "Paused"}},
+        suspend=True,
+        phase="Paused",
+        events=["Suspended"],
+    ),
+    Case(
+        "once every lease must have expired, a job still Pausing is Paused anyway",
+        state={
+            **RUNNING,
+            "phase": "Pausing",
+            "conditions": [
+                {
+                    "type": "Suspended",
+                    "status": "True",
+                    "reason": "Suspended",
+                    "lastTransitionTime": later(-21).isoformat(),
+                }
+            ],
+        },
+        progress=WORKING,
+        suspend=True,
+        phase="Paused",
+        events=["Suspended"],
+    ),
+    Case("a finished job is quiet", state={"phase": "Succeeded"}, progress=WORKING, phase="Succeeded"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_decision(case: Case) -> None:
+    plan = decide(observe(case))
+    state = plan.status
+    assert isinstance(state, ContainerCopyJobOperatorStatus)
+    assert (state.phase.value if state.phase else None) == case.phase
+    assert state.queue_position == case.position
+    assert (state.failure.reason if state.failure else None) == case.failure
+    assert [e.reason for e in plan.events] == case.events
+    assert plan.requeue_after == case.requeue
+    assert not plan.create and not plan.delete  # the account's instances do the work
+
+
+def test_the_write_region_and_revision_are_recorded_when_first_queued() -> None:
+    plan = decide(observe(CASES[3]))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert plan.status.write_region == "West US"
+    assert plan.status.creation_revision == "100"
+
+
+def test_the_start_time_is_the_instances_start() -> None:
+    plan = decide(observe(CASES[4]))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert plan.status.start_time == NOW
+
+
+def test_a_waiting_message_repeats_nothing() -> None:
+    """Deciding again on its own status writes nothing and sends no second Event."""
+    first = decide(observe(CASES[3]))
+    assert isinstance(first.status, ContainerCopyJobOperatorStatus)
+    again = decide(Observed(**{**observe(CASES[3]).__dict__, "state": first.status}))
+    assert again.status is not None and again.status.wire() == first.status.wire()
+    assert not again.events
+    ready = condition(first.status.conditions, "Complete")
+    assert ready is not None and "waiting behind 2" in ready.message

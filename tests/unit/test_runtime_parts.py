@@ -1,0 +1,107 @@
+"""The runtime's parts that need no API: the work queue, the worker slots, outcomes and the progress meter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+
+from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
+from ferry.metrics import BLOBCOPY_BYTES_METRIC, ProgressMeter
+from ferry.runtime.queue import WorkQueue
+from ferry.runtime.slots import SlotLimits, WorkerSlots
+
+
+async def test_a_key_is_queued_once_and_processed_by_one_worker_at_a_time() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(3):
+        queue.add("a")
+    queue.add("b")
+    assert len(queue) == 2
+    first = await queue.get()
+    queue.add(first)  # changed while being processed: comes back after done(), not before
+    second = await queue.get()
+    assert {first, second} == {"a", "b"}
+    assert len(queue) == 0
+    queue.done(first)
+    assert len(queue) == 1 and await queue.get() == first
+
+
+async def test_scheduled_keys_come_back_when_due_with_one_timer() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    timer = asyncio.create_task(queue.run_timer())
+    try:
+        queue.add_after("late", 0.3)
+        queue.add_after("soon", 0.05)
+        queue.add_after("soon", 5.0)  # a later wish does not postpone an earlier one
+        assert await asyncio.wait_for(queue.get(), 1) == "soon"
+        assert await asyncio.wait_for(queue.get(), 1) == "late"
+    finally:
+        queue.close()
+        timer.cancel()
+
+
+async def test_failures_back_off_exponentially_and_a_success_resets_them() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=0.5, max_delay=4.0)
+    queue.add("k")
+    delays = []
+    for _ in range(5):
+        await queue._wakeup.wait()
+        key = queue._ready.popleft()
+        queue._queued.discard(key)
+        queue._processing.add(key)
+        delays.append(queue.failed(key))
+        queue.add(key)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    queue.forget("k")
+    assert queue.failed("k") == 0.5
+
+
+def test_slots_go_in_creation_order_within_both_limits() -> None:
+    used: dict[str, int] = {"busy": 2}
+    slots = WorkerSlots(SlotLimits(total=4, per_namespace=2), lambda: used)
+    slots.wait("late", "a", (3,))
+    slots.wait("early", "a", (1,))
+    slots.wait("full", "busy", (0,))  # first in line, but its namespace has no room
+    assert slots.grant("early", "a", (1,)) == 1
+    assert slots.grant("late", "a", (3,)) == 1
+    assert slots.grant("new", "a", (2,)) == 1  # created before "late": it would go ahead of it
+    slots.wait("new", "a", (2,))
+    assert set(slots.next_in_line()) == {"early", "new"}  # namespace a is full after these two
+    slots.leave("early")
+    assert set(slots.next_in_line()) == {"new", "late"}
+
+
+def test_a_created_pod_counts_until_the_cache_shows_it() -> None:
+    used: dict[str, int] = {}
+    slots = WorkerSlots(SlotLimits(total=1, per_namespace=1), lambda: used)
+    assert slots.grant("a", "ns", (1,)) == 1
+    slots.reserve("ns", "a-copy-1")
+    assert slots.grant("b", "ns", (2,)) == 0
+    used["ns"] = 1
+    slots.seen("ns", "a-copy-1")
+    assert sum(slots.in_use().values()) == 1
+
+
+def test_a_worker_outcome_survives_the_kubelets_log_tail() -> None:
+    outcome = WorkerOutcome(result=OutcomeResult.FAILED, reason="SourceNotFound", message="x" * 5000)
+    tail = "Traceback ...\nsome line\n" + outcome.line()
+    parsed = parse_outcome(tail[-2048:])
+    assert parsed is not None and parsed.reason == "SourceNotFound" and len(parsed.message) == 1024
+    assert parse_outcome("no outcome here") is None
+    assert outcome.exit_code == 2
+
+
+def test_progress_counts_only_what_happens_while_this_process_watches() -> None:
+    meter = ProgressMeter()
+
+    def total() -> float:
+        return REGISTRY.get_sample_value(f"{BLOBCOPY_BYTES_METRIC}_total") or 0.0
+
+    before = total()
+    meter.observe("finished-before-restart", {BLOBCOPY_BYTES_METRIC: 1000})  # first sight: a baseline
+    meter.observe("new", {BLOBCOPY_BYTES_METRIC: 0})
+    meter.observe("new", {BLOBCOPY_BYTES_METRIC: 300})
+    meter.observe("new", {BLOBCOPY_BYTES_METRIC: 200})  # a stale report never counts backwards
+    assert total() - before == pytest.approx(300)
