@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from ferry.devstack.emulators import Azurite
 
 from ferry.api.blobcopy import BlobCopySpec
 from ferry.storage.blobs import DATA_BLOCK_SIZE
 from ferry.workers.blobcopy import Endpoints, run_copy
+from ferry_dev.emulators import Azurite
 
 MiB = 1024 * 1024
 
@@ -73,7 +73,7 @@ def main() -> None:
             }
         )
         started = time.perf_counter()
-        outcome = run_copy(spec, None, endpoints, lambda patch: None, threading.Event(), "bench")
+        outcome = run_copy(spec, None, endpoints, lambda part, force=False: None, threading.Event(), "bench")
         ferry = size / MiB / (time.perf_counter() - started)
         assert outcome.succeeded, outcome.failure
         print(f"stream_vs_sdk_ratio={ferry / sdk:.2f} (ceiling {sdk:.1f}MiB/s, ferry {ferry:.1f}MiB/s)")
@@ -82,7 +82,7 @@ def main() -> None:
         spec = spec.model_copy(update={"mode": "ServerSide"})
         spec.destination.blob = "server.bin"
         before, started = io_bytes(), time.perf_counter()
-        outcome = run_copy(spec, None, endpoints, lambda patch: None, threading.Event(), "bench-ss")
+        outcome = run_copy(spec, None, endpoints, lambda part, force=False: None, threading.Event(), "bench-ss")
         moved = io_bytes() - before
         assert outcome.succeeded, outcome.failure
         print(

@@ -26,10 +26,10 @@ from typing import Any
 
 import urllib3
 from azure.cosmos import PartitionKey
-from ferry.devstack.emulators import CosmosServer
 
 from ferry.storage.cosmos import CosmosAccess
 from ferry.workers.copyjob import InstanceOutcome, JobSpec, run_instance
+from ferry_dev.emulators import CosmosServer
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -58,7 +58,7 @@ def copy(access: CosmosAccess, db: str, instances: int, concurrency: int) -> tup
     def instance(n: int) -> None:
         while True:
             outcome = run_instance(
-                access, job, f"bench-{n}", lambda patch: None, lambda: False, concurrency=per_instance
+                access, job, f"bench-{n}", lambda part, force=False: None, lambda: False, concurrency=per_instance
             )
             if outcome.kind != "idle":
                 break

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ferry.devstack import sampledata
 
+from ferry_dev import sampledata
+from ferry_dev.binaries import kubectl as kubectl_binary
 from ferry_dev.stack import DevStack
 
 # Kinds whose examples the demo runs (the others have examples once they are implemented).
 DEMO_KINDS = {"BlobCopy", "DatabaseAccount", "ContainerCopyJob"}
 EXPECT_ANNOTATION = "ferry.dev/demo-expect"
+NAMESPACE = "ferry-demo"
 # An account's "phase" in the demo is its Ready condition; jobs and copies have real phases.
 TERMINAL_PHASES = {"Succeeded", "Failed", "Cancelled", "Ready"}
 WATCHED = "databaseaccounts,containercopyjobs,blobcopies"
@@ -40,11 +42,14 @@ def load_examples(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 class Kubectl:
+    """The pinned kubectl, as the cluster admin, in the demo's namespace."""
+
     def __init__(self, stack: DevStack) -> None:
         self.env = stack.env()
 
     def __call__(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
-        done = subprocess.run(["kubectl", *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
+        argv = [kubectl_binary(), "-n", NAMESPACE, *args]
+        done = subprocess.run(argv, env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
         if check and done.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
@@ -77,6 +82,7 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
     print(f"starting the local stack in {workdir} ...", flush=True)
     with DevStack(workdir) as stack:
         assert stack.azurite is not None and stack.cosmos is not None
+        stack.create_namespace(NAMESPACE)  # restricted Pod Security, the chart's worker service account
         kubectl = Kubectl(stack)
         cosmos = stack.cosmos.endpoint
         src, dst = stack.azurite.accounts["ferrysrc"], stack.azurite.accounts["ferrydst"]

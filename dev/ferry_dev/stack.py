@@ -134,6 +134,13 @@ class DevStack(Service):
         self.runner.start()
         self.runner.wait_ready()
 
+    def restart_node_agent(self) -> None:
+        """Stop the node agent (its pods' processes die with it, as on a node reboot) and start it again."""
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        self._start_node_agent()
+
     def create_namespace(self, name: str) -> None:
         """A namespace for Ferry objects: restricted Pod Security, and the chart's worker service account."""
         assert self.installer is not None

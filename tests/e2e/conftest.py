@@ -1,4 +1,5 @@
-"""The local stack shared by the operator end-to-end tests, and a kubectl that talks to it."""
+"""The local stack shared by the end-to-end tests: the real control plane, the node agent, the emulators
+and the operator (as its own ServiceAccount, under the chart's RBAC); a kubectl bound to a fresh namespace."""
 
 from __future__ import annotations
 
@@ -11,19 +12,24 @@ import pytest
 from ferry_dev.stack import DevStack
 from support.kubectl import Kubectl
 
+# Small worker-slot limits, so that the tests see objects wait in line (and the machine is not flooded).
+MAX_WORKERS = 6
+MAX_WORKERS_PER_NAMESPACE = 4
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     directory: Path = tmp_path_factory.mktemp("stack")
-    with DevStack(directory) as running:
+    limits = {"FERRY_MAX_WORKERS": str(MAX_WORKERS), "FERRY_MAX_WORKERS_PER_NAMESPACE": str(MAX_WORKERS_PER_NAMESPACE)}
+    with DevStack(directory, operator_env=limits) as running:
         yield running
 
 
 @pytest.fixture
 def kubectl(stack: DevStack) -> Iterator[Kubectl]:
-    """A kubectl bound to a fresh namespace, so tests do not see each other's objects."""
+    """A kubectl bound to a fresh namespace (restricted Pod Security, the chart's worker account)."""
     namespace = f"t-{uuid.uuid4().hex[:8]}"
+    stack.create_namespace(namespace)
     client = Kubectl(stack, namespace)
-    client.run("create", "namespace", namespace)
     yield client
     client.run("delete", "namespace", namespace, "--wait=false", check=False)

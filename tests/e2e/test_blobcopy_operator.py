@@ -1,20 +1,27 @@
-"""BlobCopy end to end: kubectl → API emulator → operator → worker pods (pod runner) → Azurite."""
+"""BlobCopy end to end: kubectl → kube-apiserver → operator → worker pods (node agent) → Azurite."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
+import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
-from azure.storage.blob import BlobServiceClient, BlobType, ContainerClient
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, BlobType, ContainerClient, generate_blob_sas
+from kubernetes import client, config, watch
 
+from e2e.conftest import MAX_WORKERS_PER_NAMESPACE
 from ferry_dev.emulators import StorageAccount
 from ferry_dev.stack import DevStack
 from integration.faultproxy import FaultProxy
@@ -63,6 +70,39 @@ def _blobcopy(name: str, src: ContainerClient, dst: ContainerClient, **spec: Any
         "spec": {"source": source, "destination": destination, **spec},
     }
     return yaml.safe_dump(body)
+
+
+class PodCounter:
+    """Watches a namespace's copy worker pods and keeps the largest number running or starting at once."""
+
+    def __init__(self, stack: DevStack, namespace: str) -> None:
+        self.api = client.CoreV1Api(config.new_client_from_config(config_file=str(stack.kubeconfig)))
+        self.namespace = namespace
+        self.peak = 0
+        self._active: set[str] = set()
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):  # the stream ends when stop() closes it
+            self._follow()
+
+    def _follow(self) -> None:
+        for event in self._watch.stream(
+            self.api.list_namespaced_pod, self.namespace, label_selector="ferry.dev/role=copy", timeout_seconds=600
+        ):
+            pod = event["object"]
+            finished = pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
+            if event["type"] == "DELETED" or finished:
+                self._active.discard(pod.metadata.name)
+            else:
+                self._active.add(pod.metadata.name)
+            self.peak = max(self.peak, len(self._active))
+
+    def stop(self) -> int:
+        self._watch.stop()
+        return self.peak
 
 
 @pytest.fixture
@@ -158,21 +198,38 @@ def test_spec_is_immutable_except_suspend(stack: DevStack, kubectl: Kubectl) -> 
     kubectl("patch", "blobcopy", "frozen", "--type=merge", "-p", '{"spec":{"suspend":false}}')
 
 
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}.get(kind) or {}
+
+
 def test_missing_secret_is_reported_then_recovers(stack: DevStack, kubectl: Kubectl) -> None:
     src_account, dst_account = _accounts(stack)
     src, dst = _container(src_account), _container(dst_account)
     src.upload_blob("a.bin", b"hello")
     kubectl.apply(_blobcopy("nosecret", src, dst, source={"blob": "a.bin"}))
     obj = kubectl.wait_for(
-        "blobcopy", "nosecret", lambda o: "src" in ((o.get("status") or {}).get("statusDescription") or "")
+        "blobcopy", "nosecret", lambda o: _condition(o, "WorkerReady").get("reason") == "ConfigError"
     )
     assert obj["status"]["phase"] == "Pending"
+    assert 'secret "src" not found' in _condition(obj, "WorkerReady")["message"]
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=nosecret", "-o", "yaml")
-    assert "reason: WorkerConfigError" in events
+    assert "reason: ConfigError" in events
     assert 'secret "src" not found' in kubectl("describe", "blobcopy", "nosecret")
     _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
     kubectl.wait_phase("blobcopy", "nosecret", "Succeeded")
     assert dst.download_blob("a.bin").readall() == b"hello"
+
+
+def test_an_object_whose_secret_is_missing_can_be_deleted(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    kubectl.apply(_blobcopy("orphan", src, dst, source={"blob": "a.bin"}))
+    kubectl.wait_for("blobcopy", "orphan", lambda o: _condition(o, "WorkerReady").get("reason") == "ConfigError")
+    started = time.monotonic()
+    kubectl("delete", "blobcopy", "orphan", "--wait=false")
+    kubectl.wait_gone("blobcopy", "orphan", timeout=30)
+    assert time.monotonic() - started < 20
+    assert "cleanup" not in kubectl("get", "pods", "-o", "name")  # nothing was started, nothing to clean up
 
 
 def _wait_bytes(kubectl: Kubectl, name: str, minimum: int = 1) -> dict[str, Any]:
@@ -202,11 +259,11 @@ def test_killed_worker_is_replaced_and_the_copy_resumes(
 ) -> None:
     dst, data = _slow_stream(stack, kubectl, slow_destination, "resume", 16, 3)
     first = _wait_bytes(kubectl, "resume", 2 * MiB)
-    pod = first["status"]["workerPod"]
-    assert stack.runner.kill_pod_process(kubectl.namespace, pod, signal.SIGKILL)
+    pod = first["status"]["worker"]["pod"]
+    assert stack.runner is not None and stack.runner.kill_pod_process(kubectl.namespace, pod, signal.SIGKILL)
 
     status = kubectl.wait_phase("blobcopy", "resume", "Succeeded", timeout=120)["status"]
-    assert status["workerRestarts"] == 1
+    assert status["worker"]["restarts"] == 1 and status["worker"]["attempts"] == 2
     assert dst.download_blob("big.bin").readall() == data
     staged = slow_destination.requests("PUT", "comp=block&")
     assert staged <= 16 + 2, f"{staged} blocks sent for 16: staged blocks were sent again"
@@ -227,11 +284,12 @@ def test_suspend_pauses_and_resume_finishes(stack: DevStack, kubectl: Kubectl, s
     dst, data = _slow_stream(stack, kubectl, slow_destination, "pause", 10, 5)
     _wait_bytes(kubectl, "pause", MiB)
     kubectl("patch", "blobcopy", "pause", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    kubectl.wait_phase("blobcopy", "pause", "Pausing", timeout=10)  # the worker is still checkpointing
     kubectl.wait_phase("blobcopy", "pause", "Paused")
-    deadline = time.monotonic() + 30
-    while "Running" in kubectl("get", "pods") and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert "Running" not in kubectl("get", "pods")
+    assert kubectl("get", "pods", "-o", "name").strip() == ""  # Paused only once the worker is gone
+    paused = _wait_bytes(kubectl, "pause", MiB)["status"]["bytesCopied"]
+    time.sleep(2)
+    assert kubectl.get("blobcopy", "pause")["status"]["bytesCopied"] == paused  # nothing moves while paused
     kubectl("patch", "blobcopy", "pause", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     kubectl.wait_phase("blobcopy", "pause", "Succeeded", timeout=120)
     assert dst.download_blob("big.bin").readall() == data
@@ -271,16 +329,20 @@ def test_secrets_never_leak_and_metrics_are_served(stack: DevStack, kubectl: Kub
             assert "AccountKey=" not in text
             assert "sig=" not in text
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
-        metrics = response.read().decode()
-    succeeded = re.search(r'^ferry_blobcopies\{phase="Succeeded"\} (\d+)', metrics, re.M)
+    metrics = _metrics(stack)
+    succeeded = re.search(r'^ferry_objects\{kind="BlobCopy",phase="Succeeded"\} (\S+)', metrics, re.M)
     assert succeeded and int(float(succeeded.group(1))) >= 1
     copied = re.search(r"^ferry_blobcopy_bytes_copied_total (\S+)", metrics, re.M)
     assert copied and float(copied.group(1)) > 0
     assert "ferry_blobcopy_duration_seconds_count" in metrics
 
 
-def test_worker_logs_through_kubectl(stack: DevStack, kubectl: Kubectl) -> None:
+def _metrics(stack: DevStack) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_a_permanent_error_is_reported_with_its_cause_and_not_retried(stack: DevStack, kubectl: Kubectl) -> None:
     src_account, dst_account = _accounts(stack)
     src, dst = _container(src_account), _container(dst_account)
     _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
@@ -288,9 +350,107 @@ def test_worker_logs_through_kubectl(stack: DevStack, kubectl: Kubectl) -> None:
     status = kubectl.wait_phase("blobcopy", "nosource", "Failed")["status"]
     assert status["failure"]["reason"] == "SourceNotFound"
     assert "blob does-not-exist in container" in status["failure"]["message"]
+    assert status["worker"] == {"attempts": 1, "restarts": 0}  # one worker, no retry
     pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy", "-o", "name").split()
-    assert pods
-    assert kubectl("logs", pods[0]) != ""
+    assert pods == ["pod/nosource-copy-1"]  # kept for its log, which `kubectl logs` reaches through the node
+    assert "SourceNotFound" in kubectl("logs", pods[0])
+
+
+def test_a_missing_url_source_fails_like_a_missing_blob(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    token = generate_blob_sas(
+        src_account.name,
+        src.container_name,
+        "absent.bin",
+        account_key=src_account.key,
+        permission=BlobSasPermissions(read=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    sas = f"{src.url}/absent.bin?{token}"  # a SAS URL to a blob that is not there (deleted, or a typo)
+    kubectl("create", "secret", "generic", "dst", f"--from-literal=connectionString={dst_account.connection_string}")
+    kubectl("create", "secret", "generic", "sas", f"--from-literal=url={sas}")
+    body = yaml.safe_load(_blobcopy("nourl", src, dst, destination={"blob": "x.bin"}))
+    body["spec"]["source"] = {"urlSecretRef": {"name": "sas", "key": "url"}}
+    kubectl.apply(yaml.safe_dump(body))
+    status = kubectl.wait_phase("blobcopy", "nourl", "Failed")["status"]
+    assert status["failure"]["reason"] == "SourceNotFound" and "404" in status["failure"]["message"]
+    assert "sig=" not in status["failure"]["message"]  # the SAS stays secret
+    assert status["worker"]["restarts"] == 0
+
+
+def test_a_transient_failure_is_retried_with_its_cause_shown(stack: DevStack, kubectl: Kubectl) -> None:
+    """The destination refuses every request (503) for a while: the status says why the worker is replaced."""
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    src.upload_blob("t.bin", b"later")
+    proxy = FaultProxy(dst_account.blob_endpoint).start()
+    try:
+        proxy.fail_next(1_000_000, lambda method, path: True)
+        _secrets(kubectl, src_account.connection_string, _via(proxy, dst_account))
+        kubectl.apply(_blobcopy("flaky", src, dst, mode="Stream", source={"blob": "t.bin"}))
+        retrying = kubectl.wait_for(
+            "blobcopy", "flaky", lambda o: _condition(o, "WorkerReady").get("reason") == "Retrying", timeout=90
+        )
+        assert "503" in _condition(retrying, "WorkerReady")["message"]
+        proxy.fail_next(0, lambda method, path: True)
+        status = kubectl.wait_phase("blobcopy", "flaky", "Succeeded", timeout=120)["status"]
+        assert status["worker"]["restarts"] >= 1
+    finally:
+        proxy.stop()
+    assert dst.download_blob("t.bin").readall() == b"later"
+
+
+def test_a_hundred_copies_at_once_all_succeed_within_the_worker_limit(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    for i in range(100):
+        src.upload_blob(f"b{i}.bin", f"blob {i}".encode())
+    _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
+    manifests = [_blobcopy(f"c{i}", src, dst, source={"blob": f"b{i}.bin"}) for i in range(100)]
+    watcher = PodCounter(stack, kubectl.namespace)
+    try:
+        kubectl.apply("---\n".join(manifests))
+        waiting = kubectl.wait_for(
+            "blobcopy", "c99", lambda o: _condition(o, "WorkerReady").get("reason") == "WaitingForWorkerSlot"
+        )
+        assert "worker slot" in _condition(waiting, "WorkerReady")["message"]
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            listed = json.loads(kubectl("get", "blobcopies", "-o", "json"))["items"]
+            if all((b.get("status") or {}).get("phase") == "Succeeded" for b in listed):
+                break
+            time.sleep(2)
+        phases = Counter((b.get("status") or {}).get("phase") for b in listed)
+        assert phases == {"Succeeded": 100}, phases
+    finally:
+        peak = watcher.stop()
+    assert 1 < peak <= MAX_WORKERS_PER_NAMESPACE, peak
+    for i in (0, 42, 99):
+        assert dst.download_blob(f"b{i}.bin").readall() == f"blob {i}".encode()
+
+
+def test_an_operator_restart_does_not_count_finished_work_again(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    src.upload_blob("m.bin", b"m" * 4096)
+    _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
+    kubectl.apply(_blobcopy("counted", src, dst, source={"blob": "m.bin"}))
+    kubectl.wait_phase("blobcopy", "counted", "Succeeded")
+    stack.stop_operator()
+    stack.start_operator()
+    deadline = time.monotonic() + 60
+    metrics = ""
+    while time.monotonic() < deadline:  # until the new operator has looked at every object
+        with contextlib.suppress(OSError):
+            metrics = _metrics(stack)
+            if re.search(r'^ferry_objects\{kind="BlobCopy",phase="Succeeded"\} [1-9]', metrics, re.M):
+                break
+        time.sleep(0.5)
+    copied = re.search(r"^ferry_blobcopy_bytes_copied_total (\S+)", metrics, re.M)
+    durations = re.search(r"^ferry_blobcopy_duration_seconds_count (\S+)", metrics, re.M)
+    assert copied and float(copied.group(1)) == 0.0, "finished copies were counted again after the restart"
+    assert durations and float(durations.group(1)) == 0.0
 
 
 def test_copy_pending_past_max_lifetime_is_terminated(

@@ -1,4 +1,4 @@
-"""The real kubectl binary driven against the local stack's API emulator."""
+"""The pinned kubectl binary driven against the local stack's control plane."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ferry_dev.binaries import kubectl
 from ferry_dev.stack import DevStack
 
 
@@ -23,7 +24,7 @@ class Kubectl:
         self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            ["kubectl", "-n", self.namespace, *args],
+            [kubectl(), "-n", self.namespace, *args],
             env=self.env,
             input=stdin,
             capture_output=True,

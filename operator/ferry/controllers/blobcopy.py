@@ -244,6 +244,8 @@ def _ended(d: _Decision, outcome: WorkerOutcome) -> None:
         return
     state.failure = Failure(reason=outcome.reason or "CopyFailed", message=outcome.message)
     d.phase(BlobCopyPhase.FAILED, state.failure.reason, state.failure.message, warning=True)
+    # The last worker stays for `kubectl logs` (it holds no resources); it goes with the BlobCopy.
+    d.plan.delete = [p for p in d.plan.delete if p.name not in {c.name for c in o.copy_pods if c.finished}]
     _finished(d)
 
 
@@ -257,7 +259,7 @@ def _finished(d: _Decision) -> None:
     """A terminal copy: clean up what a failed worker may have left, then let go of the finalizer."""
     o = d.o
     for pod in o.copy_pods:
-        if not pod.deleting:
+        if pod.active and not pod.deleting:
             d.plan.delete.append(_deletion(pod))
     if not o.meta.has_finalizer:
         return

@@ -54,15 +54,3 @@ class ObjectRef:
             self.kind.group, self.kind.version, self.namespace, self.kind.plural, self.name
         )
         return dict(obj)
-
-    def patch_status(self, status: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the status subresource (only the fields given change)."""
-        obj: Any = custom().patch_namespaced_custom_object_status(
-            self.kind.group,
-            self.kind.version,
-            self.namespace,
-            self.kind.plural,
-            self.name,
-            {"status": status},
-        )
-        return dict(obj)

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
-from ferry.kube.objects import LABEL_KIND, LABEL_SLOT
+from ferry.kube.objects import LABEL_KIND, LABEL_ROLE, LABEL_SLOT
 from ferry.metrics import (
     QUEUE_DEPTH,
     RECONCILE_SECONDS,
@@ -311,18 +311,20 @@ class Runtime:
         meta = body["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
         key = ObjectKey(kind.kind, namespace, meta["name"])
+        # Before the first await: the slots the decision was granted are taken in the same step as the grant,
+        # so no other pass can be given them meanwhile.
+        for creation in plan.create:
+            if creation.takes_slot:
+                self.slots.reserve(namespace, creation.name)
+            placeholder = PodView(name=creation.name, role=_role(creation.manifest), phase="Pending")
+            self._expected[(namespace, creation.name)] = (uid, placeholder, time.monotonic() + EXPECTATION_SECONDS)
         if plan.finalizer == "add":
             self._wrote(key, await self.api.set_finalizer(kind, body, present=True))
         for deletion in {d.name: d for d in plan.delete}.values():
             await self.api.delete_pod(namespace, deletion)
         for creation in plan.create:
-            if creation.takes_slot:
-                self.slots.reserve(namespace, creation.name)
-            role = creation.manifest["metadata"]["labels"].get("ferry.dev/role", "")
-            placeholder = PodView(name=creation.name, role=role, phase="Pending")
-            self._expected[(namespace, creation.name)] = (uid, placeholder, time.monotonic() + EXPECTATION_SECONDS)
             if await self.api.create_pod(namespace, creation.manifest):
-                WORKERS_STARTED.labels(kind=kind.kind, role=role).inc()
+                WORKERS_STARTED.labels(kind=kind.kind, role=_role(creation.manifest)).inc()
         if plan.status is not None:
             current = controller.status_part.part_of(body.get("status")).wire()
             wanted = plan.status.wire()
@@ -340,6 +342,10 @@ class Runtime:
     def _wrote(self, key: ObjectKey, written: Mapping[str, Any] | None) -> None:
         if written is not None:
             self._written[key] = trimmed(written)
+
+
+def _role(manifest: Mapping[str, Any]) -> str:
+    return str(manifest["metadata"]["labels"].get(LABEL_ROLE, ""))
 
 
 def _version(body: Mapping[str, Any]) -> int:
