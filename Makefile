@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types crds bench install clean
+.PHONY: demo test lint types crds bench install controlplane clean
 
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
-demo: install
+# kube-apiserver, kube-controller-manager and etcd, built from Go modules (hack/kube) on the first run
+# (about 10 minutes on 2 cores) and cached in ~/.cache/ferry/kube; KUBEBUILDER_ASSETS points elsewhere.
+controlplane: $(VENV)/.installed
+	$(BIN)/python -m ferry_dev.binaries
+
+demo: install controlplane
 	$(BIN)/ferry demo
 
 lint: $(VENV)/.installed
@@ -31,11 +36,11 @@ crds: $(VENV)/.installed
 	$(BIN)/ferry crds --out crds
 	cp crds/*.yaml charts/ferry/crds/
 
-test: install lint types
+test: install controlplane lint types
 	$(BIN)/pytest -q
 
 bench: install
 	$(BIN)/python bench/blobcopy_stream.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache  # the control plane stays cached

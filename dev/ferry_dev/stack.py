@@ -48,11 +48,13 @@ class DevStack(Service):
         operator: bool = True,
         restart_backoff_seconds: float = 1.0,
         operator_env: Mapping[str, str] | None = None,
+        audit: bool = False,
     ) -> None:
         self.dir = directory.resolve()
         self.with_operator = operator
         self.restart_backoff_seconds = restart_backoff_seconds
         self.operator_env = dict(operator_env or {})
+        self.audit = audit
         self.registry = ProcessRegistry(self.dir / "procs")
         self.azurite: Azurite | None = None
         self.cosmos: CosmosServer | None = None
@@ -91,7 +93,7 @@ class DevStack(Service):
             emulators = [threading.Thread(target=e.start) for e in (self.azurite, self.cosmos)]
             for thread in emulators:
                 thread.start()
-            self.control_plane = ControlPlane(self.dir / "kube", binaries, self.registry)
+            self.control_plane = ControlPlane(self.dir / "kube", binaries, self.registry, audit=self.audit)
             self.control_plane.start()
             assert self.control_plane.admin is not None and self.control_plane.node is not None
             write_kubeconfig(self.kubeconfig, self.control_plane.admin, "ferry-admin")

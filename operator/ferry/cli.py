@@ -19,8 +19,9 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # The SDKs log request URLs at INFO (SAS query strings included): keep them quiet.
-    for noisy in ("azure", "urllib3", "kubernetes", "aiohttp.access"):
+    # The SDKs log request URLs at INFO (SAS query strings included): keep them quiet. kopf logs every
+    # handler call at INFO: with thousands of objects that says nothing; its warnings and errors stay.
+    for noisy in ("azure", "urllib3", "kubernetes", "aiohttp.access", "kopf.objects"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -463,3 +463,17 @@ def test_copy_pending_past_max_lifetime_is_terminated(
     left = dst.get_blob_client("big.bin")
     assert left.get_blob_properties().size == 0  # left as the service leaves a terminated copy: empty
     assert left.get_block_list("uncommitted")[1] == []
+
+
+def test_a_long_name_still_gets_its_worker_and_events(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    src.upload_blob("l.bin", b"long")
+    _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
+    name = ("a" * 62 + ".") * 4 + "b"  # 253 characters, the longest name Kubernetes allows
+    assert len(name) == 253
+    kubectl.apply(_blobcopy(name, src, dst, source={"blob": "l.bin"}))
+    kubectl.wait_phase("blobcopy", name, "Succeeded")
+    events = kubectl("get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "yaml")
+    assert "reason: Copied" in events
+    assert dst.download_blob("l.bin").readall() == b"long"

@@ -9,7 +9,7 @@ import pytest
 from builders import NOW, WORKERS, job_body, later, meta, pod
 
 from ferry.api.databaseaccount import AccountObservation, DatabaseAccountOperatorStatus, DatabaseAccountSpec
-from ferry.controllers.accountqueue import queue
+from ferry.controllers.accountqueue import copy_jobs
 from ferry.controllers.databaseaccount import (
     INSTANCE_ROLE,
     MONITOR_ROLE,
@@ -68,7 +68,7 @@ def observe(case: Case) -> Observed:
         observation=observation,
         monitor_pods=(),
         instance_pods=tuple(case.instances),
-        queue=queue(case.jobs, observation.write_region),
+        queue=copy_jobs(case.jobs, observation.write_region),
         instance_slots=case.slots,
         now=NOW,
         workers=WORKERS,
@@ -229,7 +229,7 @@ def test_queue_order_is_creation_then_revision_not_name() -> None:
         job_body("alpha", revision="11"),
         job_body("early", revision="99", created="2026-11-21T11:59:59Z"),
     ]
-    order = queue(jobs, "West US")
+    order = copy_jobs(jobs, "West US")
     assert order.running == ("early",)
     assert order.waiting == ("zeta", "alpha")
     assert order.position("alpha") == 2
@@ -241,4 +241,4 @@ def test_the_revision_first_seen_wins_over_later_edits() -> None:
         job_body("first", revision="50", status={"creationRevision": "10"}),
         job_body("second", revision="20"),
     ]
-    assert queue(jobs, "West US").running == ("first",)
+    assert copy_jobs(jobs, "West US").running == ("first",)

@@ -9,7 +9,7 @@ import pytest
 from builders import NOW, job_body, later, meta
 
 from ferry.api.containercopyjob import ContainerCopyJobOperatorStatus, ContainerCopyJobSpec, ContainerCopyProgress
-from ferry.controllers.accountqueue import queue
+from ferry.controllers.accountqueue import copy_jobs
 from ferry.controllers.containercopyjob import AccountView, Observed, decide
 from ferry.runtime.objects import condition
 
@@ -42,7 +42,7 @@ def observe(case: Case) -> Observed:
         state=ContainerCopyJobOperatorStatus.model_validate(case.state),
         progress=ContainerCopyProgress.model_validate(case.progress),
         account=case.account,
-        queue=queue([*earlier, me], region),
+        queue=copy_jobs([*earlier, me], region),
         now=NOW,
     )
 

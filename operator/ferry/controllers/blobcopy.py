@@ -24,6 +24,7 @@ from ferry.api.blobcopy import (
 from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.controllers.base import KindController
 from ferry.kube.objects import pod_name, secret_env, worker_pod
 from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
@@ -51,10 +52,9 @@ class Observed:
     workers: WorkerSettings
 
 
-class BlobCopyController:
+class BlobCopyController(KindController[Observed]):
     kind = BLOB_COPY
     status_part = BlobCopyOperatorStatus
-    field_manager = "ferry-operator"
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
@@ -71,11 +71,8 @@ class BlobCopyController:
             workers=world.workers,
         )
 
-    def reconcile(self, body: Mapping[str, Any], world: World) -> Plan:
-        return decide(self.observe(body, world))
-
-    def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
-        return []
+    def decide(self, observed: Observed) -> Plan:
+        return decide(observed)
 
 
 def worker_env(spec: BlobCopySpec) -> list[dict[str, Any]]:

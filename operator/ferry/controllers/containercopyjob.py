@@ -22,7 +22,8 @@ from ferry.api.containercopyjob import (
 )
 from ferry.api.databaseaccount import AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
-from ferry.controllers.accountqueue import FINISHED_PHASES, Queue, queue
+from ferry.controllers.accountqueue import FINISHED_PHASES, Queue, copy_jobs
+from ferry.controllers.base import KindController
 from ferry.controllers.databaseaccount import INSTANCE_ROLE
 from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
@@ -53,10 +54,9 @@ class Observed:
     now: datetime
 
 
-class ContainerCopyJobController:
+class ContainerCopyJobController(KindController[Observed]):
     kind = CONTAINER_COPY_JOB
     status_part = ContainerCopyJobOperatorStatus
-    field_manager = "ferry-operator"
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
@@ -83,7 +83,7 @@ class ContainerCopyJobController:
                 ),
             )
             siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account_meta.name)
-            jobs_queue = queue(siblings, observation.write_region)
+            jobs_queue = copy_jobs(siblings, observation.write_region)
         return Observed(
             meta=meta,
             spec=spec,
@@ -94,8 +94,8 @@ class ContainerCopyJobController:
             now=world.now,
         )
 
-    def reconcile(self, body: Mapping[str, Any], world: World) -> Plan:
-        return decide(self.observe(body, world))
+    def decide(self, observed: Observed) -> Plan:
+        return decide(observed)
 
     def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
         """Its account (whose queue and instances follow the job) and the account's other jobs (their places)."""

@@ -20,7 +20,8 @@ from ferry.api.databaseaccount import (
     DatabaseAccountSpec,
 )
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
-from ferry.controllers.accountqueue import Queue, queue
+from ferry.controllers.accountqueue import Queue, copy_jobs
+from ferry.controllers.base import KindController
 from ferry.kube.objects import pod_name, secret_env, worker_pod
 from ferry.metrics import REGION_CHANGES_METRIC
 from ferry.runtime.lifecycle import ServicePod, service_workers
@@ -47,10 +48,9 @@ class Observed:
     workers: WorkerSettings
 
 
-class DatabaseAccountController:
+class DatabaseAccountController(KindController[Observed]):
     kind = DATABASE_ACCOUNT
     status_part = DatabaseAccountOperatorStatus
-    field_manager = "ferry-operator"
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
@@ -59,7 +59,7 @@ class DatabaseAccountController:
         observation = AccountObservation.part_of(status)
         jobs = world.referencing(CONTAINER_COPY_JOB, meta.namespace, meta.name)
         instance_pods = tuple(world.pods(meta.uid, INSTANCE_ROLE))
-        jobs_queue = queue(jobs, observation.write_region)
+        jobs_queue = copy_jobs(jobs, observation.write_region)
         missing = spec.copy_instances.count - sum(1 for p in instance_pods if p.active)
         wanted = missing if jobs_queue.running and missing > 0 else 0
         return Observed(
@@ -75,8 +75,8 @@ class DatabaseAccountController:
             workers=world.workers,
         )
 
-    def reconcile(self, body: Mapping[str, Any], world: World) -> Plan:
-        return decide(self.observe(body, world))
+    def decide(self, observed: Observed) -> Plan:
+        return decide(observed)
 
     def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
         """Every job of the account: their phases and places depend on the account's regions and queue."""

@@ -207,7 +207,15 @@ class Runtime:
             self.queue.add(owner)
         view = pod_view(body)
         if (event_type == "DELETED" or view.finished) and (meta.get("labels") or {}).get(LABEL_SLOT) == "true":
-            for key in self.slots.next_in_line():
+            woken = self.slots.next_in_line()
+            log.info(
+                "slot freed by %s/%s: %d in use, waking %d",
+                namespace,
+                name,
+                sum(self.slots.in_use().values()),
+                len(woken),
+            )
+            for key in woken:
                 self.queue.add(key)  # type: ignore[arg-type]
 
     def _owner_key(self, pod: Mapping[str, Any]) -> ObjectKey | None:

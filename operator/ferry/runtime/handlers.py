@@ -36,12 +36,12 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, account_scoped: 
     @kopf.index("v1", "pods", labels=MANAGED, id=PODS_INDEX, registry=registry)
     async def index_pods(body: kopf.Body, labels: kopf.Labels, **_: Any) -> Any:
         owner = labels.get("ferry.dev/owner-uid")
-        return {owner: pod_view(body)} if owner else None
+        return {owner: pod_view(body)} if owner else {}
 
     @kopf.index("v1", "pods", labels=MANAGED, id=SLOT_PODS_INDEX, registry=registry)
     async def index_slot_pods(body: kopf.Body, labels: kopf.Labels, namespace: str | None, name: str, **_: Any) -> Any:
         if labels.get(LABEL_SLOT) != "true" or pod_view(body).finished:
-            return None
+            return {}  # an empty result removes the pod's earlier entry (None would keep it)
         return {namespace: name}
 
     @kopf.on.event("v1", "pods", labels=MANAGED, registry=registry)
@@ -83,7 +83,7 @@ def _register_kind(registry: kopf.OperatorRegistry, runtime: Runtime, kind: Kind
         @kopf.index(*resource, id=accountref_index(kind), registry=registry)
         async def index_by_account(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
             account = (spec.get("accountRef") or {}).get("name")
-            return {(namespace, account): name} if account else None
+            return {(namespace, account): name} if account else {}
 
     @kopf.on.event(*resource, registry=registry)
     async def on_object(type: str | None, body: kopf.Body, **_: Any) -> None:

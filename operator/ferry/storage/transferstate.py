@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, ClassVar, cast
 
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 
+from ferry.api.containercopyjob import TransferState
 from ferry.storage.cosmos import CosmosAccess, strip_system
 
 DATABASE = "__datatransferstate"
@@ -35,13 +35,8 @@ WORKUNITS = "workunits"
 PARTITION_KEY_PATH = "/jobId"
 
 
-class JobState(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
-    PAUSED = "Paused"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    CANCELLED = "Cancelled"
+# A job document's states are the ones the status shows in `transfer.state`.
+JobState = TransferState
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
