@@ -176,7 +176,8 @@ def _work_on(
 
     log.info("instance %s working on %s", instance_id, work.name)
     try:
-        outcome = run_instance(access, work, instance_id, reporter.report, should_stop)
+        previous = ContainerCopyProgress.part_of(job.get("status"))
+        outcome = run_instance(access, work, instance_id, reporter.report, should_stop, previous=previous)
     except TransientCopyError as error:
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from azure.core.exceptions import AzureError
 
 from ferry.api.common import Failure
+from ferry.api.containercopyjob import ContainerCopyProgress
 from ferry.storage.cosmos import (
     CosmosAccess,
     container_properties,
@@ -87,6 +88,7 @@ def run_instance(
     *,
     concurrency: int = 8,
     page_size: int = PAGE_SIZE,
+    previous: ContainerCopyProgress | None = None,
 ) -> InstanceOutcome:
     if job.max_items_per_second:
         # Pages of about two seconds of work: a rate-limited instance still stops within seconds when asked.
@@ -96,7 +98,7 @@ def run_instance(
     try:
         store.ensure()
         store.create_job(_new_job_doc(job))
-        reporter = Reporter(report, store, job.job_id)
+        reporter = Reporter(report, store, job.job_id, previous)
         return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds).run(
             concurrency, page_size
         )
@@ -109,7 +111,7 @@ def run_instance(
             raise TransientCopyError(describe(error)) from None
         failure = Failure(reason="CosmosError", message=describe(error))
         doc = _fail_job(store, job.job_id, failure)
-        Reporter(report, store, job.job_id).send(doc, force=True)
+        Reporter(report, store, job.job_id, previous).send(doc, force=True)
         return InstanceOutcome("failed", failure)
 
 
@@ -241,7 +243,7 @@ class _Instance:
             )
         if not self.doc.get("unitsReady"):
             self._initialise()
-        self.reporter.send(self.doc, force=True)
+            self.reporter.send(self.doc, force=True)  # the total, as soon as it is known
         rate = self.job.max_items_per_second
         bucket = TokenBucket(rate / max(1, self.job.instances)) if rate else None
         dest = self.access.container(self.job.dest_db, self.job.dest_container)
@@ -300,8 +302,7 @@ class _Instance:
     def _work(self, writer: ItemWriter, unique_keys: list[list[str]], page_size: int) -> InstanceOutcome:
         while True:
             if self.should_stop():
-                self.reporter.send(self.doc, force=True)
-                return InstanceOutcome("stopped")
+                return InstanceOutcome("stopped")  # between units: the holder of a unit reported its stop
             ended = self._refresh(force=True)
             if ended is not None:
                 self.reporter.send(self.doc, force=True)

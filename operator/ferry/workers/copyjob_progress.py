@@ -29,7 +29,9 @@ UNITS_REFRESH = 5.0
 
 
 class Reporter:
-    def __init__(self, report: ReportFn, store: StateStore, job_id: str) -> None:
+    def __init__(
+        self, report: ReportFn, store: StateStore, job_id: str, previous: ContainerCopyProgress | None = None
+    ) -> None:
         self._report = report
         self._store = store
         self._job_id = job_id
@@ -40,8 +42,10 @@ class Reporter:
         self._stored: dict[str, int] = {}
         self._read_at = -UNITS_REFRESH
         self._local: dict[str, int] = {}
-        self._items_per_second: float | None = None
-        self._eta: int | None = None
+        # The rate and time left last reported (by any instance) stand until this one has measured its own:
+        # every report carries the whole part, and a field left out would vanish from the status.
+        self._items_per_second = previous.items_per_second if previous else None
+        self._eta = previous.estimated_seconds_remaining if previous else None
 
     def checkpointed(self, unit_id: str, processed: int) -> None:
         """This instance checkpointed a unit it holds."""
