@@ -55,47 +55,29 @@ class Credentials:
     client: Pair
 
 
-def write_kubeconfig(path: Path, credentials: Credentials, user: str) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "ferry-local",
-                "cluster": {"server": credentials.server, "certificate-authority": str(credentials.ca)},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate": str(credentials.client.cert),
-                    "client-key": str(credentials.client.key),
-                },
-            }
-        ],
-        "contexts": [{"name": "ferry-local", "context": {"cluster": "ferry-local", "user": user}}],
-        "current-context": "ferry-local",
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
-    return path
-
-
-def write_token_kubeconfig(path: Path, server: str, ca: Path, token: str, user: str, namespace: str) -> Path:
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, user: str, auth: dict[str, str], namespace: str | None = None
+) -> Path:
+    """A kubeconfig for one identity: `auth` is a client certificate and key, or a token."""
+    context: dict[str, str] = {"cluster": "ferry-local", "user": user}
+    if namespace:
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "ferry-local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [
-            {"name": "ferry-local", "context": {"cluster": "ferry-local", "user": user, "namespace": namespace}}
-        ],
+        "users": [{"name": user, "user": auth}],
+        "contexts": [{"name": "ferry-local", "context": context}],
         "current-context": "ferry-local",
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return path
+
+
+def certificate_kubeconfig(path: Path, credentials: Credentials, user: str) -> Path:
+    auth = {"client-certificate": str(credentials.client.cert), "client-key": str(credentials.client.key)}
+    return write_kubeconfig(path, credentials.server, credentials.ca, user, auth)
 
 
 class ControlPlane(Service):
@@ -148,7 +130,7 @@ class ControlPlane(Service):
         self.admin = Credentials(self.server, ca.cert, admin)
         self.node = Credentials(self.server, ca.cert, node)
         self.scheduler = Credentials(self.server, ca.cert, scheduler)
-        self.manager_kubeconfig = write_kubeconfig(
+        self.manager_kubeconfig = certificate_kubeconfig(
             self.dir / "controller-manager.kubeconfig", Credentials(self.server, ca.cert, manager), "controller-manager"
         )
 

@@ -7,7 +7,6 @@ pods run under the chart's worker ServiceAccount: a verb missing from the chart 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -123,7 +122,3 @@ def render_chart(values: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         objects.extend(o for o in yaml.safe_load_all(text) if o)
     return objects
-
-
-def dump(objects: Iterable[Mapping[str, Any]]) -> str:
-    return json.dumps(list(objects), indent=1)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ferry_dev.binaries import ensure_binaries
-from ferry_dev.controlplane import NODE_NAME, ControlPlane, write_kubeconfig, write_token_kubeconfig
+from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig, write_kubeconfig
 from ferry_dev.emulators import Azurite, CosmosServer, free_port
 from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
 from ferry_dev.lifecycle import Service
@@ -34,6 +34,15 @@ def ferry_executable() -> str:
     """The `ferry` script of this installation: worker pods and the operator run the same code."""
     beside = Path(sys.executable).with_name("ferry")
     return str(beside) if beside.exists() else (shutil.which("ferry") or "ferry")
+
+
+def installation_paths() -> list[str]:
+    """What a Ferry image would hold: the Python installation and Ferry's own source (installed editable)."""
+    import ferry
+
+    source = Path(ferry.__file__).resolve().parents[2]
+    paths = {str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix)} | {str(source)}
+    return sorted(paths)
 
 
 def bin_path() -> str:
@@ -96,7 +105,7 @@ class DevStack(Service):
             self.control_plane = ControlPlane(self.dir / "kube", binaries, self.registry, audit=self.audit)
             self.control_plane.start()
             assert self.control_plane.admin is not None and self.control_plane.node is not None
-            write_kubeconfig(self.kubeconfig, self.control_plane.admin, "ferry-admin")
+            certificate_kubeconfig(self.kubeconfig, self.control_plane.admin, "ferry-admin")
             self.installer = Installer(self.kubeconfig)
             self.installer.install_crds()
             self.installer.install_rbac()
@@ -117,8 +126,10 @@ class DevStack(Service):
         assert self.control_plane is not None and self.control_plane.node is not None
         assert self.control_plane.kubelet_serving is not None and self.control_plane.ca is not None
         assert self.control_plane.scheduler is not None
-        node_kubeconfig = write_kubeconfig(self.dir / "kube" / "node.kubeconfig", self.control_plane.node, NODE_NAME)
-        scheduler = write_kubeconfig(
+        node_kubeconfig = certificate_kubeconfig(
+            self.dir / "kube" / "node.kubeconfig", self.control_plane.node, NODE_NAME
+        )
+        scheduler = certificate_kubeconfig(
             self.dir / "kube" / "scheduler.kubeconfig", self.control_plane.scheduler, "scheduler"
         )
         self.runner = PodRunner(
@@ -132,6 +143,7 @@ class DevStack(Service):
             max_grace_seconds=10.0,
             restart_backoff_seconds=self.restart_backoff_seconds,
             registry=self.registry,
+            keep_visible=installation_paths(),
         )
         self.runner.start()
         self.runner.wait_ready()
@@ -154,12 +166,12 @@ class DevStack(Service):
         if self.operator.running:
             return
         token = self.installer.token(RELEASE_NAMESPACE, OPERATOR_ACCOUNT)
-        kubeconfig = write_token_kubeconfig(
+        kubeconfig = write_kubeconfig(
             self.dir / "kube" / "operator.kubeconfig",
             self.control_plane.server,
             self.control_plane.ca,
-            token,
             f"system:serviceaccount:{RELEASE_NAMESPACE}:{OPERATOR_ACCOUNT}",
+            {"token": token},
             RELEASE_NAMESPACE,
         )
         self.metrics_port = self.metrics_port or free_port()

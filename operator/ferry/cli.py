@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dir", required=True, help="state directory: kubeconfig, endpoints.json, ready, logs")
     up.add_argument("--no-operator", action="store_true", help="start everything but the operator")
     up.set_defaults(func=_cmd_dev_up)
-    down = dev_cmds.add_parser("down", help="stop a local stack started with `ferry dev up --dir DIR`")
+    down = dev_cmds.add_parser(
+        "down", help="stop a local stack started with `ferry dev up --dir DIR`, also one whose `dev up` was killed"
+    )
     down.add_argument("--dir", required=True)
     down.set_defaults(func=_cmd_dev_down)
 

@@ -107,6 +107,7 @@ class PodRunner:
         max_grace_seconds: float = 30.0,
         restart_backoff_seconds: float = 10.0,
         registry: ProcessRegistry | None = None,
+        keep_visible: Sequence[str] = (),
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
         self.scheduler_kubeconfig = Path(scheduler_kubeconfig)
@@ -120,6 +121,7 @@ class PodRunner:
             max_grace_seconds=max_grace_seconds,
             restart_backoff_seconds=restart_backoff_seconds,
             registry=registry,
+            keep_visible=tuple(keep_visible),
         )
         self._api: PodAPI | None = None
         self._workers: dict[str, PodWorker] = {}

@@ -54,6 +54,7 @@ class NodeSettings:
     max_grace_seconds: float
     restart_backoff_seconds: float
     registry: ProcessRegistry | None = None
+    keep_visible: tuple[str, ...] = ()  # host paths the processes need whatever volumes cover (the "image")
 
 
 def pod_dir_name(namespace: str, name: str, uid: str) -> str:
@@ -369,7 +370,7 @@ class PodWorker:
             return
         with open(self.dir / f"{container.name}.log", "ab") as output:
             container.proc = subprocess.Popen(
-                sandboxed([executable, *argv[1:]], mounts),
+                sandboxed([executable, *argv[1:]], mounts, keep=self._node.keep_visible),
                 cwd=self.dir,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -184,7 +184,6 @@ class ServicePod:
 class ServiceResult:
     start: list[ServicePod] = field(default_factory=list)
     delete: list[PodDeletion] = field(default_factory=list)
-    running: list[str] = field(default_factory=list)  # wanted pods whose process runs
     problems: list[tuple[str, str]] = field(default_factory=list)  # (pod, why it cannot run)
 
 
@@ -206,8 +205,6 @@ def service_workers(wanted: Sequence[ServicePod], pods: Sequence[PodView]) -> Se
         if found.finished or found.template != want.template:
             result.delete.append(PodDeletion(found.name, grace_seconds=0 if found.finished else None))
             continue
-        if found.phase == "Running" and found.waiting_reason is None:
-            result.running.append(found.name)
         why = found.config_error or _crash_loop(found)
         if why:
             result.problems.append((found.name, why))
