@@ -126,6 +126,9 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
 
     jobs = _ferry(kubectl, "jobs", "list", "--account", "acct")
     assert f"{kubectl.namespace}/repartition" in jobs and "Succeeded" in jobs
+    shown = yaml.safe_load(_ferry(kubectl, "jobs", "show", f"{kubectl.namespace}/repartition", "--account", "acct"))
+    assert shown["state"] == "Succeeded" and shown["startTime"] and shown["completionTime"]
+    assert shown["processedCount"] == shown["totalCount"] == 120
 
 
 def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl: Kubectl) -> None:
