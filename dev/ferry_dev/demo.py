@@ -15,13 +15,13 @@ from ferry_dev import sampledata
 from ferry_dev.binaries import kubectl as kubectl_binary
 from ferry_dev.stack import DevStack
 
-# Kinds whose examples the demo runs (the others have examples once they are implemented).
-DEMO_KINDS = {"BlobCopy", "DatabaseAccount", "ContainerCopyJob"}
+DEMO_KINDS = {"BlobCopy", "DatabaseAccount", "ContainerCopyJob", "InAccountRestore"}
 EXPECT_ANNOTATION = "ferry.dev/demo-expect"
 NAMESPACE = "ferry-demo"
 # An account's "phase" in the demo is its Ready condition; jobs and copies have real phases.
 TERMINAL_PHASES = {"Succeeded", "Failed", "Cancelled", "Ready"}
-WATCHED = "databaseaccounts,containercopyjobs,blobcopies"
+WATCHED = "databaseaccounts,containercopyjobs,blobcopies,inaccountrestores"
+RESTORE = "InAccountRestore"
 
 
 def examples_dir() -> Path:
@@ -76,6 +76,48 @@ def _manifest(doc: dict[str, Any], cosmos_endpoint: str) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def _latest_restorable(kubectl: Kubectl, account: str) -> str:
+    path = "jsonpath={.status.latestRestorableTime}"
+    return kubectl("get", "databaseaccount", account, "-o", path, check=False).strip()
+
+
+def _captured(kubectl: Kubectl, account: str, past: str, deadline: float) -> bool:
+    """Wait for the account's backup to be restorable past a time (RFC 3339, UTC: compared as text)."""
+    while time.monotonic() < deadline:
+        latest = _latest_restorable(kubectl, account)
+        if latest and latest > past:
+            return True
+        time.sleep(1)
+    return False
+
+
+def _delete_by_mistake(
+    kubectl: Kubectl, stack: DevStack, restores: list[dict[str, Any]], deadline: float
+) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """Delete what the restore examples bring back once the backup holds it, and wait for the backup to see the
+    deletion; what each restored container must hold (its items before the deletion)."""
+    assert stack.cosmos is not None
+    cosmos = stack.cosmos.endpoint
+    deleted: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    wanted: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for doc in restores:
+        spec = doc["spec"]
+        account = spec["accountRef"]["name"]
+        source = (spec["database"], spec["container"])
+        if source not in deleted:
+            print(f"waiting for the first capture of {account}'s backup ...", flush=True)
+            if not _captured(kubectl, account, "1970", deadline):
+                break
+            print(f"deleting container {'/'.join(source)} by mistake ...", flush=True)
+            deleted[source] = sampledata.delete_container(cosmos.endpoint, cosmos.key, *source)
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            print("waiting for the backup to capture the deletion ...", flush=True)
+            _captured(kubectl, account, now, deadline)
+        target = spec.get("target") or {}
+        wanted[(target.get("database") or source[0], target.get("container") or source[1])] = deleted[source]
+    return wanted
+
+
 def run(directory: Path | None, timeout: float = 300.0) -> int:
     examples = load_examples(examples_dir())
     workdir = directory or Path(tempfile.mkdtemp(prefix="ferry-demo-"))
@@ -98,10 +140,15 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
         ):
             kubectl("create", "secret", "generic", secret, f"--from-literal={literal}")
         print(f"applying examples/ (DatabaseAccount endpoints set to {cosmos.endpoint}):", flush=True)
+        restores = [doc for _, doc in examples if doc["kind"] == RESTORE]
         for _, doc in examples:
-            print(kubectl("apply", "-f", "-", stdin=_manifest(doc, cosmos.endpoint)).strip(), flush=True)
+            if doc["kind"] != RESTORE:
+                print(kubectl("apply", "-f", "-", stdin=_manifest(doc, cosmos.endpoint)).strip(), flush=True)
 
         deadline = time.monotonic() + timeout
+        restored = _delete_by_mistake(kubectl, stack, restores, deadline)
+        for doc in restores:
+            print(kubectl("apply", "-f", "-", stdin=_manifest(doc, cosmos.endpoint)).strip(), flush=True)
         while time.monotonic() < deadline:
             print(kubectl("get", WATCHED), flush=True)
             if all(p in TERMINAL_PHASES for p in _phases(kubectl, examples).values()):
@@ -119,6 +166,7 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
                 failures.append(f"{key}: phase {phases[key]}, expected {expected}")
         failures += sampledata.check_blobs(dst, samples.expected)
         failures += sampledata.check_cosmos(cosmos.endpoint, cosmos.key)
+        failures += sampledata.check_restored(cosmos.endpoint, cosmos.key, restored)
     if failures:
         print("demo FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         print(f"logs are in {workdir}/logs and {workdir}/pods", file=sys.stderr)

@@ -114,6 +114,7 @@ def check_blobs(destination: StorageAccount, expected: list[ExpectedBlob]) -> li
 
 COSMOS_ORDERS = 150
 COSMOS_CUSTOMERS = 60
+COSMOS_REVIEWS = 120
 REGIONS = ("north", "south", "east", "west")
 SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts")
 
@@ -125,7 +126,8 @@ def _cosmos(endpoint: str, key: str) -> Any:
 
 
 def seed_cosmos(endpoint: str, key: str) -> None:
-    """The shop: orders partitioned by customer (to be repartitioned by region) and customers (to be renamed)."""
+    """The shop: orders partitioned by customer (to be repartitioned by region), customers (to be renamed) and
+    reviews (to be deleted by mistake and restored)."""
     from azure.cosmos import PartitionKey
 
     cosmos = _cosmos(endpoint, key)
@@ -146,6 +148,34 @@ def seed_cosmos(endpoint: str, key: str) -> None:
         )
     for i in range(COSMOS_CUSTOMERS):
         customers.upsert_item({"id": f"customer-{i:03d}", "name": f"Customer {i}", "ttl": -1})
+    reviews = shop.create_container_if_not_exists("reviews", PartitionKey("/sku"), default_ttl=90 * 24 * 3600)
+    for i in range(COSMOS_REVIEWS):
+        reviews.upsert_item({"id": f"review-{i:04d}", "sku": f"sku-{i % 17}", "stars": 1 + i % 5, "ttl": -1})
+
+
+def delete_container(endpoint: str, key: str, database: str, container: str) -> dict[str, dict[str, Any]]:
+    """Delete a container (the mistake the demo's restore undoes); its items as they were."""
+    found = _cosmos(endpoint, key).get_database_client(database)
+    items = _items(found.get_container_client(container))
+    found.delete_container(container)
+    return items
+
+
+def check_restored(endpoint: str, key: str, expected: dict[tuple[str, str], dict[str, dict[str, Any]]]) -> list[str]:
+    """Differences between what restored containers hold and what they held before the deletion."""
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    cosmos = _cosmos(endpoint, key)
+    problems = []
+    for (database, container), items in expected.items():
+        try:
+            found = _items(cosmos.get_database_client(database).get_container_client(container))
+        except CosmosResourceNotFoundError:
+            problems.append(f"{database}/{container}: not restored")
+            continue
+        if found != items:
+            problems.append(f"{database}/{container}: {len(found)} of {len(items)} items as they were before")
+    return problems
 
 
 def _items(container: Any) -> dict[str, dict[str, Any]]:

@@ -50,6 +50,40 @@ def _cmd_worker_copy(args: argparse.Namespace) -> int:
     return copy_pod.main(args.namespace, args.account)
 
 
+def _cmd_worker_backup(args: argparse.Namespace) -> int:
+    from ferry.workers import backup_pod
+
+    return backup_pod.main(args.namespace, args.name, args.interval, args.retention, args.container, args.prefix)
+
+
+def _cmd_worker_restore(args: argparse.Namespace) -> int:
+    from ferry.workers import restore_pod
+
+    return restore_pod.main(args.namespace, args.account, args.backup_container, args.backup_prefix)
+
+
+def _cmd_restorable_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ferry.kube.accounts import backup_for
+    from ferry.restorable_cli import render, restorable
+
+    try:
+        store = backup_for(args.namespace, args.account)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    index, _ = store.read_index()
+    if index is None:
+        print("error: the backup location holds no backup of this account yet", file=sys.stderr)
+        return 1
+    at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    print(render(restorable(index, datetime.now(UTC), args.database, at), args.output))
+    return 0
+
+
 def _jobs_access(args: argparse.Namespace) -> CosmosAccess:
     import os
 
@@ -168,9 +202,37 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--namespace", required=True)
     copy.add_argument("--account", required=True, help="the DatabaseAccount whose jobs this instance runs")
     copy.set_defaults(func=_cmd_worker_copy)
+    backup = kinds.add_parser("backup", help="the capture pod of a DatabaseAccount's continuous backup")
+    backup.add_argument("--namespace", required=True)
+    backup.add_argument("--name", required=True, help="the DatabaseAccount")
+    backup.add_argument("--interval", default="30s", help="time between captures (Go duration)")
+    backup.add_argument("--retention", default="168h", help="how long the backup keeps what it captured")
+    backup.add_argument("--container", required=True, help="the blob container of the backup location")
+    backup.add_argument("--prefix", default="", help="the folder of this account's backup in the container")
+    backup.set_defaults(func=_cmd_worker_backup)
+    restore = kinds.add_parser("restore", help="a restore instance: work on the account's running InAccountRestores")
+    restore.add_argument("--namespace", required=True)
+    restore.add_argument("--account", required=True, help="the DatabaseAccount whose restores this instance runs")
+    restore.add_argument("--backup-container", required=True, help="the blob container of the account's backup")
+    restore.add_argument("--backup-prefix", default="", help="the folder of the account's backup in the container")
+    restore.set_defaults(func=_cmd_worker_restore)
+
+    restorable = commands.add_parser(
+        "restorable", help="what a DatabaseAccount's continuous backup can restore (databases, containers, window)"
+    )
+    restorable_cmds = restorable.add_subparsers(dest="restorable_command", required=True, metavar="ACTION")
+    listing = restorable_cmds.add_parser(
+        "list", help="restorable databases and containers with their events, the window and its gaps"
+    )
+    listing.add_argument("--account", required=True, help="the DatabaseAccount (read with your kubeconfig)")
+    listing.add_argument("--namespace", default="default", help="the DatabaseAccount's namespace (default: default)")
+    listing.add_argument("--database", help="only this database and its containers")
+    listing.add_argument("--at", help="also show what a restore at this time would bring back (RFC 3339)")
+    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    listing.set_defaults(func=_cmd_restorable_list)
 
     jobs = commands.add_parser(
-        "jobs", help="container copy job history kept in the account's __datatransferstate database"
+        "jobs", help="the account's job history (copy jobs and restores) in its __datatransferstate database"
     )
     jobs_cmds = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     for action, helptext in (("list", "list every job of the account"), ("show", "show one job")):
@@ -206,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(func=_cmd_dev_down)
 
     demo = commands.add_parser(
-        "demo", help="bring the local stack up, apply examples/, show progress, tear down; exit 0 if all succeeded"
+        "demo",
+        help="bring the local stack up, apply examples/ (deleting the container the restores bring back), show "
+        "progress, check the data, tear down; exit 0 if all succeeded",
     )
     demo.add_argument("--dir", default=None, help="state directory (default: a temporary one)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the examples")

@@ -1,4 +1,5 @@
-"""`ferry jobs`: the account's container copy job history, as `az cosmosdb dts copy list/show` shows it.
+"""`ferry jobs`: the account's job history (container copy jobs and restores), as `az cosmosdb dts copy
+list/show` shows it.
 
 The history is what `__datatransferstate` holds; reading it creates that database if it is absent
 (as running a job would), and never deletes anything.
@@ -40,6 +41,17 @@ def _path(where: Any) -> str:
     return f"{where.get('database', '?')}/{where.get('container', '?')}"
 
 
+def _places(job: dict[str, Any]) -> tuple[str, str]:
+    """Where a job reads and writes: containers for a copy job; the backup and the restored name for a restore."""
+    if job.get("kind") != "restore":
+        return _path(job.get("source")), _path(job.get("destination"))
+    request = job.get("request") or {}
+    source = f"backup:{request.get('database')}" + (f"/{request['container']}" if request.get("container") else "")
+    into_db = request.get("target_database") or request.get("database")
+    into = request.get("target_container") or request.get("container")
+    return source, f"{into_db}/{into}" if into else str(into_db)
+
+
 def _row(job: dict[str, Any]) -> tuple[str, ...]:
     total = job.get("totalCount")
     processed = int(job.get("processedCount") or 0)
@@ -47,8 +59,7 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
     return (
         str(job.get("name") or job.get("id")),
         str(job.get("state", "-")),
-        _path(job.get("source")),
-        _path(job.get("destination")),
+        *_places(job),
         str(processed),
         "-" if total is None else str(total),
         percent,
@@ -64,7 +75,7 @@ def list_jobs(access: CosmosAccess) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     if len(rows) == 1:
-        lines.append("(no container copy jobs in __datatransferstate)")
+        lines.append("(no container copy jobs or restores in __datatransferstate)")
     return "\n".join(lines)
 
 
@@ -72,6 +83,6 @@ def show_job(access: CosmosAccess, name: str) -> str:
     """One job (by uid, namespace/name or name) with its work units, as YAML."""
     job = get_job(access, name)
     if job is None:
-        raise JobNotFound(f"no container copy job {name!r} in the account's __datatransferstate database")
+        raise JobNotFound(f"no job {name!r} in the account's __datatransferstate database")
     shown = {k: v for k, v in job.items() if k not in ("jobId", "unitsReady")}
     return yaml.safe_dump(shown, sort_keys=False, default_flow_style=False).rstrip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -20,12 +21,21 @@ BLOBCOPY_DURATION_METRIC = "ferry_blobcopy_duration_seconds"
 COPYJOB_ITEMS_METRIC = "ferry_copyjob_items_copied"
 THROTTLED_METRIC = "ferry_cosmos_throttled_requests"
 REGION_CHANGES_METRIC = "ferry_account_write_region_changes"
+RESTORE_ITEMS_METRIC = "ferry_restore_items_restored"
+BACKUP_VERSIONS_METRIC = "ferry_backup_versions_captured"
 
 COUNTERS: dict[str, Counter] = {
     BLOBCOPY_BYTES_METRIC: Counter(BLOBCOPY_BYTES_METRIC, "Bytes copied by BlobCopies, as their workers report them."),
     COPYJOB_ITEMS_METRIC: Counter(COPYJOB_ITEMS_METRIC, "Items copied by ContainerCopyJobs, as instances report them."),
     THROTTLED_METRIC: Counter(THROTTLED_METRIC, "429 responses met by copy instances (each was retried)."),
     REGION_CHANGES_METRIC: Counter(REGION_CHANGES_METRIC, "Write region changes observed on DatabaseAccounts."),
+    RESTORE_ITEMS_METRIC: Counter(
+        RESTORE_ITEMS_METRIC, "Items restored by InAccountRestores, as instances report them."
+    ),
+    BACKUP_VERSIONS_METRIC: Counter(
+        BACKUP_VERSIONS_METRIC,
+        "Item versions and deletions recorded by continuous backups, as capture pods report them.",
+    ),
 }
 HISTOGRAMS: dict[str, Histogram] = {
     BLOBCOPY_DURATION_METRIC: Histogram(
@@ -79,16 +89,44 @@ class ProgressMeter:
         self._last.pop(uid, None)
 
 
-class ObjectsCollector(Collector):
-    """ferry_objects{kind,phase} and ferry_copy_instances, computed from the runtime's caches at scrape time."""
+@dataclass(frozen=True)
+class BackupFigures:
+    """What one account's capture pod last reported."""
 
-    def __init__(self, phases: Callable[[], Iterable[tuple[str, str | None]]], instances: Callable[[], int]) -> None:
+    namespace: str
+    account: str
+    capture_seconds: float | None
+    lag_seconds: float | None
+    gaps: int
+    failing: bool
+
+
+_BACKUP_GAUGES = {
+    "ferry_backup_capture_seconds": "How long the account's last capture took.",
+    "ferry_backup_lag_seconds": "How far the latest restorable time was behind the capture's end.",
+    "ferry_backup_gaps": "Gaps in the account's restorable window.",
+    "ferry_backup_failing": "1 while the account's captures fail.",
+}
+
+
+class ObjectsCollector(Collector):
+    """ferry_objects{kind,phase}, ferry_copy_instances and the backups' figures, from the caches at scrape time."""
+
+    def __init__(
+        self,
+        phases: Callable[[], Iterable[tuple[str, str | None]]],
+        instances: Callable[[], int],
+        backups: Callable[[], Iterable[BackupFigures]] = lambda: (),
+    ) -> None:
         self._phases = phases
         self._instances = instances
+        self._backups = backups
 
     def describe(self) -> Iterator[Any]:
         yield GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
         yield GaugeMetricFamily("ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.")
+        for name, text in _BACKUP_GAUGES.items():
+            yield GaugeMetricFamily(name, text, labels=["namespace", "account"])
 
     def collect(self) -> Iterator[Any]:
         family = GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
@@ -98,6 +136,19 @@ class ObjectsCollector(Collector):
         yield GaugeMetricFamily(
             "ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.", value=self._instances()
         )
+        families = {
+            name: GaugeMetricFamily(name, text, labels=["namespace", "account"])
+            for name, text in _BACKUP_GAUGES.items()
+        }
+        for b in self._backups():
+            labels = [b.namespace, b.account]
+            if b.capture_seconds is not None:
+                families["ferry_backup_capture_seconds"].add_metric(labels, b.capture_seconds)
+            if b.lag_seconds is not None:
+                families["ferry_backup_lag_seconds"].add_metric(labels, b.lag_seconds)
+            families["ferry_backup_gaps"].add_metric(labels, b.gaps)
+            families["ferry_backup_failing"].add_metric(labels, 1 if b.failing else 0)
+        yield from families.values()
 
 
 def register_collector(collector: Collector) -> None:

@@ -7,10 +7,11 @@ import asyncio
 import kopf
 
 from ferry import metrics
-from ferry.api.kinds import CONTAINER_COPY_JOB
+from ferry.api.kinds import CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE
 from ferry.controllers.blobcopy import BlobCopyController
 from ferry.controllers.containercopyjob import ContainerCopyJobController
 from ferry.controllers.databaseaccount import DatabaseAccountController
+from ferry.controllers.inaccountrestore import InAccountRestoreController
 from ferry.runtime import handlers
 from ferry.runtime.api import KubeApi
 from ferry.runtime.engine import Runtime
@@ -21,7 +22,12 @@ from ferry.settings import OperatorSettings
 
 def build_runtime(settings: OperatorSettings) -> Runtime:
     return Runtime(
-        controllers=[BlobCopyController(), DatabaseAccountController(), ContainerCopyJobController()],
+        controllers=[
+            BlobCopyController(),
+            DatabaseAccountController(),
+            ContainerCopyJobController(),
+            InAccountRestoreController(),
+        ],
         workers=WorkerSettings(image=settings.worker_image, service_account=settings.worker_service_account),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),
@@ -32,7 +38,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
 def run(namespaces: list[str], metrics_port: int, metrics_host: str, liveness: str | None) -> None:
     runtime = build_runtime(OperatorSettings())
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, runtime, account_scoped=(CONTAINER_COPY_JOB,))
+    handlers.register(registry, runtime, account_scoped=(CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE))
     if metrics_port:
         metrics.register_collector(runtime.collector())
         metrics.serve(metrics_port, metrics_host)

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from restore_fixtures import OwnCosmos
 
+from ferry_dev.emulators import CosmosServer
 from ferry_dev.stack import DevStack
 from support.kubectl import Kubectl
 
@@ -33,3 +35,10 @@ def kubectl(stack: DevStack) -> Iterator[Kubectl]:
     client = Kubectl(stack, namespace)
     yield client
     client.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def cosmos(tmp_path: Path) -> Iterator[OwnCosmos]:
+    """A cosmosdb-server of the test's own: a backup captures the whole account, and only this test's data."""
+    with CosmosServer(tmp_path / "cosmos") as server:
+        yield OwnCosmos(server)

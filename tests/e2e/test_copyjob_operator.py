@@ -7,7 +7,6 @@ import itertools
 import random
 import re
 import signal
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 
-from ferry_dev.stack import DevStack, ferry_executable
+from ferry_dev.stack import DevStack
 from support.cosmosproxy import CosmosProxy
 from support.kubectl import Kubectl
 
@@ -81,24 +80,6 @@ def _job(name: str, source: ContainerProxy, dest: ContainerProxy, account: str =
     return yaml.safe_dump(body)
 
 
-def _ferry(kubectl: Kubectl, *args: str) -> str:
-    """The `ferry` command as a user runs it, with the stack's kubeconfig."""
-    done = subprocess.run(
-        [ferry_executable(), *args, "--namespace", kubectl.namespace],
-        env=kubectl.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _status(kubectl: Kubectl, kind: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = kubectl.get(kind, name).get("status") or {}
-    return status
-
-
 def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevStack, kubectl: Kubectl) -> None:
     source = _container(stack, "/tenant", items=120)
     dest = _container(stack, "/region")
@@ -124,9 +105,9 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=repartition", "-o", "yaml")
     assert "reason: Copying" in events and "reason: Copied" in events
 
-    jobs = _ferry(kubectl, "jobs", "list", "--account", "acct")
+    jobs = kubectl.ferry("jobs", "list", "--account", "acct")
     assert f"{kubectl.namespace}/repartition" in jobs and "Succeeded" in jobs
-    shown = yaml.safe_load(_ferry(kubectl, "jobs", "show", f"{kubectl.namespace}/repartition", "--account", "acct"))
+    shown = yaml.safe_load(kubectl.ferry("jobs", "show", f"{kubectl.namespace}/repartition", "--account", "acct"))
     assert shown["state"] == "Succeeded" and shown["startTime"] and shown["completionTime"]
     assert shown["processedCount"] == shown["totalCount"] == 120
 
@@ -152,7 +133,7 @@ def test_jobs_of_one_account_run_one_at_a_time_in_creation_order(stack: DevStack
         "containercopyjob", "job-2", lambda o: (o.get("status") or {}).get("queuePosition") == 2, timeout=60
     )
     assert second["status"]["phase"] == "Queued"
-    account = _status(kubectl, "databaseaccount", "acct")
+    account = kubectl.status("databaseaccount", "acct")
     assert account["activeCopyJob"] == "job-0"
     assert account["queuedCopyJobs"] == ["job-1", "job-2"]
     finished = [kubectl.wait_phase("containercopyjob", f"job-{i}", "Succeeded", timeout=180) for i in range(3)]
@@ -194,7 +175,7 @@ def test_an_account_whose_secret_is_missing_says_so_and_can_be_deleted(stack: De
     deadline = time.monotonic() + 30
     while ready["reason"] != "SecretNotFound" and time.monotonic() < deadline:
         time.sleep(0.5)
-        ready = {c["type"]: c for c in _status(kubectl, "databaseaccount", "keyless")["conditions"]}["Ready"]
+        ready = {c["type"]: c for c in kubectl.status("databaseaccount", "keyless")["conditions"]}["Ready"]
     assert ready["reason"] == "SecretNotFound" and 'secret "not-created" not found' in ready["message"]
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=keyless", "-o", "yaml")
     assert "reason: SecretNotFound" in events
@@ -228,10 +209,10 @@ def _settled(kubectl: Kubectl, name: str, dest: ContainerProxy, timeout: float =
     deadline = time.monotonic() + timeout
     last = (-1, -1)
     while time.monotonic() < deadline:
-        now = (_status(kubectl, "containercopyjob", name).get("processedCount") or 0, len(_items(dest)))
+        now = (kubectl.status("containercopyjob", name).get("processedCount") or 0, len(_items(dest)))
         if now == last:
             time.sleep(3)
-            assert (_status(kubectl, "containercopyjob", name).get("processedCount") or 0, len(_items(dest))) == now
+            assert (kubectl.status("containercopyjob", name).get("processedCount") or 0, len(_items(dest))) == now
             return now
         last = now
         time.sleep(3)
@@ -254,8 +235,8 @@ def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
         time.sleep(3)
     time.sleep(3)
     assert len(_items(dest)) == copied < 150
-    assert _status(kubectl, "databaseaccount", "acct").get("activeCopyJob") is None
-    history = _ferry(kubectl, "jobs", "show", f"{kubectl.namespace}/doomed", "--account", "acct")
+    assert kubectl.status("databaseaccount", "acct").get("activeCopyJob") is None
+    history = kubectl.ferry("jobs", "show", f"{kubectl.namespace}/doomed", "--account", "acct")
     assert "state: Cancelled" in history, history
 
 
@@ -297,7 +278,7 @@ def test_refused_key_and_unreachable_endpoint_are_explained(
     deadline = time.monotonic() + 30
     while refused["reason"] != "Unauthorized" and time.monotonic() < deadline:
         time.sleep(0.5)
-        refused = {c["type"]: c for c in _status(kubectl, "databaseaccount", "keyless")["conditions"]}["Ready"]
+        refused = {c["type"]: c for c in kubectl.status("databaseaccount", "keyless")["conditions"]}["Ready"]
     assert refused["reason"] == "Unauthorized" and "key" in refused["message"]
 
     cosmos_proxy.faults.clear()
@@ -325,8 +306,8 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
     kubectl.wait_for(
         "containercopyjob", "running", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 90
     )
-    assert _status(kubectl, "containercopyjob", "queued")["phase"] == "Queued"
-    assert _status(kubectl, "containercopyjob", "running")["writeRegion"] == "West US"
+    assert kubectl.status("containercopyjob", "queued")["phase"] == "Queued"
+    assert kubectl.status("containercopyjob", "running")["writeRegion"] == "West US"
 
     cosmos_proxy.set_regions(["East US"], ["East US", "West US"])
     changed = time.monotonic()
@@ -339,8 +320,8 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
     stopped_at = len(_items(running_dst))
     time.sleep(3)
     assert len(_items(running_dst)) == stopped_at < 200  # its work stopped
-    assert _status(kubectl, "containercopyjob", "finished")["phase"] == "Succeeded"
-    assert _status(kubectl, "databaseaccount", "moving")["writeRegion"] == "East US"
+    assert kubectl.status("containercopyjob", "finished")["phase"] == "Succeeded"
+    assert kubectl.status("databaseaccount", "moving")["writeRegion"] == "East US"
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
         changes = re.search(r"^ferry_account_write_region_changes_total (\S+)", response.read().decode(), re.M)
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=moving", "-o", "yaml")
@@ -380,10 +361,10 @@ def test_instances_and_operator_killed_repeatedly_the_copy_is_still_exact(stack:
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and kills < 4:
         time.sleep(rng.uniform(1.0, 3.0))
-        status = _status(kubectl, "containercopyjob", "sturdy")
+        status = kubectl.status("containercopyjob", "sturdy")
         if status.get("phase") == "Succeeded":
             break
-        instances = _status(kubectl, "databaseaccount", "sturdy").get("instances") or []
+        instances = kubectl.status("databaseaccount", "sturdy").get("instances") or []
         assert stack.runner is not None
         if instances and stack.runner.kill_pod_process(kubectl.namespace, rng.choice(instances), signal.SIGKILL):
             kills += 1

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ferry_dev.binaries import kubectl
-from ferry_dev.stack import DevStack
+from ferry_dev.stack import DevStack, ferry_executable
 
 
 class Kubectl:
@@ -37,6 +37,22 @@ class Kubectl:
 
     def __call__(self, *args: str, stdin: str | None = None) -> str:
         return self.run(*args, stdin=stdin).stdout
+
+    def ferry(self, *args: str) -> str:
+        """The `ferry` command as a user runs it, with the stack's kubeconfig, in this namespace."""
+        done = subprocess.run(
+            [ferry_executable(), *args, "--namespace", self.namespace],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def status(self, kind: str, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.get(kind, name).get("status") or {}
+        return status
 
     def apply(self, manifest: str) -> str:
         return self("apply", "-f", "-", stdin=manifest)

@@ -8,12 +8,21 @@ from typing import Any
 import pytest
 from builders import NOW, WORKERS, job_body, later, meta, pod
 
-from ferry.api.databaseaccount import AccountObservation, DatabaseAccountOperatorStatus, DatabaseAccountSpec
-from ferry.controllers.accountqueue import copy_jobs
+from ferry.api.databaseaccount import (
+    AccountObservation,
+    BackupMode,
+    BackupObservation,
+    DatabaseAccountOperatorStatus,
+    DatabaseAccountSpec,
+)
+from ferry.controllers.accountqueue import BackupView, copy_jobs, restores
 from ferry.controllers.databaseaccount import (
+    BACKUP_ROLE,
     INSTANCE_ROLE,
     MONITOR_ROLE,
     Observed,
+    backup_location,
+    backup_manifest,
     decide,
     instance_manifest,
     monitor_manifest,
@@ -45,6 +54,11 @@ class Case:
     monitor: bool = True  # a healthy monitor pod runs
     monitor_pods: list[PodView] | None = None
     instances: list[PodView] = field(default_factory=list)
+    backup: dict[str, Any] = field(default_factory=dict)  # what the capture pod reports
+    backup_pods: list[PodView] | None = None  # None: a healthy capture pod runs where backup is on
+    restores: list[dict[str, Any]] = field(default_factory=list)
+    restorers: list[PodView] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
     slots: int = 2
     # expectations
     ready: str | None = None  # the Ready condition's reason
@@ -61,14 +75,23 @@ class Case:
 def observe(case: Case) -> Observed:
     spec = DatabaseAccountSpec.model_validate({**SPEC, **case.spec})
     observation = AccountObservation.model_validate(case.observation)
+    backup = BackupObservation.model_validate(case.backup)
+    view = BackupView(
+        observation.write_region, spec.backup.mode == BackupMode.CONTINUOUS, backup.latest_restorable_time
+    )
     bare = Observed(
         meta=meta("acct"),
         spec=spec,
         state=DatabaseAccountOperatorStatus.model_validate(case.state),
         observation=observation,
+        backup=backup,
+        annotations=case.annotations,
         monitor_pods=(),
+        backup_pods=(),
         instance_pods=tuple(case.instances),
+        restorer_pods=tuple(case.restorers),
         queue=copy_jobs(case.jobs, observation.write_region),
+        restores=restores(case.restores, view),
         instance_slots=case.slots,
         now=NOW,
         workers=WORKERS,
@@ -78,7 +101,13 @@ def observe(case: Case) -> Observed:
     if pods is None:
         template = monitor["labels"]["ferry.dev/template"]
         pods = [pod(monitor["name"], MONITOR_ROLE, template=template)] if case.monitor else []
-    return Observed(**{**bare.__dict__, "monitor_pods": tuple(pods)})
+    capture = case.backup_pods
+    if capture is None:
+        capture = []
+        if backup_location(bare) is not None:
+            labels = backup_manifest(bare)["metadata"]
+            capture = [pod(labels["name"], BACKUP_ROLE, template=labels["labels"]["ferry.dev/template"])]
+    return Observed(**{**bare.__dict__, "monitor_pods": tuple(pods), "backup_pods": tuple(capture)})
 
 
 def monitor(**fields: Any) -> PodView:
@@ -89,6 +118,35 @@ def monitor(**fields: Any) -> PodView:
 def instance(index: int, **fields: Any) -> PodView:
     labels = instance_manifest(observe(Case("-")), index)["metadata"]
     return pod(labels["name"], INSTANCE_ROLE, template=labels["labels"]["ferry.dev/template"], **fields)
+
+
+BACKUP = {
+    "backup": {
+        "mode": "Continuous",
+        "tier": "Continuous7Days",
+        "captureInterval": "10s",
+        "location": {"account": {"secretRef": {"name": "store", "key": "cs"}}, "container": "backups"},
+    }
+}
+CAPTURED = {
+    "earliestRestorableTime": later(-3600).isoformat(),
+    "latestRestorableTime": later(-6).isoformat(),
+    "backup": {"lastCaptureTime": later(-5).isoformat()},
+}
+
+
+def restore_body(name: str, revision: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": revision,
+                     "creationTimestamp": "2026-11-21T12:00:00Z"},
+        "spec": {"accountRef": {"name": "acct"}, "database": "db", "container": name},
+        "status": status or {},
+    }  # fmt: skip
+
+
+def capture(**fields: Any) -> PodView:
+    labels = backup_manifest(observe(Case("-", spec=BACKUP, backup_pods=[])))["metadata"]
+    return pod(labels["name"], BACKUP_ROLE, "Pending", template=labels["labels"]["ferry.dev/template"], **fields)
 
 
 CASES = [
@@ -181,6 +239,89 @@ CASES = [
         ready="Connected",
         events=["Connected"],
     ),
+    Case(
+        "continuous backup starts the capture pod, which takes no slot",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup_pods=[],
+        ready="Connected",
+        created=["acct-backup-0"],
+        events=["Connected", "Starting"],
+        requeue=90.0,  # three intervals and a margin: then the backup is stalled
+    ),
+    Case(
+        "captures that come in keep the backup healthy",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup=CAPTURED,
+        ready="Connected",
+        events=["Connected", "Capturing"],
+        requeue=85.0,
+    ),
+    Case(
+        "no capture for three intervals is a stall",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup={**CAPTURED, "backup": {"lastCaptureTime": later(-91).isoformat()}},
+        ready="Connected",
+        events=["Connected", "BackupCaptureStalled"],
+    ),
+    Case(
+        "a gap in the window is reported with where it is",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup={
+            **CAPTURED,
+            "backup": {
+                "lastCaptureTime": later(-5).isoformat(),
+                "gaps": [{"start": later(-900).isoformat(), "end": later(-600).isoformat()}],
+            },
+        },
+        ready="Connected",
+        events=["Connected", "BackupGapInWindow"],
+        requeue=85.0,
+    ),
+    Case(
+        "a capture error is the reason",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup={
+            **CAPTURED,
+            "backup": {
+                "lastCaptureTime": later(-5).isoformat(),
+                "error": {"reason": "LocationAccessDenied", "message": "403"},
+            },
+        },
+        ready="Connected",
+        events=["Connected", "BackupLocationAccessDenied"],
+    ),
+    Case(
+        "a capture pod that cannot start for a missing Secret says so",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup_pods=[capture(waiting_reason="CreateContainerConfigError", waiting_message='secret "store" not found')],
+        ready="Connected",
+        events=["Connected", "BackupSecretNotFound"],
+    ),
+    Case(
+        "turning backup off removes the capture pod",
+        observation=CONNECTED,
+        backup_pods=[pod("acct-backup-0", BACKUP_ROLE)],
+        ready="Connected",
+        deleted=["acct-backup-0"],
+        events=["Connected"],
+    ),
+    Case(
+        "running restores start the restore instances, three at a time",
+        observation=CONNECTED,
+        spec=BACKUP,
+        backup=CAPTURED,
+        restores=[restore_body(f"r{i}", str(i)) for i in range(4)],
+        ready="Connected",
+        created=["acct-restore-0", "acct-restore-1"],
+        events=["Connected", "Capturing", "InstanceStarted", "InstanceStarted"],
+        requeue=85.0,
+    ),
 ]
 
 
@@ -199,6 +340,15 @@ def test_decision(case: Case) -> None:
     assert [c.metric for c in plan.counts] == case.counts
     assert plan.requeue_after == case.requeue
     assert plan.wants_slot == case.wants_slot
+    backup = condition(state.conditions, "BackupHealthy")
+    assert (backup is not None) == ("backup" in case.spec)
+
+
+def test_the_account_names_its_running_and_queued_restores() -> None:
+    plan = decide(observe(CASES[-1]))
+    assert isinstance(plan.status, DatabaseAccountOperatorStatus)
+    assert plan.status.active_restores == ["r0", "r1", "r2"] and plan.status.queued_restores == ["r3"]
+    assert all(c.takes_slot for c in plan.create)
 
 
 def test_the_region_last_acted_on_is_kept_in_the_status() -> None:

@@ -14,6 +14,7 @@ from ferry.api.common import (
     Failure,
     FerryModel,
     SecretKeySelector,
+    StorageAccountRef,
     WorkerStatus,
     conditions_field,
 )
@@ -47,15 +48,6 @@ class CopyStatus(StrEnum):
     ABORTED = "aborted"
     FAILED = "failed"
     SKIPPED = "skipped"
-
-
-class StorageAccountRef(FerryModel):
-    """A storage account reached through a Secret holding its connection string."""
-
-    secret_ref: SecretKeySelector = Field(
-        description="Secret key holding the account's connection string "
-        "(DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...;BlobEndpoint=...)."
-    )
 
 
 class BlobCopySource(FerryModel):

@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ferry.api.common import Condition, Failure, FerryModel, LocalObjectReference, conditions_field
+from ferry.api.transfer import TransferRecord
 
 
 class CopyMode(StrEnum):
@@ -52,26 +53,6 @@ class ContainerCopyJobSpec(FerryModel):
     max_items_per_second: int | None = Field(
         default=None, ge=1, description="Upper bound on the job's write rate across all instances."
     )
-
-
-class TransferState(StrEnum):
-    """A job's state in the account's `__datatransferstate` database."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    PAUSED = "Paused"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    CANCELLED = "Cancelled"
-
-
-class TransferRecord(FerryModel):
-    """The job's durable record in `__datatransferstate`, as the copy instances last read it."""
-
-    state: TransferState
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    failure: Failure | None = None
 
 
 class ContainerCopyProgress(FerryModel):

@@ -11,9 +11,10 @@ from pydantic import Field
 from ferry.api.common import (
     Condition,
     Duration,
+    Failure,
     FerryModel,
-    LocalObjectReference,
     SecretKeySelector,
+    StorageAccountRef,
     conditions_field,
 )
 
@@ -55,15 +56,28 @@ class BackupMode(StrEnum):
     CONTINUOUS = "Continuous"
 
 
-class BackupLocation(FerryModel):
-    """Blob location for backup data."""
+RETENTION = {BackupTier.CONTINUOUS_7_DAYS: "168h", BackupTier.CONTINUOUS_30_DAYS: "720h"}
+# An annotation only for tests: a retention of minutes instead of days, so that pruning can be watched.
+RETENTION_FOR_TESTS = "ferry.dev/backup-retention-for-testing"
 
-    account: LocalObjectReference = Field(description="Secret holding the storage connection string.")
+
+class BackupLocation(FerryModel):
+    """Where the backup is kept: a blob container (and a prefix in it) of a storage account."""
+
+    account: StorageAccountRef
     container: str = Field(min_length=3, max_length=63)
-    prefix: str | None = None
+    prefix: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Folder of this account's backup in the container; default NAMESPACE/NAME of the DatabaseAccount. "
+        "One account's backup per prefix.",
+    )
 
 
 class BackupPolicy(FerryModel):
+    """Ferry's own continuous backup: a capture pod records the account's databases, containers and every item
+    version into the blob location, from which InAccountRestores bring deleted resources back."""
+
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {
             # has(): the rule also checks the `{}` default, in which nested defaults are not applied yet.
@@ -73,8 +87,10 @@ class BackupPolicy(FerryModel):
     ]
 
     mode: BackupMode = Field(default=BackupMode.OFF)
-    tier: BackupTier | None = None
-    capture_interval: Duration = Field(default="30s")
+    tier: BackupTier | None = Field(default=None, description="The retention: Continuous7Days or Continuous30Days.")
+    capture_interval: Duration = Field(
+        default="30s", description="How often changes are captured: the finest time a restore can tell apart."
+    )
     location: BackupLocation | None = None
 
 
@@ -116,6 +132,32 @@ class AccountObservation(FerryModel):
     connection: AccountConnection | None = None
 
 
+class BackupGap(FerryModel):
+    """A stretch of time without a capture: restores to a time in it are refused."""
+
+    start: datetime
+    end: datetime
+
+
+class BackupReport(FerryModel):
+    last_capture_time: datetime | None = Field(default=None, description="When the last capture completed.")
+    last_capture_seconds: float | None = Field(default=None, description="How long the last capture took.")
+    capture_lag_seconds: float | None = Field(
+        default=None, description="How far the latest restorable time was behind the end of the last capture."
+    )
+    versions_captured: int | None = Field(default=None, description="Item versions and deletions recorded so far.")
+    gaps: list[BackupGap] | None = Field(default=None, description="Gaps in the restorable window.")
+    error: Failure | None = Field(default=None, description="Why the last capture failed, if it did.")
+
+
+class BackupObservation(FerryModel):
+    """The part of the status the capture pod writes: the restorable window and how capturing goes."""
+
+    earliest_restorable_time: datetime | None = None
+    latest_restorable_time: datetime | None = Field(default=None, description="The last complete capture.")
+    backup: BackupReport | None = None
+
+
 class DatabaseAccountOperatorStatus(FerryModel):
     """The part of the status the operator writes."""
 
@@ -124,11 +166,17 @@ class DatabaseAccountOperatorStatus(FerryModel):
     )
     active_copy_job: str | None = None
     queued_copy_jobs: list[str] | None = None
-    instances: list[str] | None = None
-    idle_since: datetime | None = Field(default=None, description="When the instances last ran out of work.")
+    active_restores: list[str] | None = Field(default=None, description="Restores running now (three at most).")
+    queued_restores: list[str] | None = None
+    instances: list[str] | None = Field(default=None, description="The copy instance pods.")
+    idle_since: datetime | None = Field(default=None, description="When the copy instances last ran out of work.")
+    restore_instances: list[str] | None = Field(default=None, description="The restore instance pods.")
+    restore_idle_since: datetime | None = Field(
+        default=None, description="When the restore instances last ran out of work."
+    )
     conditions: list[Condition] | None = conditions_field()
     observed_generation: int | None = None
 
 
-class DatabaseAccountStatus(DatabaseAccountOperatorStatus, AccountObservation):
+class DatabaseAccountStatus(DatabaseAccountOperatorStatus, AccountObservation, BackupObservation):
     """The whole status: each part has one writer (server-side apply, one field manager per part)."""

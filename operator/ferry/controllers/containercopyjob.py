@@ -18,16 +18,18 @@ from ferry.api.containercopyjob import (
     ContainerCopyJobSpec,
     ContainerCopyPhase,
     ContainerCopyProgress,
-    TransferState,
 )
 from ferry.api.databaseaccount import AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
+from ferry.api.transfer import TransferState
 from ferry.controllers.accountqueue import FINISHED_PHASES, Queue, copy_jobs
+from ferry.controllers.accountref import account_and_siblings, not_ready_message, pods_running
 from ferry.controllers.base import KindController
 from ferry.controllers.databaseaccount import INSTANCE_ROLE
+from ferry.controllers.phases import PhaseDecision
 from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
-from ferry.runtime.plan import Event, Plan
+from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
 
 # Instances hold a work unit's lease this long without renewing it before it expires; after that no
@@ -69,18 +71,11 @@ class ContainerCopyJobController(KindController[Observed]):
             account_meta = meta_of(account_body)
             account_status = account_body.get("status") or {}
             observation = AccountObservation.part_of(account_status)
-            not_ready = [
-                str(c.get("message") or c.get("reason"))
-                for c in account_status.get("conditions") or []
-                if c.get("type") == "Ready" and c.get("status") != "True"
-            ]
             account = AccountView(
                 name=account_meta.name,
                 write_region=observation.write_region,
-                ready_message=not_ready[0] if not_ready else None,
-                instances_running=any(
-                    p.phase == "Running" and not p.deleting for p in world.pods(account_meta.uid, INSTANCE_ROLE)
-                ),
+                ready_message=not_ready_message(account_status),
+                instances_running=pods_running(world, account_meta.uid, INSTANCE_ROLE),
             )
             siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account_meta.name)
             jobs_queue = copy_jobs(siblings, observation.write_region)
@@ -98,51 +93,17 @@ class ContainerCopyJobController(KindController[Observed]):
         return decide(observed)
 
     def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
-        """Its account (whose queue and instances follow the job) and the account's other jobs (their places)."""
-        meta = meta_of(body)
-        account = ((body.get("spec") or {}).get("accountRef") or {}).get("name")
-        if not account:
-            return []
-        found = world.object(DATABASE_ACCOUNT, meta.namespace, account)
-        others = [j for j in world.referencing(CONTAINER_COPY_JOB, meta.namespace, account) if j is not body]
-        return ([found] if found is not None else []) + others
+        """Its account and the account's other jobs."""
+        return account_and_siblings(CONTAINER_COPY_JOB, body, world)
 
 
-class _Decision:
+class _Decision(PhaseDecision[ContainerCopyJobOperatorStatus, ContainerCopyPhase]):
     def __init__(self, o: Observed) -> None:
+        state = o.state.model_copy(deep=True)
+        super().__init__(
+            state, ContainerCopyPhase.SUCCEEDED, ContainerCopyPhase.FAILED, FINISHED_PHASES, o.meta.generation, o.now
+        )
         self.o = o
-        self.state = o.state.model_copy(deep=True)
-        self.plan = Plan(status=self.state)
-        self.transition: Event | None = None
-        self.before = (o.state.phase, _reason(o.state))
-
-    def done(self) -> Plan:
-        """The Plan, with one Event for the pass's phase change (not one per intermediate step)."""
-        if self.transition is not None and (self.state.phase, self.transition.reason) != self.before:
-            self.plan.events.append(self.transition)
-        return self.plan
-
-    def phase(self, phase: ContainerCopyPhase, reason: str, message: str, warning: bool = False) -> None:
-        o, state = self.o, self.state
-        if phase in FINISHED_PHASES:
-            state.completion_time = state.completion_time or o.now
-            state.queue_position = None
-        for type_, on in (
-            ("Complete", phase == ContainerCopyPhase.SUCCEEDED),
-            ("Failed", phase == ContainerCopyPhase.FAILED),
-        ):
-            state.conditions = set_condition(state.conditions, type_, on, reason, message, o.meta.generation, o.now)
-        self.transition = Event(reason, message, warning)
-        state.phase = phase
-
-    def fail(self, failure: Failure) -> None:
-        self.state.failure = failure
-        self.phase(ContainerCopyPhase.FAILED, failure.reason, failure.message, warning=True)
-
-
-def _reason(state: ContainerCopyJobOperatorStatus) -> str | None:
-    complete = condition(state.conditions, "Complete")
-    return complete.reason if complete is not None else None
 
 
 def decide(o: Observed) -> Plan:

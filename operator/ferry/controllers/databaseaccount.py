@@ -1,37 +1,51 @@
-"""DatabaseAccount: its monitor pod, its Ready condition, its job queue and its copy instances.
+"""DatabaseAccount: its monitor and capture pods, its conditions, its queues and its instance pools.
 
 The monitor pod reports the account's regions and whether it accepts the key (the AccountObservation
-part of the status); this decision owns the rest: the Ready condition, the write region it last acted
-on (a change is an Event and a metric, once), which job the instances work on, and the instances.
+part of the status), the capture pod the backup's window and health (BackupObservation); this decision
+owns the rest: the Ready and BackupHealthy conditions, the write region it last acted on (a change is an
+Event and a metric, once), which copy job and which restores the instances work on, and the instances:
+copy instances while a copy job runs, restore instances while restores run, each pool removed after
+spec.idleTimeout without work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferry.api.common import parse_duration
+from ferry.api.common import DURATION_PATTERN, parse_duration
 from ferry.api.databaseaccount import (
+    RETENTION,
+    RETENTION_FOR_TESTS,
     AccountObservation,
+    BackupMode,
+    BackupObservation,
     ConnectionState,
     DatabaseAccountOperatorStatus,
     DatabaseAccountSpec,
 )
-from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
-from ferry.controllers.accountqueue import Queue, copy_jobs
+from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
+from ferry.controllers.accountqueue import BackupView, Queue, copy_jobs, restore_unfinished, restores
 from ferry.controllers.base import KindController
-from ferry.kube.objects import pod_name, secret_env, worker_pod
-from ferry.metrics import REGION_CHANGES_METRIC
+from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
+from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC
 from ferry.runtime.lifecycle import ServicePod, service_workers
-from ferry.runtime.objects import ObjectMeta, condition, key_of, meta_of, set_condition
+from ferry.runtime.objects import ObjectMeta, condition, key_of, meta_of, set_condition, without_condition
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
 
 MONITOR_ROLE = "monitor"
 INSTANCE_ROLE = "instance"
+BACKUP_ROLE = "backup"
+RESTORER_ROLE = "restorer"
+BACKUP_CONNECTION_ENV = "FERRY_BACKUP_CONNECTION_STRING"
+# A capture later than this many intervals (plus a margin for a slow one) means capturing has stalled.
+STALL_INTERVALS = 3
+STALL_MARGIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,10 +54,15 @@ class Observed:
     spec: DatabaseAccountSpec
     state: DatabaseAccountOperatorStatus
     observation: AccountObservation
+    backup: BackupObservation
+    annotations: Mapping[str, str]
     monitor_pods: tuple[PodView, ...]
+    backup_pods: tuple[PodView, ...]
     instance_pods: tuple[PodView, ...]
+    restorer_pods: tuple[PodView, ...]
     queue: Queue
-    instance_slots: int  # slots granted for instances that do not exist yet
+    restores: Queue
+    instance_slots: int  # slots granted for instances (copy first, then restore) that do not exist yet
     now: datetime
     workers: WorkerSettings
 
@@ -57,19 +76,36 @@ class DatabaseAccountController(KindController[Observed]):
         status = body.get("status") or {}
         spec = DatabaseAccountSpec.model_validate(body.get("spec") or {})
         observation = AccountObservation.part_of(status)
+        backup = BackupObservation.part_of(status)
         jobs = world.referencing(CONTAINER_COPY_JOB, meta.namespace, meta.name)
         instance_pods = tuple(world.pods(meta.uid, INSTANCE_ROLE))
+        restorer_pods = tuple(world.pods(meta.uid, RESTORER_ROLE))
         jobs_queue = copy_jobs(jobs, observation.write_region)
-        missing = spec.copy_instances.count - sum(1 for p in instance_pods if p.active)
-        wanted = missing if jobs_queue.running and missing > 0 else 0
+        restore_queue = restores(
+            world.referencing(IN_ACCOUNT_RESTORE, meta.namespace, meta.name),
+            BackupView(
+                write_region=observation.write_region,
+                enabled=spec.backup.mode == BackupMode.CONTINUOUS,
+                latest_restorable=backup.latest_restorable_time,
+            ),
+        )
+        wanted = 0
+        for pods, busy in ((instance_pods, jobs_queue.running), (restorer_pods, restore_queue.running)):
+            missing = spec.copy_instances.count - sum(1 for p in pods if p.active)
+            wanted += missing if busy and missing > 0 else 0
         return Observed(
             meta=meta,
             spec=spec,
             state=DatabaseAccountOperatorStatus.part_of(status),
             observation=observation,
+            backup=backup,
+            annotations=dict((body.get("metadata") or {}).get("annotations") or {}),
             monitor_pods=tuple(world.pods(meta.uid, MONITOR_ROLE)),
+            backup_pods=tuple(world.pods(meta.uid, BACKUP_ROLE)),
             instance_pods=instance_pods,
+            restorer_pods=restorer_pods,
             queue=jobs_queue,
+            restores=restore_queue,
             instance_slots=world.slots(key_of(DATABASE_ACCOUNT, body), meta.order(), wanted) if wanted else 0,
             now=world.now,
             workers=world.workers,
@@ -79,9 +115,14 @@ class DatabaseAccountController(KindController[Observed]):
         return decide(observed)
 
     def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
-        """Every job of the account: their phases and places depend on the account's regions and queue."""
+        """Every job and restore of the account: their phases and places depend on its regions, backup and queues."""
         meta = meta_of(body)
-        return list(world.referencing(CONTAINER_COPY_JOB, meta.namespace, meta.name))
+        jobs = world.referencing(CONTAINER_COPY_JOB, meta.namespace, meta.name)
+        # Finished restores no longer depend on the account (whose status moves with every capture).
+        unfinished = [
+            r for r in world.referencing(IN_ACCOUNT_RESTORE, meta.namespace, meta.name) if restore_unfinished(r)
+        ]
+        return [*jobs, *unfinished]
 
 
 def account_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
@@ -117,6 +158,18 @@ def monitor_manifest(o: Observed) -> dict[str, Any]:
 
 
 def instance_manifest(o: Observed, index: int) -> dict[str, Any]:
+    return _instance_pod(o, INSTANCE_ROLE, pod_name(o.meta.name, "copy", index), ["copy"], account_env(o.spec))
+
+
+def restorer_manifest(o: Observed, index: int) -> dict[str, Any]:
+    location = backup_location(o)
+    assert location is not None  # restores run only on accounts with continuous backup
+    args = ["restore", "--backup-container", location[0], "--backup-prefix", location[1]]
+    env = account_env(o.spec) + backup_env(o.spec)
+    return _instance_pod(o, RESTORER_ROLE, pod_name(o.meta.name, "restore", index), args, env)
+
+
+def _instance_pod(o: Observed, role: str, name: str, command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
     resources = o.spec.copy_instances.resources
     amounts = {"cpu": resources.cpu, "memory": resources.memory}
     return worker_pod(
@@ -124,15 +177,64 @@ def instance_manifest(o: Observed, index: int) -> dict[str, Any]:
         owner_name=o.meta.name,
         owner_uid=o.meta.uid,
         namespace=o.meta.namespace,
-        role=INSTANCE_ROLE,
-        name=pod_name(o.meta.name, "copy", index),
+        role=role,
+        name=name,
         image=o.workers.image,
         service_account=o.workers.service_account,
-        args=["copy", "--namespace", o.meta.namespace, "--account", o.meta.name],
-        env=account_env(o.spec),
+        args=[command[0], "--namespace", o.meta.namespace, "--account", o.meta.name, *command[1:]],
+        env=env,
         requests=amounts,
         limits=amounts,
         restart_policy="Always",  # the kubelet restarts a crashed instance; it resumes from the checkpoints
+    )
+
+
+def backup_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
+    """The backup location's connection string, only as a Secret reference resolved by the kubelet."""
+    assert spec.backup.location is not None
+    ref = spec.backup.location.account.secret_ref
+    return [secret_env(BACKUP_CONNECTION_ENV, ref.name, ref.key)]
+
+
+def backup_location(o: Observed) -> tuple[str, str] | None:
+    """(container, prefix) of the account's backup, when continuous backup is on."""
+    location = o.spec.backup.location
+    if o.spec.backup.mode != BackupMode.CONTINUOUS or location is None:
+        return None
+    prefix = location.prefix if location.prefix is not None else f"{o.meta.namespace}/{o.meta.name}"
+    return location.container, prefix
+
+
+def retention(o: Observed) -> str:
+    """The tier's retention; a shorter one from the testing annotation, where someone set it."""
+    for_tests = o.annotations.get(RETENTION_FOR_TESTS)
+    if for_tests and re.fullmatch(DURATION_PATTERN, for_tests):
+        return for_tests
+    assert o.spec.backup.tier is not None
+    return RETENTION[o.spec.backup.tier]
+
+
+def backup_manifest(o: Observed) -> dict[str, Any]:
+    location = backup_location(o)
+    assert location is not None
+    args = ["backup", "--namespace", o.meta.namespace, "--name", o.meta.name]
+    args += ["--interval", o.spec.backup.capture_interval, "--retention", retention(o)]
+    args += ["--container", location[0], "--prefix", location[1]]
+    return worker_pod(
+        kind=DATABASE_ACCOUNT,
+        owner_name=o.meta.name,
+        owner_uid=o.meta.uid,
+        namespace=o.meta.namespace,
+        role=BACKUP_ROLE,
+        name=pod_name(o.meta.name, BACKUP_ROLE, 0),
+        image=o.workers.image,
+        service_account=o.workers.service_account,
+        args=args,
+        env=account_env(o.spec) + backup_env(o.spec),
+        requests={"cpu": "100m", "memory": "256Mi"},
+        limits={"memory": "2Gi"},
+        restart_policy="Always",  # a killed capture resumes from the cursor committed in the backup location
+        takes_slot=False,
     )
 
 
@@ -148,13 +250,23 @@ def decide(o: Observed) -> Plan:
     state = o.state.model_copy(deep=True)
     plan = Plan(status=state)
     state.observed_generation = o.meta.generation
+    if o.backup.backup is not None and o.backup.backup.versions_captured is not None:
+        plan.progress = {BACKUP_VERSIONS_METRIC: o.backup.backup.versions_captured}
     if o.meta.deleting:
         return plan  # its pods are owned by it and garbage collected with it
     _monitor(o, state, plan)
     _regions(o, state, plan)
+    _backup(o, state, plan)
     state.active_copy_job = o.queue.running[0] if o.queue.running else None
     state.queued_copy_jobs = list(o.queue.waiting) or None
-    _instances(o, state, plan)
+    state.active_restores = list(o.restores.running) or None
+    state.queued_restores = list(o.restores.waiting) or None
+    copying = _instances(o, plan, COPY_POOL, bool(o.queue.running), o.instance_pods, state.idle_since, o.instance_slots)
+    state.instances, state.idle_since = copying.pods, copying.idle_since
+    restoring = _instances(
+        o, plan, RESTORE_POOL, bool(o.restores.running), o.restorer_pods, state.restore_idle_since, copying.budget
+    )
+    state.restore_instances, state.restore_idle_since = restoring.pods, restoring.idle_since
     return plan
 
 
@@ -194,21 +306,109 @@ def _regions(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> N
             f"the write region changed from {state.observed_write_region} to {region}: incomplete copy jobs "
             "of this account fail (re-create them to run in the new write region)"
         )
+        message = message.replace("incomplete copy jobs", "incomplete copy jobs and restores")
         plan.events.append(Event("WriteRegionChanged", message, warning=True))
         plan.counts.append(Count(REGION_CHANGES_METRIC))
     state.observed_write_region = region
 
 
-def _instances(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:
-    active = [p for p in o.instance_pods if not p.deleting]
-    if o.queue.running:
-        state.idle_since = None
-        count = o.spec.copy_instances.count
+def _set_backup_health(
+    o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan, ok: bool | None, reason: str, message: str
+) -> None:
+    before = condition(state.conditions, "BackupHealthy")
+    state.conditions = set_condition(state.conditions, "BackupHealthy", ok, reason, message, o.meta.generation, o.now)
+    if before is None or (before.reason, before.message) != (reason, message):
+        plan.events.append(Event(f"Backup{reason}" if ok is False else reason, message, warning=ok is False))
+
+
+def _when(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:
+    """The capture pod while continuous backup is on, and BackupHealthy from what it reports."""
+    if backup_location(o) is None:
+        plan.delete.extend(service_workers([], [p for p in o.backup_pods if not p.deleting]).delete)
+        state.conditions = without_condition(state.conditions, "BackupHealthy")
+        return
+    manifest = backup_manifest(o)
+    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"]["ferry.dev/template"], False)
+    result = service_workers([wanted], o.backup_pods)
+    plan.delete.extend(result.delete)
+    plan.create.extend(PodCreation(manifest, takes_slot=False) for _ in result.start)
+    report = o.backup.backup
+    last = report.last_capture_time if report else None
+    interval = parse_duration(o.spec.backup.capture_interval).total_seconds()
+    stall_after = STALL_INTERVALS * interval + STALL_MARGIN_SECONDS
+    window = ""
+    if o.backup.earliest_restorable_time and o.backup.latest_restorable_time:
+        window = (
+            f"restorable from {_when(o.backup.earliest_restorable_time)} to {_when(o.backup.latest_restorable_time)}"
+        )
+    if result.problems:
+        _, why = result.problems[0]
+        reason = "SecretNotFound" if "not found" in why or "couldn't find key" in why else "CapturePodFailing"
+        _set_backup_health(o, state, plan, False, reason, f"the capture pod cannot run: {why}")
+    elif report is not None and report.error is not None:
+        _set_backup_health(o, state, plan, False, report.error.reason, report.error.message)
+    elif last is None:
+        _set_backup_health(o, state, plan, None, "Starting", "waiting for the first capture")
+        plan.after(stall_after)
+    elif (o.now - last).total_seconds() > stall_after:
+        message = (
+            f"no capture since {_when(last)} (interval {o.spec.backup.capture_interval}): is the capture pod running?"
+        )
+        _set_backup_health(o, state, plan, False, "CaptureStalled", message)
+    else:
+        plan.after(stall_after - (o.now - last).total_seconds())
+        gaps = report.gaps if report is not None else None
+        if gaps:
+            spans = "; ".join(f"{_when(g.start)} to {_when(g.end)}" for g in gaps)
+            message = (
+                f"capturing, but the window has gaps without captures ({spans}): restores to a time in them are refused"
+            )
+            _set_backup_health(o, state, plan, False, "GapInWindow", message)
+        else:
+            _set_backup_health(o, state, plan, True, "Capturing", window or f"last capture {_when(last)}")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One of the account's instance pools: copy instances or restore instances."""
+
+    what: str
+    role: str
+    manifest: Callable[[Observed, int], dict[str, Any]]
+
+
+COPY_POOL = Pool("copy", INSTANCE_ROLE, instance_manifest)
+RESTORE_POOL = Pool("restore", RESTORER_ROLE, restorer_manifest)
+
+
+@dataclass(frozen=True)
+class PoolState:
+    pods: list[str] | None
+    idle_since: datetime | None
+    budget: int  # slots left for the next pool
+
+
+def _instances(
+    o: Observed,
+    plan: Plan,
+    pool: Pool,
+    busy: bool,
+    pods: tuple[PodView, ...],
+    idle_since: datetime | None,
+    budget: int,
+) -> PoolState:
+    """Start the pool's pods while it has work, remove them after the idle timeout."""
+    active = [p for p in pods if not p.deleting]
+    if busy:
+        idle_since = None
         existing = {p.name for p in active}
-        budget = o.instance_slots
         wanted: list[tuple[ServicePod, dict[str, Any]]] = []
-        for index in range(count):
-            manifest = instance_manifest(o, index)
+        for index in range(o.spec.copy_instances.count):
+            manifest = pool.manifest(o, index)
             name = manifest["metadata"]["name"]
             if name not in existing:
                 if budget <= 0:
@@ -216,25 +416,28 @@ def _instances(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) ->
                     continue
                 budget -= 1
             wanted.append((ServicePod(name, manifest["metadata"]["labels"]["ferry.dev/template"], True), manifest))
-        result = service_workers([w for w, _ in wanted], o.instance_pods)
+        result = service_workers([w for w, _ in wanted], pods)
         manifests = {w.name: m for w, m in wanted}
         plan.delete.extend(result.delete)
         for pod in result.start:
             plan.create.append(PodCreation(manifests[pod.name]))
-            plan.events.append(Event("InstanceStarted", f"started copy instance {pod.name}"))
+            plan.events.append(Event("InstanceStarted", f"started {pool.what} instance {pod.name}"))
     elif active:
-        idle_since = state.idle_since or o.now
-        state.idle_since = idle_since
+        idle_since = idle_since or o.now
         left = (idle_since + parse_duration(o.spec.idle_timeout) - o.now).total_seconds()
         if left > 0:
             plan.after(left)
         else:
             plan.delete.extend(service_workers([], active).delete)
-            plan.events.append(Event("InstancesRemoved", f"no work for {o.spec.idle_timeout}; copy instances removed"))
-            state.idle_since = None
+            plan.events.append(
+                Event("InstancesRemoved", f"no work for {o.spec.idle_timeout}; {pool.what} instances removed")
+            )
+            idle_since = None
     else:
-        state.idle_since = None
+        idle_since = None
     deleted = {d.name for d in plan.delete}
-    names = {p.name for p in o.instance_pods if not p.deleting and p.name not in deleted}
-    names |= {c.name for c in plan.create if c.takes_slot}
-    state.instances = sorted(names) or None
+    names = {p.name for p in pods if not p.deleting and p.name not in deleted}
+    names |= {
+        c.name for c in plan.create if c.takes_slot and c.manifest["metadata"]["labels"].get(LABEL_ROLE) == pool.role
+    }
+    return PoolState(sorted(names) or None, idle_since, budget)

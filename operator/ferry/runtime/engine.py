@@ -27,6 +27,7 @@ from ferry.metrics import (
     SLOTS_IN_USE,
     SLOTS_WAITING,
     WORKERS_STARTED,
+    BackupFigures,
     ObjectsCollector,
     ProgressMeter,
     count,
@@ -185,7 +186,25 @@ class Runtime:
                 for b in self.caches.objects(c.kind)
             )
 
-        return ObjectsCollector(phases, instances)
+        def backups() -> Iterator[BackupFigures]:
+            for controller in self.controllers.values():
+                if controller.kind.kind != "DatabaseAccount":
+                    continue
+                for body in self.caches.objects(controller.kind):
+                    report = (body.get("status") or {}).get("backup")
+                    if report is None:
+                        continue
+                    meta = meta_of(body)
+                    yield BackupFigures(
+                        namespace=meta.namespace,
+                        account=meta.name,
+                        capture_seconds=report.get("lastCaptureSeconds"),
+                        lag_seconds=report.get("captureLagSeconds"),
+                        gaps=len(report.get("gaps") or []),
+                        failing=report.get("error") is not None,
+                    )
+
+        return ObjectsCollector(phases, instances, backups)
 
     # -- events from kopf --------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 
-from ferry.api.containercopyjob import TransferState
+from ferry.api.transfer import TransferState
 from ferry.storage.cosmos import CosmosAccess, strip_system
 
 DATABASE = "__datatransferstate"

@@ -9,108 +9,28 @@ a job through leases on its work units in `__datatransferstate`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from ferry.api.containercopyjob import ContainerCopyProgress
-from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
-from ferry.api.outcome import OutcomeResult, WorkerOutcome
-from ferry.kube import client
+from ferry.api.kinds import CONTAINER_COPY_JOB
+from ferry.api.outcome import WorkerOutcome
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
 from ferry.storage.transferstate import JobState, set_job_state
-from ferry.workers.copyjob import JobSpec, TransientCopyError, run_instance
-from ferry.workers.copyjob_progress import transfer_record
+from ferry.workers.account_watch import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
+from ferry.workers.copyjob import JobSpec, run_instance
+from ferry.workers.job_progress import transfer_record
+from ferry.workers.jobrun import TransientJobError
 from ferry.workers.outcome import run_worker
 from ferry.workers.podenv import cosmos_access_from_env
 from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "ferry-copy-instance"
-WATCH_SECONDS = 300
 RETRY_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class AccountState:
-    active_job: str | None
-    instances: int
-    gone: bool = False
-
-
-class AccountWatch:
-    """The account's active job and instance count, kept current by a watch (one request per WATCH_SECONDS)."""
-
-    def __init__(self, namespace: str, name: str, stop: threading.Event) -> None:
-        self.namespace, self.name, self.stop = namespace, name, stop
-        self._state = AccountState(active_job=None, instances=1)
-        self._known = threading.Event()
-        self._changed = threading.Condition()
-        self._version = 0
-        self._thread = threading.Thread(target=self._run, name="account-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def state(self) -> AccountState:
-        return self._state
-
-    @property
-    def version(self) -> int:
-        return self._version
-
-    def wait_for_change(self, seen: int, timeout: float | None = None) -> None:
-        """Until the account changes after version `seen`, the timeout passes or the pod is stopped."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._version != seen or self.stop.is_set(), timeout)
-
-    def _set(self, state: AccountState) -> None:
-        with self._changed:
-            if state != self._state:
-                self._state = state
-                self._version += 1
-            self._known.set()
-            self._changed.notify_all()
-
-    def _run(self) -> None:
-        api = client.custom()
-        kind = DATABASE_ACCOUNT
-        while not self.stop.is_set():
-            try:
-                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    api.list_namespaced_custom_object,
-                    kind.group,
-                    kind.version,
-                    self.namespace,
-                    kind.plural,
-                    field_selector=f"metadata.name={self.name}",
-                    timeout_seconds=WATCH_SECONDS,
-                )
-                for event in stream:
-                    obj: dict[str, Any] = event["object"]
-                    if event["type"] == "DELETED":
-                        self._set(AccountState(None, 1, gone=True))
-                        return
-                    status = obj.get("status") or {}
-                    count = int(((obj.get("spec") or {}).get("copyInstances") or {}).get("count") or 1)
-                    self._set(AccountState(status.get("activeCopyJob"), count))
-                    if self.stop.is_set():
-                        return
-            except ApiException as exc:
-                # 410 Gone: the watch expired; anything else: the API server had a problem. List again.
-                if exc.status != 410:
-                    log.warning("watch on the account failed (%s); retrying", exc.status)
-                    self.stop.wait(RETRY_SECONDS)
-            except Exception as exc:  # a dropped connection: watch again after a pause
-                log.warning("watch on the account failed (%s); retrying", type(exc).__name__)
-                self.stop.wait(RETRY_SECONDS)
 
 
 def main(namespace: str, account: str) -> int:
@@ -119,22 +39,21 @@ def main(namespace: str, account: str) -> int:
 
 def _serve(namespace: str, account: str, stop: threading.Event) -> WorkerOutcome:
     access = cosmos_access_from_env()
-    # One owner per process: a restarted pod of the same name must not take its predecessor's leases as its own.
-    instance_id = f"{os.environ.get('HOSTNAME') or account}/{uuid.uuid4().hex[:12]}"
+    owner = instance_id(account)
     follow = AccountWatch(namespace, account, stop)
     follow.start()
     while not stop.is_set():
         seen = follow.version
         state = follow.state
         if state.gone:
-            return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Deleted", message="the account was deleted")
+            return ACCOUNT_DELETED
         if state.active_job is None:
             follow.wait_for_change(seen)
             continue
-        wait = _work_on(access, namespace, state, follow, instance_id, stop)
+        wait = _work_on(access, namespace, state, follow, owner, stop)
         if wait is not None:
             follow.wait_for_change(seen, wait if wait > 0 else None)
-    return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
+    return ASKED_TO_STOP
 
 
 def _work_on(
@@ -178,7 +97,7 @@ def _work_on(
     try:
         previous = ContainerCopyProgress.part_of(job.get("status"))
         outcome = run_instance(access, work, instance_id, reporter.report, should_stop, previous=previous)
-    except TransientCopyError as error:
+    except TransientJobError as error:
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)
         return None

@@ -12,7 +12,7 @@ service and on the local cosmosdb-server alike, whose change feed stops after it
 Offline copies read a quiescent source, so a query sees the same items the change feed would.
 
 Errors that outlast the bounded retries (5xx, throttling, connection failures) raise
-TransientCopyError after the lease is released: run the instance again, it resumes.
+TransientJobError after the lease is released: run the instance again, it resumes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any
 
 from azure.core.exceptions import AzureError
 
@@ -38,14 +39,16 @@ from ferry.storage.cosmos import (
     partition_key_paths,
     query_page,
     status_code,
+    throttled_requests,
     unique_key_paths,
 )
-from ferry.storage.transferstate import TERMINAL_STATES, JobState, StateStore, now_iso
+from ferry.storage.transferstate import JobState, StateStore, now_iso
 from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
-from ferry.workers.copyjob_progress import Reporter, ReportFn
 from ferry.workers.copyjob_writer import Conflict, ItemWriter, TokenBucket
+from ferry.workers.job_progress import Reporter, ReportFn, Totals, transfer_record
+from ferry.workers.jobrun import InstanceOutcome, TransientJobError, complete_job, fail_job, mark_running, outcome_of
 
-__all__ = ["InstanceOutcome", "JobSpec", "TransientCopyError", "run_instance"]
+__all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
 
 PAGE_SIZE = 100
 PAGES_IN_FLIGHT = 2
@@ -67,22 +70,11 @@ class JobSpec:
     write_region: str | None
 
 
-@dataclass
-class InstanceOutcome:
-    kind: Literal["idle", "completed", "failed", "stopped"]
-    failure: Failure | None = None
-    retry_after: float | None = None  # idle: when a unit leased by another instance could be taken over
-
-
-class TransientCopyError(Exception):
-    """A failure worth retrying: the job is unchanged, another run resumes from the checkpoints."""
-
-
 def run_instance(
     access: CosmosAccess,
     job: JobSpec,
     instance_id: str,
-    report: ReportFn,
+    report: ReportFn[ContainerCopyProgress],
     should_stop: Callable[[], bool],
     lease_seconds: float = 15.0,
     *,
@@ -98,21 +90,41 @@ def run_instance(
     try:
         store.ensure()
         store.create_job(_new_job_doc(job))
-        reporter = Reporter(report, store, job.job_id, previous)
+        reporter = _reporter(report, store, job.job_id, previous)
         return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds).run(
             concurrency, page_size
         )
     except (AzureError, OSError) as error:
         if is_transient(error):
-            raise TransientCopyError(describe(error)) from None
+            raise TransientJobError(describe(error)) from None
         if status_code(error) == 404:
             # Most likely __datatransferstate was deleted while the job ran: recreate it next time.
             store.forget()
-            raise TransientCopyError(describe(error)) from None
+            raise TransientJobError(describe(error)) from None
         failure = Failure(reason="CosmosError", message=describe(error))
-        doc = _fail_job(store, job.job_id, failure)
-        Reporter(report, store, job.job_id, previous).send(doc, force=True)
+        doc = fail_job(store, job.job_id, failure)
+        _reporter(report, store, job.job_id, previous).send(doc, force=True)
         return InstanceOutcome("failed", failure)
+
+
+def _reporter(
+    report: ReportFn[ContainerCopyProgress], store: StateStore, job_id: str, previous: ContainerCopyProgress | None
+) -> Reporter[ContainerCopyProgress]:
+    rate = (previous.items_per_second, previous.estimated_seconds_remaining) if previous else (None, None)
+    return Reporter(report, copy_progress, store, job_id, rate)
+
+
+def copy_progress(job: dict[str, Any], totals: Totals) -> ContainerCopyProgress:
+    return ContainerCopyProgress(
+        processed_count=totals.processed,
+        total_count=totals.total,
+        percent=totals.percent,
+        items_per_second=totals.items_per_second,
+        estimated_seconds_remaining=totals.estimated_seconds_remaining,
+        throttled_requests=throttled_requests(),
+        last_update_time=datetime.now(UTC).replace(microsecond=0),
+        transfer=transfer_record(job),
+    )
 
 
 def _new_job_doc(job: JobSpec) -> dict[str, Any]:
@@ -137,31 +149,6 @@ def _new_job_doc(job: JobSpec) -> dict[str, Any]:
     }
 
 
-def _fail_job(store: StateStore, job_id: str, failure: Failure) -> dict[str, Any]:
-    """Record the failure once; the first failure recorded is the job's failure."""
-
-    def change(doc: dict[str, Any]) -> bool:
-        if doc.get("state") in TERMINAL_STATES:
-            return False
-        doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso())
-        return True
-
-    return store.update_job(job_id, change)
-
-
-def _outcome_of(doc: dict[str, Any]) -> InstanceOutcome | None:
-    """The outcome for a job that is no longer to be worked on, or None."""
-    state = doc.get("state")
-    if state == JobState.SUCCEEDED:
-        return InstanceOutcome("completed")
-    if state == JobState.FAILED:
-        wire = doc.get("failure") or {"reason": "Failed", "message": "the job failed"}
-        return InstanceOutcome("failed", Failure.model_validate(wire))
-    if state in (JobState.CANCELLED, JobState.PAUSED):
-        return InstanceOutcome("stopped")
-    return None
-
-
 def _conflict_failure(conflicts: list[Conflict], unique_keys: list[list[str]]) -> Failure:
     ids = ", ".join(sorted({c.item_id for c in conflicts})[:MAX_IDS_IN_MESSAGE])
     more = len(conflicts) - min(len(conflicts), MAX_IDS_IN_MESSAGE)
@@ -182,7 +169,7 @@ class _Instance:
         store: StateStore,
         job: JobSpec,
         instance_id: str,
-        reporter: Reporter,
+        reporter: Reporter[ContainerCopyProgress],
         should_stop: Callable[[], bool],
         lease_seconds: float,
     ) -> None:
@@ -205,11 +192,11 @@ class _Instance:
             if doc is None:
                 return InstanceOutcome("stopped")  # the state database was deleted under us
             self.doc = doc
-        return _outcome_of(self.doc)
+        return outcome_of(self.doc)
 
     def _failed(self, failure: Failure) -> InstanceOutcome:
-        self.doc = _fail_job(self.store, self.job.job_id, failure)
-        final = _outcome_of(self.doc) or InstanceOutcome("failed", failure)
+        self.doc = fail_job(self.store, self.job.job_id, failure)
+        final = outcome_of(self.doc) or InstanceOutcome("failed", failure)
         self.reporter.send(self.doc, force=True)
         return final
 
@@ -280,13 +267,7 @@ class _Instance:
         self.doc = self.store.update_job(self.job.job_id, change)
 
     def _mark_running(self) -> None:
-        def change(doc: dict[str, Any]) -> bool:
-            if doc.get("state") != JobState.PENDING:
-                return False
-            doc.update(state=JobState.RUNNING.value, startTime=doc.get("startTime") or now_iso())
-            return True
-
-        self.doc = self.store.update_job(self.job.job_id, change)
+        self.doc = mark_running(self.store, self.job.job_id)
 
     def _resume(self) -> None:
         """The job is active again after a pause: it runs from its checkpoints."""
@@ -320,7 +301,7 @@ class _Instance:
             except BaseException as error:
                 lease.release()
                 if isinstance(error, AzureError | OSError) and is_transient(error):
-                    raise TransientCopyError(describe(error)) from None
+                    raise TransientJobError(describe(error)) from None
                 raise
             finally:
                 lease.close()
@@ -396,14 +377,6 @@ class _Instance:
             return drain()
 
     def _complete(self) -> InstanceOutcome:
-        processed = self.reporter.processed()
-
-        def change(doc: dict[str, Any]) -> bool:
-            if doc.get("state") in TERMINAL_STATES:
-                return False
-            doc.update(state=JobState.SUCCEEDED.value, processedCount=processed, completionTime=now_iso())
-            return True
-
-        self.doc = self.store.update_job(self.job.job_id, change)
+        self.doc = complete_job(self.store, self.job.job_id, self.reporter.processed())
         self.reporter.send(self.doc, force=True)
-        return _outcome_of(self.doc) or InstanceOutcome("completed")
+        return outcome_of(self.doc) or InstanceOutcome("completed")

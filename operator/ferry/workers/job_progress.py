@@ -1,6 +1,6 @@
-"""Status patches of a ContainerCopyJob: progress of the whole job, read from the state store.
+"""Progress of a job in `__datatransferstate` (a copy job or a restore), as its instances report it.
 
-processedCount is the sum over all work units' checkpoints, so every instance reports the job's
+The processed count is the sum over all work units' checkpoints, so every instance reports the job's
 progress, not its own: the units this instance holds count with their latest checkpoint, the others
 as last read from the store (re-read every few seconds, so that progress reports do not take
 request capacity from the copy). items/s is measured over a sliding window of those sums.
@@ -12,27 +12,47 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from ferry.api.common import Failure
-from ferry.api.containercopyjob import ContainerCopyProgress, TransferRecord, TransferState
-from ferry.storage.cosmos import redact, throttled_requests
+from ferry.api.common import Failure, FerryModel
+from ferry.api.transfer import TransferRecord, TransferState
+from ferry.storage.cosmos import redact
 from ferry.storage.transferstate import StateStore
 
+M = TypeVar("M", bound=FerryModel)
+
+
+@dataclass(frozen=True)
+class Totals:
+    processed: int
+    total: int | None
+    percent: int | None
+    items_per_second: float | None
+    estimated_seconds_remaining: int | None
+
+
 # Receives the instances' whole part of the job's status; True forces it out now (a state change).
-ReportFn = Callable[[ContainerCopyProgress, bool], None]
+ReportFn = Callable[[M, bool], None]
+# Builds that part from the job document and the totals.
+PartBuilder = Callable[[dict[str, Any], Totals], M]
 
 REPORT_INTERVAL = 1.0
 RATE_WINDOW = 10.0
 UNITS_REFRESH = 5.0
 
 
-class Reporter:
+class Reporter(Generic[M]):
     def __init__(
-        self, report: ReportFn, store: StateStore, job_id: str, previous: ContainerCopyProgress | None = None
+        self,
+        report: ReportFn[M],
+        build: PartBuilder[M],
+        store: StateStore,
+        job_id: str,
+        previous_rate: tuple[float | None, int | None] = (None, None),
     ) -> None:
         self._report = report
+        self._build = build
         self._store = store
         self._job_id = job_id
         self._lock = threading.Lock()
@@ -44,8 +64,7 @@ class Reporter:
         self._local: dict[str, int] = {}
         # The rate and time left last reported (by any instance) stand until this one has measured its own:
         # every report carries the whole part, and a field left out would vanish from the status.
-        self._items_per_second = previous.items_per_second if previous else None
-        self._eta = previous.estimated_seconds_remaining if previous else None
+        self._items_per_second, self._eta = previous_rate
 
     def checkpointed(self, unit_id: str, processed: int) -> None:
         """This instance checkpointed a unit it holds."""
@@ -86,18 +105,16 @@ class Reporter:
                 self._items_per_second = round(rate, 1)
                 if total is not None and rate > 0:
                     self._eta = int(max(0, int(total) - processed) / rate)
-            part = ContainerCopyProgress(
-                processed_count=processed,
-                total_count=int(total) if total is not None else None,
+            totals = Totals(
+                processed=processed,
+                total=int(total) if total is not None else None,
                 percent=(100 if int(total) == 0 else min(100, int(processed * 100 / int(total))))
                 if total is not None
                 else None,
                 items_per_second=self._items_per_second,
                 estimated_seconds_remaining=self._eta,
-                throttled_requests=throttled_requests(),
-                last_update_time=datetime.now(UTC).replace(microsecond=0),
-                transfer=transfer_record(job),
             )
+            part = self._build(job, totals)
             self._report(part, force)
 
 

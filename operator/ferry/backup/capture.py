@@ -1,0 +1,424 @@
+"""One capture: what changed in the account since the last one, recorded and committed to the backup.
+
+Catalog: every database and container with its settings, compared by _rid with the last capture: Create,
+Replace (settings changed), Delete, and Recreate (a new _rid under a name that was deleted).
+
+Items, per live container, by polling (the path every account supports; the service's
+all-versions-and-deletes change feed would replace the first two steps where an account offers it):
+- a projection of every item's _rid and _etag tells new and changed items and, by what is missing,
+  deleted ones; item _rids are stable across replaces and new after a delete and re-create;
+- the bodies of new and changed items come from one query on `_ts`, from the oldest changed `_ts` on
+  (`_ts` is whole seconds: items of that second already captured are told apart by their `_etag`);
+- a deletion leaves no trace in the container: it is dated one second before this capture's read time, the
+  latest the window reaches after this capture. The backup knows a deletion to within one capture interval,
+  and errs on the side of keeping: a restore to a time between a deletion and the next capture still brings
+  the item back.
+
+The capture's read time is taken before anything is read (whole seconds, like _ts): every item version
+stamped before it was written before any read, so the window reaches one second before it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from ferry.api.databaseaccount import BackupGap
+from ferry.backup.format import (
+    BackupIndex,
+    BaseRef,
+    CaptureState,
+    CatalogEntry,
+    CatalogEvent,
+    Operation,
+    ResourceKind,
+    SegmentRef,
+    base_blob,
+    deletion,
+    dump_lines,
+    restore_marker,
+    segment_blob,
+    state_blob,
+    version,
+)
+from ferry.backup.store import BackupStore
+from ferry.backup.timeline import incarnations, materialize, moment
+from ferry.storage.cosmos import CosmosAccess, describe
+from ferry.storage.transferstate import DATABASE as STATE_DATABASE
+
+# Container properties that are its settings (the rest is the service's bookkeeping).
+CONTAINER_SETTINGS = (
+    "partitionKey",
+    "uniqueKeyPolicy",
+    "indexingPolicy",
+    "defaultTtl",
+    "conflictResolutionPolicy",
+    "analyticalStorageTtl",
+    "computedProperties",
+)
+ONE_SECOND = timedelta(seconds=1)
+THROUGHPUT_SETTINGS = ("throughput", "autoscaleMaxThroughput", "throughputMode")
+ID_PAGE = 1000
+BODY_PAGE = 200
+
+
+class AccountReadFailed(Exception):
+    """Reading the account failed (as opposed to the backup location)."""
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    retention: timedelta
+    interval: timedelta
+    base_every: int = 120  # captures between two bases at most: a restore reads at most this many segments
+    bases_per_window: int = 4  # and at least this many bases per retention window, so pruning frees space early
+    gap_factor: float = 3.0  # a capture later than this many intervals leaves a gap in the window
+
+
+@dataclass
+class CaptureResult:
+    seq: int
+    read_time: datetime
+    records: int
+    events: int
+    seconds: float
+    bytes_written: int
+    requests: int
+    index: BackupIndex
+
+
+class _Counter:
+    """Counts the requests a capture sends (for the capture's cost, measured in the benchmark)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def pages(self, pager: Any) -> Iterator[Any]:
+        for page in pager.by_page():
+            self.requests += 1
+            yield from page
+
+
+def read_catalog(access: CosmosAccess, counter: _Counter) -> dict[str, CatalogEntry]:
+    client = access.client()
+    catalog: dict[str, CatalogEntry] = {}
+    counter.requests += 1
+    for database in client.list_databases():
+        name, rid = str(database["id"]), str(database["_rid"])
+        if name == STATE_DATABASE:
+            continue  # Ferry's own job history: not the user's data, and busy with lease renewals
+        catalog[rid] = CatalogEntry(
+            kind=ResourceKind.DATABASE, name=name, database=name, database_rid=rid, modified=database.get("_ts")
+        )
+        counter.requests += 1
+        for container in client.get_database_client(name).list_containers():
+            settings = {k: container[k] for k in CONTAINER_SETTINGS if k in container}
+            catalog[str(container["_rid"])] = CatalogEntry(
+                kind=ResourceKind.CONTAINER,
+                name=str(container["id"]),
+                database=name,
+                database_rid=rid,
+                settings=settings,
+                modified=container.get("_ts"),
+            )
+    return catalog
+
+
+def _throughput(access: CosmosAccess, entry: CatalogEntry, counter: _Counter) -> dict[str, Any]:
+    """The provisioned throughput, where the account lets it be read (a new resource only)."""
+    counter.requests += 1
+    try:
+        proxy: Any = access.database(entry.database)
+        if entry.kind == ResourceKind.CONTAINER:
+            proxy = proxy.get_container_client(entry.name)
+        offer = proxy.get_throughput()
+    except Exception:  # serverless accounts and some emulators have no offers
+        return {}
+    autoscale = offer.properties.get("content", {}).get("offerAutopilotSettings") if offer.properties else None
+    found: dict[str, Any] = {"throughput": offer.offer_throughput}
+    if autoscale:
+        found["autoscaleMaxThroughput"] = autoscale.get("maxThroughput")
+    return found
+
+
+def diff_catalog(
+    before: dict[str, CatalogEntry], now: dict[str, CatalogEntry], deleted: set[str], at: datetime
+) -> list[CatalogEvent]:
+    """Catalog events between two captures; `deleted` (kind/database/name) learns this capture's deletions.
+
+    Creations and replacements are dated by the resource's own _ts; a deletion, which leaves no trace, is dated
+    one second before this capture's read time (the latest the window then reaches: see capture_items), or at
+    the re-creation of its name if that came first.
+    """
+    events: list[CatalogEvent] = []
+    gone = {rid: entry for rid, entry in before.items() if rid not in now}
+    gone_names = {_name(entry) for entry in gone.values()}
+    recreated: dict[str, datetime] = {}
+
+    def event(op: Operation, rid: str, entry: CatalogEntry, when: datetime) -> CatalogEvent:
+        return CatalogEvent(
+            operation_type=op,
+            event_timestamp=when,
+            kind=entry.kind,
+            owner_id=entry.name,
+            owner_resource_id=rid,
+            database=entry.database,
+            database_resource_id=entry.database_rid,
+            settings=entry.settings,
+            instance_id=entry.instance_id,
+        )
+
+    def changed_at(entry: CatalogEntry) -> datetime:
+        return min(at, moment(entry.modified)) if entry.modified else at
+
+    # Databases are created before their containers, and deleted after them.
+    for kind in (ResourceKind.DATABASE, ResourceKind.CONTAINER):
+        for rid, entry in now.items():
+            if entry.kind != kind:
+                continue
+            if rid not in before:
+                name = _name(entry)
+                op = Operation.RECREATE if name in deleted or name in gone_names else Operation.CREATE
+                when = changed_at(entry)
+                if op == Operation.RECREATE:
+                    recreated[name] = when
+                events.append(event(op, rid, entry, when))
+            elif entry.settings != before[rid].settings:
+                entry.instance_id = before[rid].instance_id
+                events.append(event(Operation.REPLACE, rid, entry, changed_at(entry)))
+            else:
+                entry.instance_id = before[rid].instance_id
+    for kind in (ResourceKind.CONTAINER, ResourceKind.DATABASE):
+        for rid, entry in gone.items():
+            if entry.kind != kind:
+                continue
+            name = _name(entry)
+            when = min(at - ONE_SECOND, recreated.get(name, at))
+            if entry.modified:
+                when = max(when, moment(entry.modified))  # never before its own creation
+            events.append(event(Operation.DELETE, rid, entry, when))
+            deleted.add(name)
+    return events
+
+
+def _name(entry: CatalogEntry) -> str:
+    return f"{entry.kind.value}/{entry.database}/{entry.name}"
+
+
+def capture_items(
+    access: CosmosAccess, entry: CatalogEntry, rid: str, known: dict[str, str] | None, at: datetime, counter: _Counter
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The container's version and deletion records since the last capture, and its items' etags now."""
+    container = access.container(entry.database, entry.name)
+    if known is None:  # first seen: everything is new
+        items = list(
+            counter.pages(
+                container.query_items("SELECT * FROM c", enable_cross_partition_query=True, max_item_count=BODY_PAGE)
+            )
+        )
+        return [version(rid, item) for item in items], {str(i["_rid"]): str(i["_etag"]) for i in items}
+    listed = counter.pages(
+        container.query_items(
+            "SELECT c._rid, c._etag, c._ts FROM c", enable_cross_partition_query=True, max_item_count=ID_PAGE
+        )
+    )
+    current = {str(i["_rid"]): (str(i["_etag"]), int(i["_ts"])) for i in listed}
+    changed = {r: e for r, (e, _) in current.items() if known.get(r) != e}
+    records: list[dict[str, Any]] = []
+    if changed:
+        since = min(current[r][1] for r in changed)
+        query = "SELECT * FROM c WHERE c._ts >= @since"
+        pager = container.query_items(
+            query,
+            parameters=[{"name": "@since", "value": since}],
+            enable_cross_partition_query=True,
+            max_item_count=BODY_PAGE,
+        )
+        for item in counter.pages(pager):
+            if changed.get(str(item["_rid"])) == item["_etag"]:
+                records.append(version(rid, item))
+                changed.pop(str(item["_rid"]))
+        for item_rid in changed:  # changed again after the projection: the next capture takes it
+            current.pop(item_rid)
+            if item_rid in known:
+                current[item_rid] = (known[item_rid], 0)
+    # A deletion leaves no trace: it is dated at the latest second this capture's window reaches, so that a
+    # restore to a time before it, however close, still has the item (see the module's docstring).
+    stamp = int(at.timestamp()) - 1
+    records += [deletion(rid, item_rid, stamp) for item_rid in known if item_rid not in current]
+    return records, {r: e for r, (e, _) in current.items()}
+
+
+class Capturer:
+    def __init__(self, access: CosmosAccess, store: BackupStore, settings: CaptureSettings) -> None:
+        self.access = access
+        self.store = store
+        self.settings = settings
+
+    def _new_index(self) -> BackupIndex:
+        self.store.ensure()
+        return BackupIndex(
+            endpoint=self.access.endpoint,
+            retention_seconds=self.settings.retention.total_seconds(),
+            capture_interval_seconds=self.settings.interval.total_seconds(),
+        )
+
+    def run_once(self, now: datetime | None = None) -> CaptureResult:
+        """One capture, committed by the index write; IndexConflict if another capture committed meanwhile."""
+        started = time.monotonic()
+        at = (now or datetime.now(UTC)).replace(microsecond=0)
+        counter = _Counter()
+        index, etag = self.store.read_index()
+        index = index or self._new_index()
+        index.retention_seconds = self.settings.retention.total_seconds()
+        index.capture_interval_seconds = self.settings.interval.total_seconds()
+        state = self.store.read_state(index.state_blob) if index.state_blob else CaptureState(time=at)
+        try:
+            catalog = read_catalog(self.access, counter)
+            self._settings_of_throughput(catalog, state, counter)
+            records: list[dict[str, Any]] = []
+            items: dict[str, dict[str, str]] = {}
+            for rid, entry in catalog.items():
+                if entry.kind == ResourceKind.CONTAINER:
+                    found, items[rid] = capture_items(self.access, entry, rid, state.items.get(rid), at, counter)
+                    records += found
+        except (AzureError, OSError) as error:
+            raise AccountReadFailed(describe(error)) from error
+        deleted = set(state.deleted)
+        events = diff_catalog(state.catalog, catalog, deleted, at)
+        counter.requests += 1
+        markers = self.store.restore_markers()
+        _attach_instance_ids(index, catalog, events, markers)
+
+        seq = index.captures + 1
+        written = 0
+        if records:
+            blob = segment_blob(seq)
+            data = dump_lines(records)
+            self.store.put(blob, data)
+            written += len(data)
+            start = index.last_capture or at
+            index.segments.append(SegmentRef(seq=seq, start=start, end=at, blob=blob, records=len(records)))
+        if (
+            index.last_capture is not None
+            and (at - index.last_capture) > self.settings.gap_factor * self.settings.interval
+        ):
+            index.gaps.append(BackupGap(start=index.last_capture, end=at))
+        index.events += events
+        index.captures = seq
+        index.versions_captured += len(records)
+        previous_state = index.state_blob
+        index.state_blob = state_blob(seq)
+        written += self.store.write_state(
+            index.state_blob, CaptureState(time=at, catalog=catalog, items=items, deleted=sorted(deleted))
+        )
+        written += self._maybe_base(index, catalog, seq, at)
+        index.last_capture = at
+        pruned = prune(index, at)
+        written += self.store.write_index(index, etag)
+        for blob in [*pruned, *([previous_state] if previous_state else [])]:
+            self.store.delete(blob)
+        self._forget_markers(index, markers, at)
+        return CaptureResult(
+            seq=seq,
+            read_time=at,
+            records=len(records),
+            events=len(events),
+            seconds=time.monotonic() - started,
+            bytes_written=written,
+            requests=counter.requests,
+            index=index,
+        )
+
+    def sweep(self, index: BackupIndex) -> list[str]:
+        """Delete what captures that died before committing left behind: blobs the index does not name, of a
+        sequence number it has already passed (a capture running now writes the next one)."""
+        named = {s.blob for s in index.segments} | {b.blob for b in index.bases} | {index.state_blob}
+        swept = []
+        for folder in ("segments", "bases", "state"):
+            for blob in self.store.list(folder):
+                seq = blob.split("/", 1)[1].split("-", 1)[0]
+                if blob not in named and seq.isdigit() and int(seq) <= index.captures:
+                    self.store.delete(blob)
+                    swept.append(blob)
+        return swept
+
+    def _settings_of_throughput(self, catalog: dict[str, CatalogEntry], state: CaptureState, counter: _Counter) -> None:
+        """Throughput is read once per incarnation (where the account lets it be read) and kept from then on;
+        a container without its own throughput in a database with throughput shares the database's."""
+        for rid, entry in catalog.items():
+            known = state.catalog.get(rid)
+            if known is None:
+                entry.settings.update(_throughput(self.access, entry, counter))
+            else:
+                entry.settings.update({k: v for k, v in known.settings.items() if k in THROUGHPUT_SETTINGS})
+        for entry in catalog.values():
+            if entry.kind != ResourceKind.CONTAINER or "throughputMode" in entry.settings:
+                continue
+            database = catalog.get(entry.database_rid)
+            if "throughput" in entry.settings:
+                entry.settings["throughputMode"] = "Dedicated"
+            elif database is not None and "throughput" in database.settings:
+                entry.settings["throughputMode"] = "Shared"
+
+    def _maybe_base(self, index: BackupIndex, catalog: dict[str, CatalogEntry], seq: int, at: datetime) -> int:
+        """A new base every `base_every` captures, and at least `bases_per_window` per retention window."""
+        if index.bases:
+            last = index.bases[-1]
+            spacing = timedelta(seconds=index.retention_seconds / self.settings.bases_per_window)
+            if seq - last.seq < self.settings.base_every and at - last.time < spacing:
+                return 0
+        # Everything as it is now, from the last base and the segments since (no request to the account).
+        containers = [rid for rid, e in catalog.items() if e.kind == ResourceKind.CONTAINER]
+        records = [
+            {"t": "base", "seq": seq, "time": at.isoformat()},
+            *materialize(index, self.store.records, containers, at),
+        ]
+        blob = base_blob(seq)
+        data = dump_lines(records)
+        self.store.put(blob, data)
+        index.bases.append(BaseRef(seq=seq, time=at, blob=blob))
+        return len(data)
+
+    def _forget_markers(self, index: BackupIndex, markers: dict[str, dict[str, Any]], at: datetime) -> None:
+        """A marker is needed until a committed index carries its instance id (or it outlived the window)."""
+        attached = {e.owner_resource_id for e in index.events if e.instance_id}
+        oldest = at - timedelta(seconds=index.retention_seconds)
+        for rid, marker in markers.items():
+            if rid in attached or datetime.fromisoformat(str(marker.get("time"))) < oldest:
+                self.store.delete(restore_marker(rid))
+
+
+def _attach_instance_ids(
+    index: BackupIndex, catalog: dict[str, CatalogEntry], events: list[CatalogEvent], markers: dict[str, dict[str, Any]]
+) -> None:
+    """Restores record the incarnations they create (by _rid, after creating them): their events and catalog
+    entries carry the restore's instance id from the capture that sees both."""
+    for rid, marker in markers.items():
+        instance = str(marker.get("instanceId"))
+        if rid in catalog:
+            catalog[rid].instance_id = instance
+        for event in [*index.events, *events]:
+            if event.owner_resource_id == rid and event.instance_id is None:
+                event.instance_id = instance
+
+
+def prune(index: BackupIndex, now: datetime) -> list[str]:
+    """Drop what lies before the retention window, keeping the window's first base; returns blobs to delete."""
+    cutoff = now - timedelta(seconds=index.retention_seconds)
+    keep = max((i for i, b in enumerate(index.bases) if b.time <= cutoff), default=0)
+    if keep == 0:
+        return []
+    first = index.bases[keep]
+    dropped = [b.blob for b in index.bases[:keep]] + [s.blob for s in index.segments if s.seq <= first.seq]
+    index.bases = index.bases[keep:]
+    index.segments = [s for s in index.segments if s.seq > first.seq]
+    index.gaps = [g for g in index.gaps if g.end > first.time]
+    gone = {i.rid for i in incarnations(index.events) if i.deleted is not None and i.deleted <= first.time}
+    index.events = [e for e in index.events if e.owner_resource_id not in gone]
+    return dropped

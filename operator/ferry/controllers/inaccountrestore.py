@@ -1,0 +1,234 @@
+"""InAccountRestore: its phase, its place in the account's restore queue and the rules it can be judged by here.
+
+The rules that need only the cluster's objects are checked here, before any work: the account exists and has
+continuous backup, no earlier restore of the same resource is unfinished, the write region has not changed,
+the time is not before the window or in the future. The rules that need the backup and the live account
+(deleted resources only, the resource existed at the time, no gap, the database exists, shared throughput)
+are checked by the restore instances, which report a failure with its reason. The instances also report the
+progress and the job's durable record (the RestoreProgress part of the status); this decision turns that
+record, the account and the queue into the phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ferry.api.common import Failure
+from ferry.api.databaseaccount import AccountObservation, BackupMode, BackupObservation, DatabaseAccountSpec
+from ferry.api.inaccountrestore import (
+    InAccountRestoreOperatorStatus,
+    InAccountRestoreSpec,
+    RestorePhase,
+    RestoreProgress,
+)
+from ferry.api.kinds import DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
+from ferry.api.transfer import TransferState
+from ferry.controllers.accountqueue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
+from ferry.controllers.accountref import account_and_siblings, not_ready_message, pods_running
+from ferry.controllers.base import KindController
+from ferry.controllers.databaseaccount import RESTORER_ROLE
+from ferry.controllers.phases import PhaseDecision
+from ferry.metrics import RESTORE_ITEMS_METRIC
+from ferry.runtime.objects import ObjectMeta, meta_of
+from ferry.runtime.plan import Plan
+from ferry.runtime.world import World
+
+
+@dataclass(frozen=True)
+class AccountView:
+    name: str
+    write_region: str | None
+    ready_message: str | None  # why the account is not ready, if it is not
+    backup_enabled: bool
+    earliest: datetime | None
+    latest: datetime | None
+    instances_running: bool
+
+
+@dataclass(frozen=True)
+class Observed:
+    meta: ObjectMeta
+    spec: InAccountRestoreSpec
+    state: InAccountRestoreOperatorStatus
+    progress: RestoreProgress
+    account: AccountView | None
+    queue: Queue
+    blocked_by: str | None  # an earlier unfinished restore of the same resource
+    now: datetime
+
+
+class InAccountRestoreController(KindController[Observed]):
+    kind = IN_ACCOUNT_RESTORE
+    status_part = InAccountRestoreOperatorStatus
+
+    def observe(self, body: Mapping[str, Any], world: World) -> Observed:
+        meta = meta_of(body)
+        status = body.get("status") or {}
+        spec = InAccountRestoreSpec.model_validate(body.get("spec") or {})
+        account_body = world.object(DATABASE_ACCOUNT, meta.namespace, spec.account_ref.name)
+        siblings = world.referencing(IN_ACCOUNT_RESTORE, meta.namespace, spec.account_ref.name)
+        account: AccountView | None = None
+        restore_queue = Queue((), ())
+        if account_body is not None:
+            account_meta = meta_of(account_body)
+            account_status = account_body.get("status") or {}
+            account_spec = DatabaseAccountSpec.model_validate(account_body.get("spec") or {})
+            observation = AccountObservation.part_of(account_status)
+            backup = BackupObservation.part_of(account_status)
+            enabled = account_spec.backup.mode == BackupMode.CONTINUOUS
+            account = AccountView(
+                name=account_meta.name,
+                write_region=observation.write_region,
+                ready_message=not_ready_message(account_status),
+                backup_enabled=enabled,
+                earliest=backup.earliest_restorable_time,
+                latest=backup.latest_restorable_time,
+                instances_running=pods_running(world, account_meta.uid, RESTORER_ROLE),
+            )
+            view = BackupView(observation.write_region, enabled, backup.latest_restorable_time)
+            restore_queue = restores(siblings, view)
+        return Observed(
+            meta=meta,
+            spec=spec,
+            state=InAccountRestoreOperatorStatus.part_of(status),
+            progress=RestoreProgress.part_of(status),
+            account=account,
+            queue=restore_queue,
+            blocked_by=blocking_restore(body, siblings),
+            now=world.now,
+        )
+
+    def decide(self, observed: Observed) -> Plan:
+        return decide(observed)
+
+    def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
+        """Its account and the account's other restores."""
+        return account_and_siblings(IN_ACCOUNT_RESTORE, body, world)
+
+
+class _Decision(PhaseDecision[InAccountRestoreOperatorStatus, RestorePhase]):
+    def __init__(self, o: Observed) -> None:
+        state = o.state.model_copy(deep=True)
+        super().__init__(state, RestorePhase.SUCCEEDED, RestorePhase.FAILED, RESTORE_FINISHED, o.meta.generation, o.now)
+        self.o = o
+
+
+def _when(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _what(spec: InAccountRestoreSpec) -> str:
+    return f"container {spec.database}/{spec.container}" if spec.container else f"database {spec.database}"
+
+
+def decide(o: Observed) -> Plan:
+    d = _Decision(o)
+    state, progress = d.state, o.progress
+    state.observed_generation = o.meta.generation
+    state.creation_revision = state.creation_revision or o.meta.resource_version
+    d.plan.progress = {RESTORE_ITEMS_METRIC: progress.restored_item_count or 0}
+    if o.meta.deleting or state.phase in RESTORE_FINISHED:
+        return d.done()  # deleted: the instances record the cancellation in the job history
+    transfer = progress.transfer
+    if transfer is not None and transfer.start_time is not None:
+        state.start_time = state.start_time or transfer.start_time
+    if transfer is not None and transfer.state == TransferState.SUCCEEDED:
+        state.completion_time = transfer.completion_time or o.now
+        restored_to = _when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"
+        message = (
+            f"restored {_what(o.spec)} as at {restored_to}: {progress.restored_item_count or 0} items, "
+            f"instance id {progress.instance_id}"
+        )
+        d.phase(RestorePhase.SUCCEEDED, "Restored", message)
+        return d.done()
+    if transfer is not None and transfer.state == TransferState.FAILED:
+        state.completion_time = transfer.completion_time or o.now
+        d.fail(transfer.failure or Failure(reason="RestoreFailed", message="the restore instances report a failure"))
+        return d.done()
+    if state.phase is None:
+        d.phase(RestorePhase.PENDING, "Accepted", "the restore waits for its account")
+    if not _admissible(d):
+        return d.done()
+    account = o.account
+    assert account is not None
+    position = o.queue.position(o.meta.name)
+    state.queue_position = position
+    if position is None:
+        wanted = o.spec.restore_timestamp
+        message = "waiting for the backup's first capture"
+        if wanted is not None and account.latest is not None:
+            message = f"waiting for the backup to capture up to {_when(wanted)} (captured to {_when(account.latest)})"
+        d.phase(RestorePhase.PENDING, "WaitingForCapture", message)
+        return d.done()
+    if position > 0:
+        d.phase(RestorePhase.QUEUED, "Queued", f"waiting behind {position} earlier restore(s) of the account")
+    elif transfer is not None and transfer.state == TransferState.RUNNING and account.instances_running:
+        d.phase(RestorePhase.RESTORING, "Restoring", f"the account's restore instances are restoring {_what(o.spec)}")
+    elif not account.instances_running:
+        d.phase(RestorePhase.PENDING, "StartingInstances", "waiting for the account's restore instances to start")
+    else:
+        d.phase(RestorePhase.PENDING, "Starting", "the restore instances are taking the restore up")
+    return d.done()
+
+
+def _admissible(d: _Decision) -> bool:
+    """The rules this decision can judge from the cluster's objects; False when the restore cannot go on now."""
+    o, state = d.o, d.state
+    account = o.account
+    if account is None:
+        message = (
+            f'DatabaseAccount "{o.spec.account_ref.name}" does not exist in this namespace; create it or fix '
+            "spec.accountRef"
+        )
+        d.phase(RestorePhase.PENDING, "AccountNotFound", message, warning=True)
+        return False
+    if not account.backup_enabled:
+        d.fail(
+            Failure(
+                reason="BackupNotEnabled",
+                message=f"DatabaseAccount {account.name} has no continuous backup (spec.backup.mode is Off): restores "
+                "read Ferry's backup, so only resources deleted after it is turned on can be restored",
+            )
+        )
+        return False
+    if o.blocked_by is not None:
+        d.fail(
+            Failure(
+                reason="RestoreInProgress",
+                message=f"InAccountRestore {o.blocked_by} of the same resource is in progress; one restore of a "
+                "resource at a time: create this one again when it has finished",
+            )
+        )
+        return False
+    if account.write_region is None:
+        why = account.ready_message or "the account monitor has not reported yet"
+        d.phase(RestorePhase.PENDING, "WaitingForAccount", f"waiting for the account's write region: {why}")
+        return False
+    if state.write_region is not None and state.write_region != account.write_region:
+        d.fail(
+            Failure(
+                reason="WriteRegionChanged",
+                message=f"the account's write region changed from {state.write_region} to {account.write_region} "
+                f"while the restore was incomplete; delete what it restored so far ({_what(o.spec)}, if it was "
+                "created), then create the restore again to restore in the new write region",
+            )
+        )
+        return False
+    state.write_region = account.write_region
+    wanted = o.spec.restore_timestamp
+    if wanted is not None and wanted > o.now:
+        d.fail(Failure(reason="FutureTimestamp", message=f"restoreTimestamp {_when(wanted)} is in the future"))
+        return False
+    if wanted is not None and account.earliest is not None and wanted < account.earliest:
+        d.fail(
+            Failure(
+                reason="OutsideRetentionWindow",
+                message=f"{_when(wanted)} is before the earliest restorable time {_when(account.earliest)}; "
+                "choose a restoreTimestamp inside the window",
+            )
+        )
+        return False
+    return True

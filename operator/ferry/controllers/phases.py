@@ -1,0 +1,59 @@
+"""What the decisions of job-like kinds (ContainerCopyJob, InAccountRestore) share: a phase with its Complete and
+Failed conditions, one Event per pass for a change of phase or reason, and the failure."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from ferry.api.common import Condition, Failure
+from ferry.runtime.objects import condition, set_condition
+from ferry.runtime.plan import Event, Plan
+
+P = TypeVar("P", bound=StrEnum)
+
+
+class JobStatus(Protocol[P]):
+    phase: P | None
+    queue_position: int | None
+    completion_time: datetime | None
+    failure: Failure | None
+    conditions: list[Condition] | None
+
+
+S = TypeVar("S", bound=JobStatus)  # type: ignore[type-arg]
+
+
+class PhaseDecision(Generic[S, P]):
+    def __init__(
+        self, state: S, succeeded: P, failed: P, finished: Collection[P], generation: int, now: datetime
+    ) -> None:
+        self.state = state
+        self.plan = Plan(status=state)  # type: ignore[arg-type]
+        self.succeeded, self.failed, self.finished = succeeded, failed, finished
+        self.generation, self.now = generation, now
+        self.transition: Event | None = None
+        complete = condition(state.conditions, "Complete")
+        self.before = (state.phase, complete.reason if complete is not None else None)
+
+    def done(self) -> Plan:
+        """The Plan, with one Event for the pass's phase change (not one per intermediate step)."""
+        if self.transition is not None and (self.state.phase, self.transition.reason) != self.before:
+            self.plan.events.append(self.transition)
+        return self.plan
+
+    def phase(self, phase: P, reason: str, message: str, warning: bool = False) -> None:
+        state = self.state
+        if phase in self.finished:
+            state.completion_time = state.completion_time or self.now
+            state.queue_position = None
+        for type_, on in (("Complete", phase == self.succeeded), ("Failed", phase == self.failed)):
+            state.conditions = set_condition(state.conditions, type_, on, reason, message, self.generation, self.now)
+        self.transition = Event(reason, message, warning)
+        state.phase = phase
+
+    def fail(self, failure: Failure) -> None:
+        self.state.failure = failure
+        self.phase(self.failed, failure.reason, failure.message, warning=True)

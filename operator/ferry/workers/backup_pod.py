@@ -1,0 +1,109 @@
+"""The capture pod of a DatabaseAccount with continuous backup: one capture every interval, its outcome reported.
+
+Its cursor lives in the backup location, committed with the index: a pod killed at any point resumes from
+the last committed capture, and what a half-done capture wrote under fresh names is never referenced. A
+capture that fails is reported in the status (backup.error) and tried again at the next interval; the
+window then shows a gap once captures have been missing for longer than a few intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+
+from azure.core.exceptions import AzureError
+
+from ferry.api.common import Failure, parse_duration
+from ferry.api.databaseaccount import BackupObservation, BackupReport
+from ferry.api.kinds import DATABASE_ACCOUNT
+from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.backup.capture import AccountReadFailed, Capturer, CaptureResult, CaptureSettings
+from ferry.backup.store import BackupStore, IndexConflict
+from ferry.backup.timeline import restorable_window
+from ferry.storage import blobs
+from ferry.workers.outcome import run_worker
+from ferry.workers.podenv import cosmos_access_from_env
+from ferry.workers.report import StatusReporter
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER = "ferry-backup"
+CONNECTION_ENV = "FERRY_BACKUP_CONNECTION_STRING"
+
+
+def backup_store(container: str, prefix: str) -> BackupStore:
+    """The backup location from the pod's environment (the connection string is a Secret reference)."""
+    return BackupStore(blobs.container_client(os.environ[CONNECTION_ENV], container), prefix)
+
+
+def observation(result: CaptureResult, now: datetime) -> BackupObservation:
+    index = result.index
+    window = restorable_window(index, now)
+    earliest, latest = window if window else (None, None)
+    gaps = [g for g in index.gaps if earliest is None or g.end > earliest]
+    return BackupObservation(
+        earliest_restorable_time=earliest,
+        latest_restorable_time=latest,
+        backup=BackupReport(
+            last_capture_time=index.last_capture,
+            last_capture_seconds=round(result.seconds, 3),
+            capture_lag_seconds=round((now - latest).total_seconds(), 1) if latest else None,
+            versions_captured=index.versions_captured,
+            gaps=gaps or None,
+        ),
+    )
+
+
+def failure_of(error: BaseException) -> Failure:
+    """What a failed capture reports: which side failed, in words a user can act on."""
+    if isinstance(error, AccountReadFailed):
+        return Failure(reason="AccountUnreachable", message=f"reading the account failed: {error}")
+    if isinstance(error, AzureError):
+        status = blobs.status_code(error)
+        if status in (401, 403):
+            return Failure(
+                reason="LocationAccessDenied",
+                message=f"the backup location refused the connection string ({status}): check the Secret of "
+                "spec.backup.location.account",
+            )
+        return Failure(reason="LocationUnreachable", message=f"the backup location failed: {blobs.describe(error)}")
+    return Failure(reason="CaptureFailing", message=f"{type(error).__name__}: {blobs.redact(str(error))[:400]}")
+
+
+def main(namespace: str, name: str, interval: str, retention: str, container: str, prefix: str) -> int:
+    settings = CaptureSettings(retention=parse_duration(retention), interval=parse_duration(interval))
+    return run_worker(lambda stop: _capture(namespace, name, settings, container, prefix, stop))
+
+
+def _capture(
+    namespace: str, name: str, settings: CaptureSettings, container: str, prefix: str, stop: threading.Event
+) -> WorkerOutcome:
+    capturer = Capturer(cosmos_access_from_env(), backup_store(container, prefix), settings)
+    reporter: StatusReporter[BackupObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
+    last: BackupObservation | None = None
+    swept = False
+    interval = settings.interval.total_seconds()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            result = capturer.run_once()
+            last = observation(result, datetime.now(UTC))
+            reporter.report(last, force=True)
+            log.debug("capture %d: %d records in %.2f s", result.seq, result.records, result.seconds)
+            if not swept:  # once per pod: a predecessor may have died between its writes and its commit
+                capturer.sweep(result.index)
+                swept = True
+        except IndexConflict as conflict:
+            log.warning("%s; capturing again", conflict)  # a predecessor still finishing: the next capture takes over
+        except (AzureError, OSError, AccountReadFailed) as error:
+            failure = failure_of(error)
+            log.warning("capture failed: %s: %s", failure.reason, failure.message)
+            kept = last or BackupObservation(backup=BackupReport())
+            backup = (kept.backup or BackupReport()).model_copy(update={"error": failure})
+            reporter.report(kept.model_copy(update={"backup": backup}), force=True)
+        if reporter.gone:
+            return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Deleted", message="the account was deleted")
+        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
