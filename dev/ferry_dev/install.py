@@ -94,10 +94,13 @@ class Installer:
         objects = [o for o in render_chart({}) if o.get("kind") in RBAC_KINDS]
         self.apply([*objects, *SCHEDULER_RBAC])
 
-    def create_namespace(self, name: str) -> None:
+    def create_namespace(self, name: str, worker_account: bool = True) -> None:
         """A namespace that enforces the restricted Pod Security level and has the chart's worker account,
-        as `workerNamespaces: [name]` in the chart's values gives it."""
+        as `workerNamespaces: [name]` in the chart's values gives it (without: the operator makes it)."""
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}}
+        if not worker_account:
+            self.apply([namespace])
+            return
         worker = [
             o
             for o in render_chart({"workerNamespaces": [name]})

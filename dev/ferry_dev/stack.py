@@ -155,10 +155,11 @@ class DevStack(Service):
             self.runner = None
         self._start_node_agent()
 
-    def create_namespace(self, name: str) -> None:
-        """A namespace for Ferry objects: restricted Pod Security, and the chart's worker service account."""
+    def create_namespace(self, name: str, worker_account: bool = True) -> None:
+        """A namespace for Ferry objects: restricted Pod Security, and the chart's worker service account
+        (without it, the operator makes it when it first starts a worker there)."""
         assert self.installer is not None
-        self.installer.create_namespace(name)
+        self.installer.create_namespace(name, worker_account)
 
     def start_operator(self, env: Mapping[str, str] | None = None) -> None:
         """The operator as its ServiceAccount (the chart's RBAC), watching all namespaces."""
@@ -181,6 +182,7 @@ class DevStack(Service):
             "PATH": bin_path(),
             "PYTHONUNBUFFERED": "1",
             "FERRY_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT,
+            "FERRY_WORKER_CLUSTER_ROLE": WORKER_ACCOUNT,  # the chart's worker ClusterRole has the account's name
             **self.operator_env,
             **(env or {}),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -10,6 +11,12 @@ from ferry import __version__
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)))
+
+
+def _pull_secrets(name: str) -> list[str]:
+    """The chart's imagePullSecrets ([{name: ...}]) as names."""
+    found = json.loads(os.environ.get(name) or "[]")
+    return [str(s["name"]) if isinstance(s, dict) else str(s) for s in found]
 
 
 @dataclass
@@ -23,3 +30,14 @@ class OperatorSettings:
     max_workers_per_namespace: int = field(default_factory=lambda: _int("FERRY_MAX_WORKERS_PER_NAMESPACE", 20))
     # Reconcile passes in flight at once (each borrows an API thread only while it waits for a call).
     reconcilers: int = field(default_factory=lambda: _int("FERRY_RECONCILERS", 8))
+    # The worker service account is made in each namespace on first use, bound to this ClusterRole.
+    worker_cluster_role: str = field(default_factory=lambda: os.environ.get("FERRY_WORKER_CLUSTER_ROLE", ""))
+    # Annotations of those service accounts (workload identity) and their image pull secrets, as JSON.
+    worker_service_account_annotations: dict[str, str] = field(
+        default_factory=lambda: json.loads(os.environ.get("FERRY_WORKER_SERVICE_ACCOUNT_ANNOTATIONS") or "{}")
+    )
+    image_pull_secrets: list[str] = field(default_factory=lambda: _pull_secrets("FERRY_IMAGE_PULL_SECRETS"))
+    # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
+    allow_link_local_sources: bool = field(
+        default_factory=lambda: os.environ.get("FERRY_ALLOW_LINK_LOCAL_SOURCES", "").lower() == "true"
+    )

@@ -356,6 +356,61 @@ def test_a_permanent_error_is_reported_with_its_cause_and_not_retried(stack: Dev
     assert "SourceNotFound" in kubectl("logs", pods[0])
 
 
+def test_bidirectional_characters_of_a_name_are_escaped_in_status_and_events(stack: DevStack, kubectl: Kubectl) -> None:
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
+    kubectl.apply(_blobcopy("sneaky", src, dst, source={"blob": "invoice\u202efdp.exe"}))  # shows "invoiceexe.pdf"
+    message = kubectl.wait_phase("blobcopy", "sneaky", "Failed")["status"]["failure"]["message"]
+    assert "invoice\\u202efdp.exe" in message and "\u202e" not in message
+    events = json.loads(kubectl("get", "events", "--field-selector", "involvedObject.name=sneaky", "-o", "json"))
+    shown = [e["message"] for e in events["items"]]
+    assert any("\\u202e" in m for m in shown) and not any("\u202e" in m for m in shown)
+
+
+def test_a_copy_onto_itself_through_two_secrets_fails_with_a_reason_that_says_so(
+    stack: DevStack, kubectl: Kubectl
+) -> None:
+    src_account, _ = _accounts(stack)
+    src = _container(src_account)
+    src.upload_blob("same.bin", b"x" * 1000)
+    _secrets(kubectl, src_account.connection_string, src_account.connection_string)  # one account, two Secrets
+    kubectl.apply(_blobcopy("itself", src, src, source={"blob": "same.bin"}, lockSource=True))
+    failure = kubectl.wait_phase("blobcopy", "itself", "Failed")["status"]["failure"]
+    assert failure["reason"] == "DestinationIsSource" and "same.bin" in failure["message"]
+    assert src.get_blob_client("same.bin").download_blob().readall() == b"x" * 1000
+
+
+def test_a_namespace_without_the_worker_account_gets_it_from_the_operator(stack: DevStack) -> None:
+    """No workerNamespaces entry for it: the operator makes the worker account, bound to the chart's worker role,
+    and the copy runs under it (the operator itself runs under the chart's RBAC)."""
+    src_account, dst_account = _accounts(stack)
+    src, dst = _container(src_account), _container(dst_account)
+    src.upload_blob("anywhere.bin", b"y" * 2048)
+    namespace = f"bare-{uuid.uuid4().hex[:8]}"
+    stack.create_namespace(namespace, worker_account=False)
+    kubectl = Kubectl(stack, namespace)
+    try:
+        assert kubectl.run("get", "serviceaccount", "ferry-worker", check=False).returncode != 0
+        _secrets(kubectl, src_account.connection_string, dst_account.connection_string)
+        kubectl.apply(_blobcopy("anywhere", src, dst, source={"blob": "anywhere.bin"}))
+        kubectl.wait_phase("blobcopy", "anywhere", "Succeeded", timeout=90)
+        assert dst.get_blob_client("anywhere.bin").download_blob().readall() == b"y" * 2048
+        account = kubectl.get("serviceaccount", "ferry-worker")
+        assert account["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ferry"
+        binding = kubectl.get("rolebinding", "ferry-worker")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "ferry-worker",
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ferry-worker", "namespace": namespace}]
+        kubectl.apply(_blobcopy("again", src, dst, source={"blob": "anywhere.bin"}, destination={"blob": "2.bin"}))
+        kubectl.wait_phase("blobcopy", "again", "Succeeded", timeout=90)  # the account exists: nothing to make
+    finally:
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def test_a_missing_url_source_fails_like_a_missing_blob(stack: DevStack, kubectl: Kubectl) -> None:
     src_account, dst_account = _accounts(stack)
     src, dst = _container(src_account), _container(dst_account)

@@ -75,3 +75,31 @@ def test_blobcopy_crd_carries_enums_immutability_and_columns() -> None:
     assert columns["Status"] == ".status.copyStatus"
     assert columns["Progress"] == ".status.progress"
     assert columns["Age"] == ".metadata.creationTimestamp"
+
+
+def test_durations_are_bounded_in_the_models_too() -> None:
+    from ferry.api.databaseaccount import DatabaseAccountSpec
+
+    base = {"endpoint": "https://a.documents.azure.com/", "credentials": {"secretRef": {"name": "s", "key": "k"}}}
+    assert DatabaseAccountSpec.model_validate({**base, "regionPollInterval": "1h30m"}).region_poll_interval == "1h30m"
+    for bad in ("0s", "25h", "99999999999999999999h", "1" * 40 + "s"):
+        with pytest.raises(ValidationError, match=r"regionPollInterval|region_poll_interval"):
+            DatabaseAccountSpec.model_validate({**base, "regionPollInterval": bad})
+
+
+def test_messages_escape_control_and_formatting_characters() -> None:
+    from ferry.api.common import Condition, Failure, printable
+    from ferry.kube.events import event_body
+
+    assert printable("a\u202eb\u200bc\x1b[31md\ne\tf") == "a\\u202eb\\u200bc\\u001b[31md\ne\tf"
+    assert printable("naïve 日本 ✓") == "naïve 日本 ✓"
+    assert Failure(reason="X", message="x\u202ey").message == "x\\u202ey"
+    when = "2026-11-21T12:00:00Z"
+    assert (
+        Condition.model_validate(
+            {"type": "Ready", "status": "False", "reason": "X", "message": "\u2066y", "lastTransitionTime": when}
+        ).message
+        == "\\u2066y"
+    )
+    involved = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n", "uid": "u"}}
+    assert event_body(involved, "X", "z\u202e", warning=False)["message"] == "z\\u202e"

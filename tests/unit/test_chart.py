@@ -34,6 +34,9 @@ OPERATOR_NAMESPACED = _rules(
     ("ferry.dev", tuple(f"{r}/status" for r in FERRY_RESOURCES), ("patch",)),
     ("", ("pods",), ("list", "watch", "create", "delete")),
     ("", ("events",), ("create",)),
+    # The worker service account and its RoleBinding, made in a namespace on first use.
+    ("", ("serviceaccounts",), ("create",)),
+    ("rbac.authorization.k8s.io", ("rolebindings",), ("create",)),
 )
 OPERATOR_CLUSTER = _rules(
     ("", ("namespaces",), ("list", "watch")),
@@ -83,9 +86,21 @@ def all_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def rule_set(role: dict[str, Any]) -> set[Rule]:
     out: set[Rule] = set()
     for rule in role["rules"]:
+        if rule == WORKER_BIND:
+            continue  # the one named rule: see test_the_operator_may_bind_only_the_worker_role
         assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames / nonResourceURLs
         out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     return out
+
+
+# The operator makes the worker service account's RoleBinding in a namespace on first use: it may bind the
+# worker ClusterRole, and nothing else.
+WORKER_BIND = {
+    "apiGroups": ["rbac.authorization.k8s.io"],
+    "resources": ["clusterroles"],
+    "verbs": ["bind"],
+    "resourceNames": ["ferry-worker"],
+}
 
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -427,3 +442,15 @@ def test_chart_crds_equal_generated_crds(chart: helm.Chart) -> None:
         assert doc["spec"]["group"] == "ferry.dev"
         assert doc["metadata"]["name"] == f"{doc['spec']['names']['plural']}.ferry.dev"
         assert name == f"ferry.dev_{doc['spec']['names']['plural']}.yaml"
+
+
+def test_the_operator_may_bind_only_the_worker_role(chart: helm.Chart) -> None:
+    for values in (None, {"watchNamespaces": ["team-a"]}):
+        objects = render(chart, values)
+        roles = all_of(objects, "Role") + all_of(objects, "ClusterRole")
+        binders = [r for r in roles if WORKER_BIND in r["rules"]]
+        assert binders and all("operator" in r["metadata"]["name"] for r in binders)
+        worker = next(r for r in all_of(objects, "ClusterRole") if r["metadata"]["name"] == "ferry-worker")
+        assert all(rule["verbs"] in (["get"], ["get", "list", "watch"], ["patch"]) for rule in worker["rules"])
+        env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+        assert env["FERRY_WORKER_CLUSTER_ROLE"] == "ferry-worker"

@@ -61,3 +61,18 @@ def test_credentials_are_secret_references_never_values() -> None:
     }
     sas = BlobCopySpec.model_validate({"source": {"urlSecretRef": {"name": "sas", "key": "url"}}, "destination": DEST})
     assert worker_env(sas)[0]["valueFrom"]["secretKeyRef"] == {"name": "sas", "key": "url", "optional": False}
+
+
+def test_the_operator_passes_its_link_local_setting_to_workers_only_when_set() -> None:
+    from ferry.api.blobcopy import ALLOW_LINK_LOCAL_ENV
+    from ferry.storage.addresses import link_local_addresses
+
+    spec = BlobCopySpec.model_validate(
+        {"source": {"url": "http://169.254.169.254/x"}, "destination": {"account": {"secretRef": {"name": "d",
+         "key": "k"}}, "container": "dst"}}
+    )  # fmt: skip
+    assert ALLOW_LINK_LOCAL_ENV not in [e["name"] for e in worker_env(spec)]
+    assert {"name": ALLOW_LINK_LOCAL_ENV, "value": "true"} in worker_env(spec, allow_link_local_sources=True)
+    assert link_local_addresses("http://169.254.169.254/latest") == ["169.254.169.254"]
+    assert link_local_addresses("http://[fe80::1]:80/") == ["fe80::1"]
+    assert link_local_addresses("https://127.0.0.1:10000/devstoreaccount1") == []

@@ -79,6 +79,18 @@ receive credentials as Secret references that the kubelet resolves.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The worker service account and its RoleBinding, made in a namespace on first use; the binding may name
+# only the worker ClusterRole (bind), whose few rights the operator need not hold itself.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["rolebindings"]
+  verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["clusterroles"]
+  verbs: ["bind"]
+  resourceNames: [{{ printf "%s-worker" (include "ferry.fullname" .) | quote }}]
 {{- end -}}
 
 {{/* Cluster-scoped reads kopf needs: namespaces to follow, CRDs to discover its resources. */}}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from ferry.api.common import (
     Condition,
-    Duration,
+    DurationBounds,
     Failure,
     FerryModel,
     SecretKeySelector,
@@ -50,6 +50,11 @@ class CopyStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+# Set on Stream workers when the operator allows source URLs whose host is link-local (chart value
+# workers.allowLinkLocalSources).
+ALLOW_LINK_LOCAL_ENV = "FERRY_ALLOW_LINK_LOCAL_SOURCES"
+
+
 class BlobCopySource(FerryModel):
     """Where to copy from: exactly one of url, urlSecretRef or account."""
 
@@ -70,11 +75,19 @@ class BlobCopySource(FerryModel):
             "rule": "has(self.account) || (!has(self.container) && !has(self.prefix))",
             "message": "container and prefix apply only to an account source",
         },
+        {
+            # Userinfo in the authority: the credentials would become a plain env value of the worker pod.
+            "rule": "!has(self.url) || !self.url.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
+            "message": "url must not carry credentials (user:password@host): put the URL in a Secret and use "
+            "urlSecretRef",
+            "fieldPath": ".url",
+        },
     ]
 
     url: str | None = Field(
         default=None,
         pattern=r"^https?://",
+        max_length=4096,
         description="A public or otherwise unauthenticated HTTP(S) URL of one object. "
         "Put URLs that carry a SAS token in a Secret and use urlSecretRef instead.",
     )
@@ -123,6 +136,20 @@ class BlobCopySpec(FerryModel):
         {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
         {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
+        {
+            # Same Secret, container and names: the copy would be its own source. Different Secrets of one
+            # account are caught by the worker, which compares the resolved blob URLs.
+            "rule": "!(has(self.source.account)"
+            " && self.source.account.secretRef.name == self.destination.account.secretRef.name"
+            " && self.source.account.secretRef.key == self.destination.account.secretRef.key"
+            " && self.source.container == self.destination.container"
+            " && (has(self.source.blob)"
+            " ? (has(self.destination.blob) ? self.destination.blob : self.source.blob) == self.source.blob"
+            " : (has(self.destination.prefix) ? self.destination.prefix : (has(self.source.prefix)"
+            " ? self.source.prefix : '')) == (has(self.source.prefix) ? self.source.prefix : '')))",
+            "message": "the destination is the source: choose another container, blob name or prefix",
+            "fieldPath": ".destination",
+        },
     ]
 
     source: BlobCopySource
@@ -150,7 +177,7 @@ class BlobCopySpec(FerryModel):
         default=4, ge=1, le=4000, alias="blockSizeMiB", description="Stream mode: block size in MiB."
     )
     parallelism: int = Field(default=8, ge=1, le=64, description="Blocks or blobs in flight at once.")
-    max_lifetime: Duration = Field(
+    max_lifetime: Annotated[str, DurationBounds("1s", "8760h")] = Field(
         default="336h",
         description="A copy still pending after this long is aborted and fails (default 14 days).",
     )

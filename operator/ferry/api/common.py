@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 GROUP = "ferry.dev"
 VERSION = "v1alpha1"
@@ -21,15 +25,47 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+DURATION_MAX_LENGTH = 32
+
+
+def _seconds(text: str) -> float:
+    if len(text) > DURATION_MAX_LENGTH or not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 90s, 15m, 336h)")
+    return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(text))
 
 
 def parse_duration(text: str) -> timedelta:
-    """Turn a Go-style duration into a timedelta; the CRD pattern guarantees the form."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 90s, 15m, 336h)")
-    seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    """Turn a Go-style duration into a timedelta; the CRD's pattern and bounds guarantee the form."""
+    return timedelta(seconds=_seconds(text))
+
+
+@dataclass(frozen=True)
+class DurationBounds:
+    """A Go-style duration from `low` to `high`, checked by the API server (CEL, naming the field) and by the
+    models (objects stored before a bound existed): no zero interval that spins a worker in a loop, no value a
+    worker cannot represent."""
+
+    low: str
+    high: str
+
+    def check(self, text: str) -> str:
+        if not _seconds(self.low) <= _seconds(text) <= _seconds(self.high):
+            raise ValueError(f"{text} is outside {self.low} to {self.high}")
+        return text
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        found = handler(schema)
+        found.update(pattern=DURATION_PATTERN, maxLength=DURATION_MAX_LENGTH)
+        found["x-kubernetes-validations"] = [
+            {
+                "rule": f"duration(self) >= duration('{self.low}') && duration(self) <= duration('{self.high}')",
+                "message": f"must be a duration from {self.low} to {self.high}",
+            }
+        ]
+        return found
 
 
 class FerryModel(BaseModel):
@@ -55,6 +91,20 @@ class FerryModel(BaseModel):
         return cls.model_validate({k: v for k, v in (data or {}).items() if k in keys})
 
 
+def printable(text: str) -> str:
+    """Text safe to show a person: control characters (but newline and tab) and Unicode formatting characters
+    (bidirectional overrides such as U+202E, zero-width marks) escaped as \\uXXXX, so that a hostile blob or
+    database name cannot hide or reorder what status, Events and logs say."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf") else f"\\u{ord(c):04x}" for c in text
+    )
+
+
+Printable = Annotated[str, AfterValidator(printable)]
+
+
 class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
@@ -70,7 +120,7 @@ class Condition(FerryModel):
     )
     status: ConditionStatus
     reason: str = Field(max_length=1024, min_length=1, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = Field(default="", max_length=32768)
+    message: Printable = Field(default="", max_length=32768)
     last_transition_time: datetime
     observed_generation: int | None = Field(default=None, ge=0)
 
@@ -79,7 +129,7 @@ class Failure(FerryModel):
     """Why a resource failed: a CamelCase reason for machines and a message for people."""
 
     reason: str
-    message: str
+    message: Printable
 
 
 class WorkerStatus(FerryModel):

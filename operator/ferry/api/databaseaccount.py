@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from ferry.api.common import (
     Condition,
-    Duration,
+    DurationBounds,
     Failure,
     FerryModel,
     SecretKeySelector,
@@ -88,7 +88,7 @@ class BackupPolicy(FerryModel):
 
     mode: BackupMode = Field(default=BackupMode.OFF)
     tier: BackupTier | None = Field(default=None, description="The retention: Continuous7Days or Continuous30Days.")
-    capture_interval: Duration = Field(
+    capture_interval: Annotated[str, DurationBounds("1s", "1h")] = Field(
         default="30s", description="How often changes are captured: the finest time a restore can tell apart."
     )
     location: BackupLocation | None = None
@@ -99,7 +99,7 @@ class DatabaseAccountSpec(FerryModel):
         {"rule": "self.endpoint == oldSelf.endpoint", "message": "endpoint is immutable"},
     ]
 
-    endpoint: str = Field(pattern=r"^https?://", description="The account's document endpoint.")
+    endpoint: str = Field(pattern=r"^https?://", max_length=2048, description="The account's document endpoint.")
     credentials: AccountCredentials
     insecure_skip_tls_verify: bool = Field(
         default=False,
@@ -107,8 +107,12 @@ class DatabaseAccountSpec(FerryModel):
         description="Accept any TLS certificate from the endpoint. Only for local emulators.",
     )
     copy_instances: CopyInstances = Field(default_factory=CopyInstances)
-    idle_timeout: Duration = Field(default="15m", description="Instances without work are removed after this.")
-    region_poll_interval: Duration = Field(default="60s", description="How often the write region is read.")
+    idle_timeout: Annotated[str, DurationBounds("1s", "168h")] = Field(
+        default="15m", description="Instances without work are removed after this."
+    )
+    region_poll_interval: Annotated[str, DurationBounds("1s", "24h")] = Field(
+        default="60s", description="How often the write region is read."
+    )
     backup: BackupPolicy = Field(default_factory=BackupPolicy)
 
 

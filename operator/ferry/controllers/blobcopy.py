@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ferry.api.blobcopy import (
+    ALLOW_LINK_LOCAL_ENV,
     BlobCopyOperatorStatus,
     BlobCopyPhase,
     BlobCopyProgress,
@@ -75,9 +76,11 @@ class BlobCopyController(KindController[Observed]):
         return decide(observed)
 
 
-def worker_env(spec: BlobCopySpec) -> list[dict[str, Any]]:
+def worker_env(spec: BlobCopySpec, allow_link_local_sources: bool = False) -> list[dict[str, Any]]:
     """Credentials reach the worker only as Secret references resolved by the kubelet."""
     env: list[dict[str, Any]] = []
+    if allow_link_local_sources:
+        env.append({"name": ALLOW_LINK_LOCAL_ENV, "value": "true"})
     source = spec.source
     if source.account is not None:
         ref = source.account.secret_ref
@@ -105,7 +108,7 @@ def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
         image=o.workers.image,
         service_account=o.workers.service_account,
         args=args,
-        env=worker_env(o.spec),
+        env=worker_env(o.spec, o.workers.allow_link_local_sources),
         requests={"cpu": "250m", "memory": "256Mi"},
         limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi"},
     )

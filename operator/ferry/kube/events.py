@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ferry.api.common import printable
+
 REPORTING_COMPONENT = "ferry.dev/operator"
 # Event names are the object's name plus a random suffix; the whole must stay within 253 characters.
 MAX_PREFIX = 240
@@ -29,7 +31,7 @@ def event_body(involved: Mapping[str, Any], reason: str, message: str, warning: 
             "resourceVersion": meta.get("resourceVersion"),
         },
         "reason": reason,
-        "message": message[:MAX_MESSAGE],
+        "message": printable(message)[:MAX_MESSAGE],
         "type": "Warning" if warning else "Normal",
         "source": {"component": "ferry-operator"},
         "reportingComponent": REPORTING_COMPONENT,

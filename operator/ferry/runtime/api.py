@@ -22,6 +22,8 @@ from ferry.metrics import API_WRITES
 from ferry.runtime.lifecycle import PodDeletion
 from ferry.runtime.objects import FINALIZER
 from ferry.runtime.plan import Event
+from ferry.runtime.workeraccess import role_binding, service_account
+from ferry.runtime.world import WorkerSettings
 
 T = TypeVar("T")
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -121,6 +123,19 @@ class KubeApi:
                 return False
             raise
         return True
+
+    async def ensure_worker_access(self, namespace: str, workers: WorkerSettings) -> None:
+        """The worker service account and its RoleBinding in a namespace (kept as they are if they exist)."""
+        for body, create in (
+            (service_account(namespace, workers), client.core().create_namespaced_service_account),
+            (role_binding(namespace, workers), client.rbac().create_namespaced_role_binding),
+        ):
+            API_WRITES.labels(verb=f"create-{body['kind'].lower()}").inc()
+            try:
+                await self._call(create, namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
 
     async def delete_pod(self, namespace: str, deletion: PodDeletion) -> None:
         API_WRITES.labels(verb="delete-pod").inc()

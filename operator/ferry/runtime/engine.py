@@ -171,6 +171,8 @@ class Runtime:
         self._expected: dict[tuple[str, str], tuple[str, PodView, float]] = {}
         # Objects as this process last wrote them, until the cache catches up (read your own writes).
         self._written: dict[ObjectKey, Mapping[str, Any]] = {}
+        # Namespaces where this process made sure the worker service account exists.
+        self._worker_access: set[str] = set()
 
     def collector(self) -> ObjectsCollector:
         def phases() -> Iterator[tuple[str, str | None]]:
@@ -349,6 +351,9 @@ class Runtime:
             self._wrote(key, await self.api.set_finalizer(kind, body, present=True))
         for deletion in {d.name: d for d in plan.delete}.values():
             await self.api.delete_pod(namespace, deletion)
+        if plan.create and self.workers.cluster_role and namespace not in self._worker_access:
+            await self.api.ensure_worker_access(namespace, self.workers)
+            self._worker_access.add(namespace)
         for creation in plan.create:
             if await self.api.create_pod(namespace, creation.manifest):
                 WORKERS_STARTED.labels(kind=kind.kind, role=_role(creation.manifest)).inc()

@@ -22,6 +22,12 @@ class WorkerSettings:
 
     image: str
     service_account: str
+    allow_link_local_sources: bool = False
+    # The ClusterRole bound to the worker service account in each namespace the operator starts workers in;
+    # empty: the accounts are made by the chart (workerNamespaces) and the operator makes none.
+    cluster_role: str = ""
+    service_account_annotations: tuple[tuple[str, str], ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 class World(Protocol):

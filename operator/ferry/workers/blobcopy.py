@@ -20,10 +20,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
+from azure.storage.blob import BlobClient
 
-from ferry.api.blobcopy import BlobCopyMode, BlobCopyProgress, BlobCopySpec, BlobCopyStatus, CopyStatus
+from ferry.api.blobcopy import (
+    ALLOW_LINK_LOCAL_ENV,
+    BlobCopyMode,
+    BlobCopyProgress,
+    BlobCopySpec,
+    BlobCopyStatus,
+    CopyStatus,
+)
 from ferry.api.common import Failure, parse_duration
-from ferry.storage.blobs import RetryRecorder, container_client, describe, is_transient, redact
+from ferry.storage.blobs import (
+    RetryRecorder,
+    container_client,
+    credential_free_url,
+    describe,
+    is_transient,
+    redact,
+)
 from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
 from ferry.workers import blobcopy_leases as leases
 from ferry.workers import blobcopy_serverside as serverside
@@ -77,7 +92,12 @@ def endpoints_from_env(env: Mapping[str, str] = os.environ) -> Endpoints:
         source_connection_string=env.get("FERRY_SOURCE_CONNECTION_STRING") or None,
         source_url=env.get("FERRY_SOURCE_URL") or None,
         destination_connection_string=env.get("FERRY_DESTINATION_CONNECTION_STRING", ""),
+        allow_link_local=env.get(ALLOW_LINK_LOCAL_ENV, "").lower() == "true",
     )
+
+
+def _same_blob(a: BlobClient, b: BlobClient) -> bool:
+    return credential_free_url(a.url).lower() == credential_free_url(b.url).lower()
 
 
 def _now() -> str:
@@ -193,6 +213,14 @@ def _run(
     items = [
         CopyItem(s, n, dest_container.get_blob_client(n)) for s in sources for n in [destination_name(spec, s.name)]
     ]
+    onto_itself = [i.dest_name for i in items if i.source.client is not None and _same_blob(i.source.client, i.dest)]
+    if onto_itself:
+        # Two Secrets of one account: CEL could not tell. Copying a blob onto itself is a no-op at best, and
+        # with lockSource fails on the copy's own lease.
+        message = (
+            f"the destination is the source (blob {onto_itself[0]}): choose another container, blob name or prefix"
+        )
+        return _fail(reporter, started, BlobFailure("DestinationIsSource", message))
     single = is_single(spec)
     reporter.total_bytes = sum(i.source.size for i in items)
     counts = {"total": len(items), "pending": len(items), "succeeded": 0, "failed": 0, "skipped": 0}

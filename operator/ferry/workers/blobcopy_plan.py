@@ -14,6 +14,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
 
 from ferry.api.blobcopy import BlobCopySpec
+from ferry.storage.addresses import link_local_addresses
 from ferry.storage.blobs import (
     RetryRecorder,
     container_client,
@@ -57,6 +58,7 @@ class Endpoints:
     source_connection_string: str | None
     source_url: str | None
     destination_connection_string: str
+    allow_link_local: bool = False
 
 
 @dataclass
@@ -157,6 +159,14 @@ def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecord
         if spec.source.account is None:
             if not endpoints.source_url:
                 raise BlobFailure("InvalidSource", "the source URL is not configured (FERRY_SOURCE_URL)")
+            refused = [] if endpoints.allow_link_local else link_local_addresses(endpoints.source_url)
+            if refused:
+                raise BlobFailure(
+                    "SourceAddressNotAllowed",
+                    f"the source URL's host resolves to the link-local address {refused[0]} (where the cloud "
+                    "metadata service answers): refused unless the operator allows it (chart value "
+                    "workers.allowLinkLocalSources)",
+                )
             return [open_url_source(endpoints.source_url, recorder, url_object_name(endpoints.source_url))]
         if not endpoints.source_connection_string:
             raise BlobFailure(
