@@ -105,7 +105,7 @@ def _delete_by_mistake(
         account = spec["accountRef"]["name"]
         source = (spec["database"], spec["container"])
         if source not in deleted:
-            print(f"waiting for the first capture of {account}'s backup ...", flush=True)
+            print(f"waiting for {account}'s backup to become restorable ...", flush=True)
             if not _captured(kubectl, account, "1970", deadline):
                 break
             print(f"deleting container {'/'.join(source)} by mistake ...", flush=True)
