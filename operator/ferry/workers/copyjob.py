@@ -46,7 +46,15 @@ from ferry.storage.transferstate import JobState, StateStore, now_iso
 from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
 from ferry.workers.copyjob_writer import Conflict, ItemWriter, TokenBucket
 from ferry.workers.job_progress import Reporter, ReportFn, Totals, transfer_record
-from ferry.workers.jobrun import InstanceOutcome, TransientJobError, complete_job, fail_job, mark_running, outcome_of
+from ferry.workers.jobrun import (
+    InstanceOutcome,
+    JobInstance,
+    TransientJobError,
+    complete_job,
+    fail_job,
+    mark_running,
+    outcome_of,
+)
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
 
@@ -162,7 +170,7 @@ def _conflict_failure(conflicts: list[Conflict], unique_keys: list[list[str]]) -
     return Failure(reason="ItemConflict", message=f"items {listed} conflict in the destination: {' and '.join(kinds)}")
 
 
-class _Instance:
+class _Instance(JobInstance[ContainerCopyProgress]):
     def __init__(
         self,
         access: CosmosAccess,
@@ -173,14 +181,8 @@ class _Instance:
         should_stop: Callable[[], bool],
         lease_seconds: float,
     ) -> None:
-        self.access = access
-        self.store = store
+        super().__init__(access, store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
         self.job = job
-        self.instance_id = instance_id
-        self.reporter = reporter
-        self.should_stop = should_stop
-        self.lease_seconds = lease_seconds
-        self.doc: dict[str, Any] = {}
         self._checked = 0.0
 
     def _refresh(self, force: bool = False) -> InstanceOutcome | None:
@@ -188,17 +190,8 @@ class _Instance:
         now = time.monotonic()
         if force or now - self._checked >= JOB_CHECK_INTERVAL:
             self._checked = now
-            doc = self.store.read_job(self.job.job_id)
-            if doc is None:
-                return InstanceOutcome("stopped")  # the state database was deleted under us
-            self.doc = doc
+            return self.read_job()
         return outcome_of(self.doc)
-
-    def _failed(self, failure: Failure) -> InstanceOutcome:
-        self.doc = fail_job(self.store, self.job.job_id, failure)
-        final = outcome_of(self.doc) or InstanceOutcome("failed", failure)
-        self.reporter.send(self.doc, force=True)
-        return final
 
     def run(self, concurrency: int, page_size: int) -> InstanceOutcome:
         ended = self._refresh(force=True)
@@ -210,7 +203,7 @@ class _Instance:
             return ended
         source = container_properties(self.access, self.job.source_db, self.job.source_container)
         if source is None:
-            return self._failed(
+            return self.failed(
                 Failure(
                     reason="SourceNotFound",
                     message=f"source container {self.job.source_db}/{self.job.source_container} does not exist",
@@ -218,7 +211,7 @@ class _Instance:
             )
         destination = container_properties(self.access, self.job.dest_db, self.job.dest_container)
         if destination is None:
-            return self._failed(
+            return self.failed(
                 Failure(
                     reason="DestinationNotFound",
                     message=(
@@ -335,7 +328,7 @@ class _Instance:
                     later.result()
                 in_flight.clear()
                 lease.release()
-                return self._failed(_conflict_failure(conflicts, unique_keys))
+                return self.failed(_conflict_failure(conflicts, unique_keys))
             processed += count
             lease.checkpoint(continuation, processed, done=continuation is None)
             self.reporter.checkpointed(str(lease.doc["id"]), processed)

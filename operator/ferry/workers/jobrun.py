@@ -3,11 +3,16 @@ instance, recording a failure once, and the first instance's start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from ferry.api.common import Failure
+from ferry.api.common import Failure, FerryModel
+from ferry.storage.cosmos import CosmosAccess
 from ferry.storage.transferstate import TERMINAL_STATES, JobState, StateStore, now_iso
+from ferry.workers.job_progress import Reporter
+
+M = TypeVar("M", bound=FerryModel)
 
 
 @dataclass
@@ -64,3 +69,40 @@ def complete_job(store: StateStore, job_id: str, processed: int) -> dict[str, An
         return True
 
     return store.update_job(job_id, change)
+
+
+class JobInstance(Generic[M]):
+    """One instance working on one job: the job's document as last read, and the ways its work ends."""
+
+    def __init__(
+        self,
+        access: CosmosAccess,
+        store: StateStore,
+        job_id: str,
+        instance_id: str,
+        reporter: Reporter[M],
+        should_stop: Callable[[], bool],
+        lease_seconds: float,
+    ) -> None:
+        self.access = access
+        self.store = store
+        self.job_id = job_id
+        self.instance_id = instance_id
+        self.reporter = reporter
+        self.should_stop = should_stop
+        self.lease_seconds = lease_seconds
+        self.doc: dict[str, Any] = {}
+
+    def read_job(self) -> InstanceOutcome | None:
+        """Read the job again: None while it is to be worked on, else this instance's outcome."""
+        doc = self.store.read_job(self.job_id)
+        if doc is None:
+            return InstanceOutcome("stopped")  # the state database was deleted under us
+        self.doc = doc
+        return outcome_of(doc)
+
+    def failed(self, failure: Failure) -> InstanceOutcome:
+        """Record the failure (the first one recorded stays the job's) and report it."""
+        self.doc = fail_job(self.store, self.job_id, failure)
+        self.reporter.send(self.doc, force=True)
+        return outcome_of(self.doc) or InstanceOutcome("failed", failure)

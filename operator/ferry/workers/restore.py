@@ -47,7 +47,15 @@ from ferry.storage.transferstate import JobState, StateStore, now_iso
 from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
 from ferry.workers.copyjob_writer import Conflict, ItemWriter
 from ferry.workers.job_progress import Reporter, ReportFn, Totals, transfer_record
-from ferry.workers.jobrun import InstanceOutcome, TransientJobError, complete_job, fail_job, mark_running, outcome_of
+from ferry.workers.jobrun import (
+    InstanceOutcome,
+    JobInstance,
+    TransientJobError,
+    complete_job,
+    fail_job,
+    mark_running,
+    outcome_of,
+)
 
 PAGE_SIZE = 100
 # Pages written at once, checkpointed in order: enough that the writer's threads never wait at a page's end
@@ -202,7 +210,7 @@ class _ItemsCache:
 _CACHE = _ItemsCache()
 
 
-class _Restorer:
+class _Restorer(JobInstance[RestoreProgress]):
     def __init__(
         self,
         access: CosmosAccess,
@@ -214,28 +222,10 @@ class _Restorer:
         should_stop: Callable[[], bool],
         lease_seconds: float,
     ) -> None:
-        self.access = access
+        super().__init__(access, store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
         self.backup = backup
-        self.store = store
         self.job = job
-        self.instance_id = instance_id
-        self.reporter = reporter
-        self.should_stop = should_stop
-        self.lease_seconds = lease_seconds
-        self.doc: dict[str, Any] = {}
         self._index: BackupIndex | None = None
-
-    def _refresh(self) -> InstanceOutcome | None:
-        doc = self.store.read_job(self.job.job_id)
-        if doc is None:
-            return InstanceOutcome("stopped")  # the state database was deleted under us
-        self.doc = doc
-        return outcome_of(doc)
-
-    def _failed(self, failure: Failure) -> InstanceOutcome:
-        self.doc = fail_job(self.store, self.job.job_id, failure)
-        self.reporter.send(self.doc, force=True)
-        return outcome_of(self.doc) or InstanceOutcome("failed", failure)
 
     def _backup_index(self) -> BackupIndex:
         if self._index is None:
@@ -249,7 +239,7 @@ class _Restorer:
         while True:
             if self.should_stop():
                 return InstanceOutcome("stopped")
-            ended = self._refresh()
+            ended = self.read_job()
             if ended is not None:
                 self.reporter.send(self.doc, force=True)
                 return ended
@@ -270,7 +260,7 @@ class _Restorer:
                 continue  # another instance resumed this unit; look for other work
             except RestoreRefused as refused:
                 lease.release()
-                return self._failed(refused.failure)
+                return self.failed(refused.failure)
             except BaseException as error:
                 lease.release()
                 if isinstance(error, AzureError | OSError) and is_transient(error):
@@ -434,7 +424,7 @@ class _Restorer:
                 in_flight.clear()
                 lease.release()
                 ids = ", ".join(sorted(c.item_id for c in conflicts)[:10])
-                return self._failed(
+                return self.failed(
                     Failure(
                         reason="ItemConflict",
                         message=f"items {ids} are already in the restored container {plan.database}/"
