@@ -136,25 +136,41 @@ def account_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
     ]
 
 
-def monitor_manifest(o: Observed) -> dict[str, Any]:
-    args = ["account", "--namespace", o.meta.namespace, "--name", o.meta.name]
-    args += ["--poll-interval", o.spec.region_poll_interval]
+def _account_pod(
+    o: Observed,
+    role: str,
+    name: str,
+    args: list[str],
+    env: list[dict[str, Any]],
+    requests: dict[str, str],
+    limits: dict[str, str],
+    takes_slot: bool = True,
+) -> dict[str, Any]:
+    """A pod of the account's (restarted by the kubelet when it crashes: each role resumes from its own state)."""
     return worker_pod(
         kind=DATABASE_ACCOUNT,
         owner_name=o.meta.name,
         owner_uid=o.meta.uid,
         namespace=o.meta.namespace,
-        role=MONITOR_ROLE,
-        name=pod_name(o.meta.name, MONITOR_ROLE, 0),
+        role=role,
+        name=name,
         image=o.workers.image,
         service_account=o.workers.service_account,
         args=args,
-        env=account_env(o.spec),
-        requests={"cpu": "50m", "memory": "96Mi"},
-        limits={"memory": "256Mi"},
+        env=env,
+        requests=requests,
+        limits=limits,
         restart_policy="Always",
-        takes_slot=False,
+        takes_slot=takes_slot,
     )
+
+
+def monitor_manifest(o: Observed) -> dict[str, Any]:
+    args = ["account", "--namespace", o.meta.namespace, "--name", o.meta.name]
+    args += ["--poll-interval", o.spec.region_poll_interval]
+    name = pod_name(o.meta.name, MONITOR_ROLE, 0)
+    requests, limits = {"cpu": "50m", "memory": "96Mi"}, {"memory": "256Mi"}
+    return _account_pod(o, MONITOR_ROLE, name, args, account_env(o.spec), requests, limits, takes_slot=False)
 
 
 def instance_manifest(o: Observed, index: int) -> dict[str, Any]:
@@ -170,23 +186,11 @@ def restorer_manifest(o: Observed, index: int) -> dict[str, Any]:
 
 
 def _instance_pod(o: Observed, role: str, name: str, command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
+    """A copy or restore instance: sized by copyInstances, resuming from its checkpoints after a crash."""
     resources = o.spec.copy_instances.resources
     amounts = {"cpu": resources.cpu, "memory": resources.memory}
-    return worker_pod(
-        kind=DATABASE_ACCOUNT,
-        owner_name=o.meta.name,
-        owner_uid=o.meta.uid,
-        namespace=o.meta.namespace,
-        role=role,
-        name=name,
-        image=o.workers.image,
-        service_account=o.workers.service_account,
-        args=[command[0], "--namespace", o.meta.namespace, "--account", o.meta.name, *command[1:]],
-        env=env,
-        requests=amounts,
-        limits=amounts,
-        restart_policy="Always",  # the kubelet restarts a crashed instance; it resumes from the checkpoints
-    )
+    args = [command[0], "--namespace", o.meta.namespace, "--account", o.meta.name, *command[1:]]
+    return _account_pod(o, role, name, args, env, amounts, dict(amounts))
 
 
 def backup_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
@@ -215,27 +219,16 @@ def retention(o: Observed) -> str:
 
 
 def backup_manifest(o: Observed) -> dict[str, Any]:
+    """The capture pod: a killed capture resumes from the cursor committed in the backup location."""
     location = backup_location(o)
     assert location is not None
     args = ["backup", "--namespace", o.meta.namespace, "--name", o.meta.name]
     args += ["--interval", o.spec.backup.capture_interval, "--retention", retention(o)]
     args += ["--container", location[0], "--prefix", location[1]]
-    return worker_pod(
-        kind=DATABASE_ACCOUNT,
-        owner_name=o.meta.name,
-        owner_uid=o.meta.uid,
-        namespace=o.meta.namespace,
-        role=BACKUP_ROLE,
-        name=pod_name(o.meta.name, BACKUP_ROLE, 0),
-        image=o.workers.image,
-        service_account=o.workers.service_account,
-        args=args,
-        env=account_env(o.spec) + backup_env(o.spec),
-        requests={"cpu": "100m", "memory": "256Mi"},
-        limits={"memory": "2Gi"},
-        restart_policy="Always",  # a killed capture resumes from the cursor committed in the backup location
-        takes_slot=False,
-    )
+    env = account_env(o.spec) + backup_env(o.spec)
+    name = pod_name(o.meta.name, BACKUP_ROLE, 0)
+    requests, limits = {"cpu": "100m", "memory": "256Mi"}, {"memory": "2Gi"}
+    return _account_pod(o, BACKUP_ROLE, name, args, env, requests, limits, takes_slot=False)
 
 
 READY_REASONS = {

@@ -61,7 +61,7 @@ def _work_on(
     namespace: str,
     state: AccountState,
     follow: AccountWatch,
-    instance_id: str,
+    owner: str,
     stop: threading.Event,
 ) -> float | None:
     """Work on the active job until it is done or no longer active; how long to wait before looking again
@@ -93,17 +93,17 @@ def _work_on(
     def should_stop() -> bool:
         return stop.is_set() or follow.state.active_job != state.active_job or reporter.gone
 
-    log.info("instance %s working on %s", instance_id, work.name)
+    log.info("instance %s working on %s", owner, work.name)
     try:
         previous = ContainerCopyProgress.part_of(job.get("status"))
-        outcome = run_instance(access, work, instance_id, reporter.report, should_stop, previous=previous)
+        outcome = run_instance(access, work, owner, reporter.report, should_stop, previous=previous)
     except TransientJobError as error:
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)
         return None
     finally:
         reporter.flush()
-    log.info("instance %s: %s on %s", instance_id, outcome.kind, work.name)
+    log.info("instance %s: %s on %s", owner, outcome.kind, work.name)
     if outcome.kind == "stopped" and not stop.is_set():
         _record_why_stopped(access, job_ref, work.job_id, reporter)
     if outcome.kind == "idle":

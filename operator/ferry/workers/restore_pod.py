@@ -80,7 +80,7 @@ def _work_on(
     name: str,
     state: AccountState,
     follow: AccountWatch,
-    instance_id: str,
+    owner: str,
     stop: threading.Event,
 ) -> float | None:
     """One turn on a restore: None when it moved (take another turn at once), else how long to wait before
@@ -110,7 +110,7 @@ def _work_on(
             access,
             backup,
             job,
-            instance_id,
+            owner,
             reporter.report,
             should_stop,
             one_unit=True,
@@ -124,7 +124,7 @@ def _work_on(
         reporter.flush()
     if outcome.kind == "progress":
         return None
-    log.info("instance %s: %s on %s", instance_id, outcome.kind, job.name)
+    log.info("instance %s: %s on %s", owner, outcome.kind, job.name)
     if outcome.kind == "stopped" and not stop.is_set():
         _record_why_stopped(access, ref, job.job_id)
     if outcome.kind == "idle":
