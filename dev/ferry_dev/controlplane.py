@@ -41,6 +41,7 @@ CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
+    "resourcequota-controller",  # quotas refuse pods as on a cluster
 )
 NODE_NAME = "ferry-local"
 READY_TIMEOUT = 60.0

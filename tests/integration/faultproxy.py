@@ -103,7 +103,8 @@ class FaultProxy:
                     for key, value in response.getheaders():
                         if key.lower() not in ("transfer-encoding", "content-length", "connection"):
                             self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(payload)))
+                    length = response.getheader("Content-Length", "0") if self.command == "HEAD" else len(payload)
+                    self.send_header("Content-Length", str(length))  # a HEAD answer tells the blob's length
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(payload)

@@ -1,9 +1,8 @@
 """ServerSide mode against Azurite, with the fault proxy in front where the service must misbehave.
 
-Azurite completes Copy Blob synchronously: its answer already carries copy status success, and
-no request sent through the proxy (delayed or not) can see the copy pending, because Azurite has
-either not received the Copy Blob yet (no copy properties) or has finished it. Pending-state
-behaviour (progress polling, abort, conflict) is therefore exercised in Stream mode, not here.
+Azurite completes Copy Blob synchronously; where a test needs the service's pending path it puts the
+asynchronous Copy Blob stand-in (support/asynccopy.py) in front of the destination account, as the
+end-to-end tests of that path do (e2e/test_blobcopy_pending.py).
 """
 
 from __future__ import annotations
@@ -15,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobLeaseClient, BlobSasPermissions, generate_blob_sas
+from azure.storage.blob import BlobClient, BlobLeaseClient, BlobSasPermissions, generate_blob_sas
 
 from ferry.api.blobcopy import BlobCopyStatus
 from ferry.workers.blobcopy import CopyStopped, Endpoints, cleanup, run_copy
-from ferry_dev.emulators import StorageAccount
+from ferry_dev.emulators import Azurite, StorageAccount
+from support.asynccopy import AsyncCopyService
+from support.sas import read_url
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -238,3 +239,27 @@ def test_cleanup_releases_leases_and_is_idempotent(
     again = BlobCopyStatus.model_validate(reports.merged())
     cleanup(spec, again, direct, reports, "s8")  # idempotent: nothing left to release or abort
     assert reports.patches[-1]["copyStatus"] == "aborted"
+
+
+def test_a_replaced_worker_takes_over_the_copy_its_predecessor_started(
+    azurite: Azurite, src_account, dst_account, src_container, dst_container, reports, make_spec
+):
+    """The predecessor scheduled the copy, reported its id and was killed; the service went on and finished it."""
+    data = os.urandom(300_000)
+    source = src_container.upload_blob("done.bin", data)
+    began = datetime.now(UTC) - timedelta(seconds=1)
+    with AsyncCopyService(azurite.accounts).running() as service:
+        destination = service.connection_string(dst_account)
+        dest = BlobClient.from_connection_string(destination, dst_container.container_name, "done.bin")
+        copy_id = dest.start_copy_from_url(read_url(src_account, source))["copy_id"]
+        deadline = time.monotonic() + 30
+        while str(dest.get_blob_properties().copy.status) != "success" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        previous = BlobCopyStatus.model_validate({"copyId": copy_id, "copyStatus": "pending", "startTime": began})
+        spec = spec_for(make_spec, src_container, dst_container, {"blob": "done.bin"})
+        ep = Endpoints(src_account.connection_string, None, destination)
+        outcome = run_copy(spec, previous, ep, reports, threading.Event(), "s9")
+        assert outcome.succeeded, outcome.failure
+        assert service.copy_requests("done.bin") == 1  # followed, not copied again
+        assert reports.merged()["copyStatus"] == "success"
+    assert dst_container.get_blob_client("done.bin").download_blob().readall() == data

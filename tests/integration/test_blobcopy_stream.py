@@ -152,6 +152,7 @@ class _Object:
         self.data = data
         self.etag = '"v1"'
         self.gets = 0
+        self.heads = 0
         self.after_gets: tuple[int, bytes] | None = None
 
 
@@ -173,6 +174,7 @@ def http_object() -> Iterator[tuple[str, _Object]]:
             self.end_headers()
 
         def do_HEAD(self) -> None:
+            obj.heads += 1
             self._head(200, len(obj.data), {"Accept-Ranges": "bytes"})
 
         def do_GET(self) -> None:
@@ -221,6 +223,36 @@ def test_http_source_and_source_changed(dst_account, dst_container, http_object,
     assert not outcome.succeeded and outcome.failure is not None
     assert outcome.failure.reason == "SourceChanged"
     assert "412" in outcome.failure.message and "precondition failed" in outcome.failure.message
+
+
+def test_a_redirecting_source_url_is_not_followed(dst_account, dst_container, http_object, reports, make_spec):
+    """A URL that redirects could lead the worker to the metadata service: the worker stops at the redirect."""
+    target, obj = http_object
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/moved.bin"
+        spec = make_spec(source={"url": url}, destination={"container": dst_container.container_name}, mode="Stream")
+        outcome = run_copy(spec, None, endpoints(None, dst_account, url), reports, threading.Event(), "r1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outcome.failure is not None and outcome.failure.reason == "SourceRedirected"
+    assert "302" in outcome.failure.message and "not followed" in outcome.failure.message
+    assert obj.heads == obj.gets == 0  # the redirect's target was never asked
 
 
 def test_overwrite_modes(src_account, dst_account, src_container, dst_container, reports):

@@ -392,3 +392,27 @@ def test_the_revision_first_seen_wins_over_later_edits() -> None:
         job_body("second", revision="20"),
     ]
     assert copy_jobs(jobs, "West US").running == ("first",)
+
+
+def test_an_instance_that_cannot_start_is_named_in_instances_ready_with_the_cause() -> None:
+    refused = "the API server refused to create pod acct-copy-1: exceeded quota: q, requested: pods=1"
+    case = Case(
+        "-",
+        observation=CONNECTED,
+        jobs=[job_body("b")],
+        instances=[instance(0), instance(1, phase="Pending", waiting_reason="FailedCreate", waiting_message=refused)],
+    )
+    plan = decide(observe(case))
+    assert isinstance(plan.status, DatabaseAccountOperatorStatus)
+    ready = condition(plan.status.conditions, "InstancesReady")
+    assert ready is not None and ready.status == "False" and ready.reason == "InstanceCannotStart"
+    assert "acct-copy-1" in ready.message and "exceeded quota" in ready.message
+    assert [e.reason for e in plan.events if e.warning] == ["InstanceCannotStart"]
+    assert plan.create == []  # the refused pod is tried again by the runtime, not doubled by the decision
+
+    healthy = decide(
+        observe(Case("-", observation=CONNECTED, jobs=[job_body("b")], instances=[instance(0), instance(1)]))
+    )
+    assert isinstance(healthy.status, DatabaseAccountOperatorStatus)
+    running = condition(healthy.status.conditions, "InstancesReady")
+    assert running is not None and running.status == "True"

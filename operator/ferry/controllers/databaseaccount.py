@@ -260,7 +260,27 @@ def decide(o: Observed) -> Plan:
         o, plan, RESTORE_POOL, bool(o.restores.running), o.restorer_pods, state.restore_idle_since, copying.budget
     )
     state.restore_instances, state.restore_idle_since = restoring.pods, restoring.idle_since
+    _instances_ready(o, state, plan, copying.problems + restoring.problems)
     return plan
+
+
+def _instances_ready(
+    o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan, problems: list[tuple[str, str]]
+) -> None:
+    """InstancesReady: False, with the cause, while an instance the account's jobs wait for cannot run."""
+    before = condition(state.conditions, "InstancesReady")
+    if problems:
+        pod, why = problems[0]
+        ok, reason, message = False, "InstanceCannotStart", f"instance {pod} cannot run: {why}"
+    elif state.instances or state.restore_instances:
+        ok, reason, message = True, "Running", "the instances are running"
+    elif before is None:
+        return  # no instance has been needed yet
+    else:
+        ok, reason, message = True, "Idle", "no instances are needed"
+    state.conditions = set_condition(state.conditions, "InstancesReady", ok, reason, message, o.meta.generation, o.now)
+    if ok is False and (before is None or (before.reason, before.message) != (reason, message)):
+        plan.events.append(Event(reason, message, warning=True))
 
 
 def _set_ready(
@@ -383,6 +403,7 @@ class PoolState:
     pods: list[str] | None
     idle_since: datetime | None
     budget: int  # slots left for the next pool
+    problems: list[tuple[str, str]]  # (pod, why it cannot run)
 
 
 def _instances(
@@ -396,6 +417,7 @@ def _instances(
 ) -> PoolState:
     """Start the pool's pods while it has work, remove them after the idle timeout."""
     active = [p for p in pods if not p.deleting]
+    problems: list[tuple[str, str]] = []
     if busy:
         idle_since = None
         existing = {p.name for p in active}
@@ -411,6 +433,7 @@ def _instances(
             wanted.append((ServicePod(name, manifest["metadata"]["labels"]["ferry.dev/template"], True), manifest))
         result = service_workers([w for w, _ in wanted], pods)
         manifests = {w.name: m for w, m in wanted}
+        problems = result.problems
         plan.delete.extend(result.delete)
         for pod in result.start:
             plan.create.append(PodCreation(manifests[pod.name]))
@@ -433,4 +456,4 @@ def _instances(
     names |= {
         c.name for c in plan.create if c.takes_slot and c.manifest["metadata"]["labels"].get(LABEL_ROLE) == pool.role
     }
-    return PoolState(sorted(names) or None, idle_since, budget)
+    return PoolState(sorted(names) or None, idle_since, budget, problems)

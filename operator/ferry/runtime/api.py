@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -35,6 +36,20 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"{exc.status} {exc.reason}".strip()
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def is_refusal(exc: ApiException) -> bool:
+    """The API server refused the request for a reason a user can act on (not a conflict, not throttling)."""
+    return 400 <= (exc.status or 0) < 500 and exc.status not in (409, 429)
+
+
+def refusal(exc: ApiException) -> str:
+    """The API server's own message of a refusal (its Status body), else the status line."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else describe_error(exc)
 
 
 class KubeApi:

@@ -32,10 +32,10 @@ from ferry.metrics import (
     ProgressMeter,
     count,
 )
-from ferry.runtime.api import KubeApi, describe_error
+from ferry.runtime.api import KubeApi, describe_error, is_refusal, refusal
 from ferry.runtime.objects import ObjectKey, key_of, meta_of
-from ferry.runtime.plan import Plan
-from ferry.runtime.pods import PodView, pod_view
+from ferry.runtime.plan import Plan, PodCreation
+from ferry.runtime.pods import FAILED_CREATE, PodView, pod_view
 from ferry.runtime.queue import WorkQueue
 from ferry.runtime.slots import SlotLimits, WorkerSlots
 from ferry.runtime.world import WorkerSettings
@@ -43,6 +43,8 @@ from ferry.runtime.world import WorkerSettings
 log = logging.getLogger(__name__)
 
 EXPECTATION_SECONDS = 30.0  # how long a created pod is assumed to exist before the cache shows it
+REFUSED_RETRY_SECONDS = 5.0  # a refused pod is created again after this, doubling up to the maximum
+REFUSED_RETRY_MAX_SECONDS = 300.0
 
 
 class Controller(Protocol):
@@ -173,6 +175,8 @@ class Runtime:
         self._written: dict[ObjectKey, Mapping[str, Any]] = {}
         # Namespaces where this process made sure the worker service account exists.
         self._worker_access: set[str] = set()
+        # Pods the API server refused to create, and how many times in a row.
+        self._refusals: dict[tuple[str, str], int] = {}
 
     def collector(self) -> ObjectsCollector:
         def phases() -> Iterator[tuple[str, str | None]]:
@@ -351,12 +355,13 @@ class Runtime:
             self._wrote(key, await self.api.set_finalizer(kind, body, present=True))
         for deletion in {d.name: d for d in plan.delete}.values():
             await self.api.delete_pod(namespace, deletion)
-        if plan.create and self.workers.cluster_role and namespace not in self._worker_access:
-            await self.api.ensure_worker_access(namespace, self.workers)
-            self._worker_access.add(namespace)
+        refused = await self._provide_worker_access(namespace) if plan.create else None
         for creation in plan.create:
-            if await self.api.create_pod(namespace, creation.manifest):
-                WORKERS_STARTED.labels(kind=kind.kind, role=_role(creation.manifest)).inc()
+            why = refused or await self._create_pod(kind.kind, namespace, creation)
+            if why is not None:
+                self._refused(key, uid, namespace, creation, why)
+            else:
+                self._refusals.pop((namespace, creation.name), None)
         if plan.status is not None:
             current = controller.status_part.part_of(body.get("status")).wire()
             wanted = plan.status.wire()
@@ -370,6 +375,44 @@ class Runtime:
             count(increment.metric, increment.amount, increment.labels)
         if plan.finalizer == "remove":
             self._wrote(key, await self.api.set_finalizer(kind, body, present=False))
+
+    async def _provide_worker_access(self, namespace: str) -> str | None:
+        """Make sure the namespace has the worker service account; why not, when the API server refuses."""
+        if not self.workers.cluster_role or namespace in self._worker_access:
+            return None
+        try:
+            await self.api.ensure_worker_access(namespace, self.workers)
+        except ApiException as exc:
+            if not is_refusal(exc):
+                raise
+            return f"the operator cannot provide the worker service account in namespace {namespace}: {refusal(exc)}"
+        self._worker_access.add(namespace)
+        return None
+
+    async def _create_pod(self, kind: str, namespace: str, creation: PodCreation) -> str | None:
+        """Create a worker pod; why not, when the API server refuses it (quota, admission, RBAC)."""
+        try:
+            if await self.api.create_pod(namespace, creation.manifest):
+                WORKERS_STARTED.labels(kind=kind, role=_role(creation.manifest)).inc()
+        except ApiException as exc:
+            if not is_refusal(exc):
+                raise
+            return f"the API server refused to create pod {creation.name}: {refusal(exc)}"
+        return None
+
+    def _refused(self, key: ObjectKey, uid: str, namespace: str, creation: PodCreation, why: str) -> None:
+        """The decision sees a refused pod as one that cannot start (like a pod whose Secret is missing), so the
+        cause reaches the object's status and Events; creation is tried again after a growing delay."""
+        tries = self._refusals.get((namespace, creation.name), 0) + 1
+        self._refusals[(namespace, creation.name)] = tries
+        delay = min(REFUSED_RETRY_SECONDS * 2 ** (tries - 1), REFUSED_RETRY_MAX_SECONDS)
+        role = _role(creation.manifest)
+        view = PodView(creation.name, role, "Pending", waiting_reason=FAILED_CREATE, waiting_message=why)
+        self._expected[(namespace, creation.name)] = (uid, view, time.monotonic() + delay)
+        self.slots.seen(namespace, creation.name)
+        self.queue.add(key)  # the next pass records the cause
+        self.queue.add_after(key, delay + 0.1)
+        log.warning("%s: %s; trying again in %.0fs", key, why, delay)
 
     def _wrote(self, key: ObjectKey, written: Mapping[str, Any] | None) -> None:
         if written is not None:

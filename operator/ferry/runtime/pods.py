@@ -11,7 +11,8 @@ from ferry.kube.objects import LABEL_ROLE, LABEL_TEMPLATE
 
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Unknown"})
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
-CONFIG_ERRORS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName"})
+FAILED_CREATE = "FailedCreate"  # the API server refused the pod (quota, admission): Ferry's own reason
+CONFIG_ERRORS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName", FAILED_CREATE})
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -50,7 +51,7 @@ class PodView:
 
     @property
     def config_error(self) -> str | None:
-        """Why the kubelet cannot start the container (a missing Secret or key), if that is the case."""
+        """Why the pod cannot start (a missing Secret or key, or a refused creation), if that is the case."""
         if self.waiting_reason in CONFIG_ERRORS:
             return self.waiting_message or self.waiting_reason
         return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 from azure.core import MatchConditions
@@ -143,6 +144,13 @@ def page_ranges(source: SourceObject) -> list[tuple[int, int]]:
     return [(int(r["start"]), int(r["end"]) + 1) for r in ranges]
 
 
+def _redirect(response: requests.Response) -> str:
+    if not 300 <= response.status_code < 400:
+        return ""
+    target = urlsplit(response.headers.get("Location", "")).hostname or "elsewhere"
+    return f" (a redirect to {target}: redirects of a source URL are not followed; give the final URL)"
+
+
 class HttpObject:
     """An object behind a plain HTTP(S) URL, read with Range GETs."""
 
@@ -157,7 +165,11 @@ class HttpObject:
         delay = 0.5
         for attempt in range(HTTP_RETRIES + 1):
             try:
-                response = self.session.request(method, self.url, headers=headers, timeout=(20, 120))
+                # No redirects: a URL that checked out could otherwise lead the worker anywhere (the metadata
+                # service included), and Azure Storage never redirects.
+                response = self.session.request(
+                    method, self.url, headers=headers, timeout=(20, 120), allow_redirects=False
+                )
             except (requests.ConnectionError, requests.Timeout) as error:
                 if attempt == HTTP_RETRIES:
                     raise TransientSourceError(
@@ -179,9 +191,9 @@ class HttpObject:
 
     def describe(self, name: str) -> SourceObject:
         response = self._request("HEAD", {})
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             raise SourceUnavailableError(
-                f"HEAD {self.display_url} answered {response.status_code}", response.status_code
+                f"HEAD {self.display_url} answered {response.status_code}{_redirect(response)}", response.status_code
             )
         headers = response.headers
         self.is_blob = "x-ms-blob-type" in headers
@@ -223,9 +235,9 @@ class HttpObject:
                 f"source {self.display_url} changed during the copy: precondition failed (412, "
                 f"ETag {etag} no longer matches)"
             )
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             raise SourceUnavailableError(
-                f"GET {self.display_url} answered {response.status_code}", response.status_code
+                f"GET {self.display_url} answered {response.status_code}{_redirect(response)}", response.status_code
             )
         seen = response.headers.get("ETag", "")
         if etag and seen and seen != etag:

@@ -186,7 +186,7 @@ def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecord
         ) from error
     except SourceUnavailableError as error:
         reason = {404: "SourceNotFound", 401: "SourceAccessDenied", 403: "SourceAccessDenied"}.get(
-            error.status, "SourceUnavailable"
+            error.status, "SourceRedirected" if 300 <= error.status < 400 else "SourceUnavailable"
         )
         raise BlobFailure(reason, f"the source URL cannot be read: {error}") from error
     except HttpResponseError as error:

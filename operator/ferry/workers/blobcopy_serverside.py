@@ -56,11 +56,11 @@ def start(ctx: RunContext, copy: ServerCopy, source_url: str | None, previous_id
     """Schedule (or adopt a pending copy of ours for) one blob."""
     item = copy.item
     props = dest_properties(item.dest)
+    if copy.retries == 0 and props is not None and _ours(ctx, item, props, previous_id):
+        copy.copy_id = str(props.copy.id)  # the monitor follows it: done, restarted, or waited for
+        return
     pending = pending_copy(props)
     if pending is not None:
-        if _ours(ctx, item, props, previous_id):
-            copy.copy_id = pending[0]
-            return
         raise conflict(item.dest_name, pending[0])
     if copy.retries == 0 and (reason := skip_reason(ctx, item, props)):
         copy.state, copy.skipped = "skipped", reason
@@ -85,13 +85,22 @@ def start(ctx: RunContext, copy: ServerCopy, source_url: str | None, previous_id
         copy.copied = item.source.size
 
 
-def _ours(ctx: RunContext, item: CopyItem, props: BlobProperties | None, previous_id: str | None) -> bool:
-    """A pending service copy is ours when this BlobCopy started it from this very source."""
-    if props is None or props.copy is None or previous_id is None:
+def _ours(ctx: RunContext, item: CopyItem, props: BlobProperties, previous_id: str | None) -> bool:
+    """Whether the service copy recorded on the destination is one this BlobCopy started (a replaced worker
+    follows it instead of copying again): its id is the recorded one, or, when resuming a prefix copy, it
+    copies this very source. A finished one counts only if the source has not changed since it ended."""
+    state = props.copy
+    if state is None or not state.id:
         return False
-    if props.copy.id == previous_id:
+    mine = state.id == previous_id or (
+        ctx.resuming and credential_free_url(str(state.source or "")) == item.source.display_url
+    )
+    if not mine:
+        return False
+    if str(state.status or "").lower() == PENDING:
         return True
-    return credential_free_url(str(props.copy.source or "")) == item.source.display_url and ctx.resuming
+    ended, changed = state.completion_time, item.source.last_modified
+    return ended is not None and ended >= ctx.start_time and (changed is None or changed <= ended)
 
 
 def _start_failed(ctx: RunContext, copy: ServerCopy, error: HttpResponseError) -> None:
