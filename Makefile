@@ -19,6 +19,7 @@ install: $(VENV)/.installed node_modules/.installed
 
 # kube-apiserver, kube-controller-manager and etcd, built from Go modules (hack/kube) on the first run
 # (about 10 minutes on 2 cores) and cached in ~/.cache/ferry/kube; KUBEBUILDER_ASSETS points elsewhere.
+# Also the kstatus checker the tests run (hack/kstatus, about a minute), cached in ~/.cache/ferry/tools.
 controlplane: $(VENV)/.installed
 	$(BIN)/python -m ferry_dev.binaries
 

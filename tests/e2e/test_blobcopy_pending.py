@@ -15,11 +15,20 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, ContainerClient
-from blobcopy_fixtures import account_secrets, blob_bytes, blobcopy_manifest, new_container, storage_accounts
+from blobcopy_fixtures import (
+    account_secrets,
+    blob_bytes,
+    blobcopy_manifest,
+    new_container,
+    scrape_metrics,
+    storage_accounts,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from ferry_dev.stack import DevStack
 from support.asynccopy import AsyncCopyService
 from support.kubectl import Kubectl
+from support.monitoring import expressions, metric_names, rendered
 from support.sas import read_url
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +72,7 @@ def test_a_pending_copy_shows_progress_refuses_other_writers_and_succeeds(
     kubectl.apply(manifest)
 
     status = _status_until(kubectl, "slow", _midway)
+    assert kubectl.kstatus("blobcopy", "slow") == "InProgress"
     dest = dst.get_blob_client("big.bin")
     assert dest.get_blob_properties().copy.id == status["copyId"]  # the service's copy id, reported as it is
     table = kubectl("get", "blobcopies")
@@ -195,3 +205,30 @@ def test_a_killed_worker_adopts_its_pending_copy_instead_of_starting_another(
     assert status["worker"]["restarts"] == 1
     assert dst.download_blob("long.bin").readall() == data
     assert service.copy_requests("long.bin") == 1  # the second worker followed the first one's copy
+
+
+def test_a_running_copy_is_on_the_metrics_and_every_metric_of_the_dashboard_and_alerts_is_served(
+    stack: DevStack, kubectl: Kubectl, service: AsyncCopyService
+) -> None:
+    src, dst = _containers(stack, kubectl, service)
+    src.upload_blob("watched.bin", blob_bytes(1536 * KiB, 8))
+    kubectl.apply(blobcopy_manifest("watched", src, dst, source={"blob": "watched.bin"}))
+    _status_until(kubectl, "watched", _midway)
+    mine = {"kind": "BlobCopy", "namespace": kubectl.namespace, "name": "watched"}
+    deadline = time.monotonic() + 30
+    while "ferry_job_eta_seconds" not in (found := _samples(stack, mine)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert 0 < found["ferry_job_progress_ratio"] < 1 and found["ferry_job_eta_seconds"] > 0, found
+
+    families = list(text_string_to_metric_families(scrape_metrics(stack)))
+    served = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    named = metric_names(expressions(*rendered()))
+    missing = {n for n in named if n not in served and n.removesuffix("_total") not in served}
+    assert len(named) > 10 and not missing, missing
+    kubectl.wait_phase("blobcopy", "watched", "Succeeded", timeout=60)
+
+
+def _samples(stack: DevStack, labels: dict[str, str]) -> dict[str, float]:
+    """The operator's samples with exactly these labels, by metric name."""
+    families = text_string_to_metric_families(scrape_metrics(stack))
+    return {s.name: s.value for f in families for s in f.samples if s.labels == labels}

@@ -106,6 +106,8 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
     assert status["percent"] == 100
     assert status["writeRegion"] == account["status"]["writeRegion"]
     assert status["startTime"] and status["completionTime"]
+    kubectl.wait_condition("containercopyjob", "repartition", "Ready")
+    assert kubectl.kstatus("containercopyjob", "repartition") == kubectl.kstatus("databaseaccount", "acct") == "Current"
     table = kubectl("get", "containercopyjobs")
     assert re.search(r"repartition\s+acct\s+Succeeded\s+120\s+120\s+100", table), table
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=repartition", "-o", "yaml")
@@ -126,6 +128,7 @@ def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl:
     kubectl.apply(yaml.safe_dump(doc))
     status = kubectl.wait_phase("containercopyjob", "nodest", "Failed", timeout=90)["status"]
     assert status["failure"]["reason"] == "DestinationNotFound"
+    assert kubectl.kstatus("containercopyjob", "nodest") == "Failed"
     assert "create" in status["failure"]["message"].lower()
 
 
@@ -270,6 +273,7 @@ def test_refused_key_and_unreachable_endpoint_are_explained(
     _account(kubectl, stack, name="nowhere", endpoint="https://127.0.0.1:9/")
     nowhere = _ready(kubectl, "nowhere", "False")
     assert nowhere["reason"] == "Unreachable" and "127.0.0.1:9" in nowhere["message"]
+    assert kubectl.kstatus("databaseaccount", "nowhere") == "InProgress"  # it may come back on its own
 
     disabled = "Local Authorization is disabled. Use an AAD token to authorize all requests."
     cosmos_proxy.fail_next(10_000, 401, message=disabled, x_ms_substatus="5202")
@@ -286,6 +290,7 @@ def test_refused_key_and_unreachable_endpoint_are_explained(
         time.sleep(0.5)
         refused = {c["type"]: c for c in kubectl.status("databaseaccount", "keyless")["conditions"]}["Ready"]
     assert refused["reason"] == "Unauthorized" and "key" in refused["message"]
+    assert kubectl.kstatus("databaseaccount", "keyless") == "Failed"  # a refused key needs the user
 
     cosmos_proxy.faults.clear()
     assert _ready(kubectl, "keyless", "True")["reason"] == "Connected"

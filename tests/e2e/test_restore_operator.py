@@ -62,6 +62,8 @@ def test_a_deleted_container_comes_back_as_it_was_at_the_time(
     assert status["restoredItemCount"] == status["totalCount"] == len(expected) == 50
     assert status["percent"] == 100 and status["instanceId"]
     assert status["startTime"] and status["completionTime"]
+    kubectl.wait_condition("inaccountrestore", "orders-back", "Ready")
+    assert kubectl.kstatus("inaccountrestore", "orders-back") == "Current"
     table = kubectl("get", "inaccountrestores")
     assert re.search(r"orders-back\s+acct\s+shop\s+orders\s+\S+\s+Succeeded\s+100", table), table
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=orders-back", "-o", "yaml")
@@ -174,6 +176,7 @@ def test_each_rule_refuses_with_its_reason_and_a_message_that_says_what_to_do(
     kubectl.apply(restore("second", "app", "gone", restoreTimestamp=when(before)))
     second = kubectl.wait_phase("inaccountrestore", "second", "Failed", timeout=60)["status"]
     assert second["failure"]["reason"] == "RestoreInProgress" and "first" in second["failure"]["message"]
+    assert kubectl.kstatus("inaccountrestore", "second") == "Failed"
     kubectl.wait_phase("inaccountrestore", "first", "Succeeded", timeout=120)
 
     backed_up_account(kubectl, stack, cosmos, name="plain", backup={"mode": "Off"})
@@ -211,10 +214,12 @@ def test_four_restores_at_once_three_run_and_one_waits_in_line(
 
 
 def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
-    stack: DevStack, kubectl: Kubectl, cosmos: OwnCosmos
+    stack: DevStack, kubectl: Kubectl, cosmos: OwnCosmos, request: pytest.FixtureRequest
 ) -> None:
     big = cosmos.container("tough", "big", items=800)
-    backed_up_account(kubectl, stack, cosmos)
+    proxy = CosmosProxy(cosmos.server.endpoint.endpoint).start()  # to slow the restore's writes down
+    request.addfinalizer(proxy.stop)
+    backed_up_account(kubectl, stack, cosmos, endpoint=proxy.endpoint)
     captured(kubectl)
     assert stack.runner is not None
     for i in range(0, 800, 4):
@@ -226,6 +231,7 @@ def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
     cosmos.client.get_database_client("tough").delete_container("big")
     captured(kubectl, past=moment())
 
+    proxy.throttle_next(400, retry_after_ms=100)  # the restore lasts long enough for the kills to land mid-way
     kubectl.apply(restore("big-back", "tough", "big"))
     kills = 0
     deadline = time.monotonic() + 120
@@ -235,7 +241,8 @@ def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
             break
         instances = kubectl.status("databaseaccount", "acct").get("restoreInstances") or []
         victim = instances[kills % len(instances)] if instances else None
-        if victim and (status.get("restoredItemCount") or 0) > 100 * kills:
+        started = status.get("phase") == "Restoring"
+        if victim and started and (kills == 0 or (status.get("restoredItemCount") or 0) > 100 * kills):
             kills += stack.runner.kill_pod_process(kubectl.namespace, victim, signal.SIGKILL)
         time.sleep(0.2)
     assert kills >= 1, "the restore finished before it could be interrupted"

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ferry_dev.binaries import kubectl
+from ferry_dev.binaries import ensure_tool, kubectl
 from ferry_dev.stack import DevStack, ferry_executable
 
 
@@ -19,6 +19,7 @@ class Kubectl:
         self.stack = stack
         self.namespace = namespace
         self.env = stack.env()
+        self.kstatus_message = ""
 
     def run(
         self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 60
@@ -49,6 +50,27 @@ class Kubectl:
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    def kstatus(self, kind: str, name: str) -> str:
+        """What the kstatus library (Flux's and `kubectl apply --wait`'s reading of health) makes of the object:
+        InProgress, Current, Failed, Terminating, NotFound or Unknown."""
+        done = subprocess.run(
+            [str(ensure_tool("kstatus"))],
+            input=self("get", kind, name, "-o", "json"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        verdict = json.loads(done.stdout)
+        self.kstatus_message = str(verdict["message"])  # why, for an assertion's message
+        return str(verdict["status"])
+
+    def wait_condition(self, kind: str, name: str, condition: str, timeout: float = 60) -> None:
+        """`kubectl wait --for=condition=...`, as a user or a pipeline runs it."""
+        self.run(
+            "wait", f"--for=condition={condition}", f"{kind}/{name}", f"--timeout={timeout:.0f}s", timeout=timeout + 10
+        )
 
     def status(self, kind: str, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.get(kind, name).get("status") or {}

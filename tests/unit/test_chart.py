@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import yaml
 
 from ferry.api.kinds import BLOB_COPY
 from ferry.kube.objects import worker_pod
+from ferry_dev.binaries import ensure_tool
+from support.monitoring import ENABLED, rendered
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ferry"
@@ -116,7 +119,7 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_lint_is_clean() -> None:
-    for values in (None, {"watchNamespaces": ["team-a"], "metrics": {"serviceMonitor": {"enabled": True}}}):
+    for values in (None, {"watchNamespaces": ["team-a"], "metrics": {"serviceMonitor": {"enabled": True}}}, ENABLED):
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
         assert report["errors"] == []
         assert [m for m in report["messages"] if m["severity"] >= 2] == []
@@ -134,6 +137,7 @@ def test_chart_metadata(chart: helm.Chart) -> None:
         {"watchNamespaces": ["team-a", "team-b"], "workerNamespaces": ["team-c"]},
         {"metrics": {"enabled": False}},
         {"metrics": {"serviceMonitor": {"enabled": True}}, "logLevel": "debug", "imagePullSecrets": [{"name": "reg"}]},
+        ENABLED,
     ],
 )
 def test_every_object_is_well_formed(chart: helm.Chart, values: dict[str, Any] | None) -> None:
@@ -454,3 +458,41 @@ def test_the_operator_may_bind_only_the_worker_role(chart: helm.Chart) -> None:
         assert all(rule["verbs"] in (["get"], ["get", "list", "watch"], ["patch"]) for rule in worker["rules"])
         env = {e["name"]: e.get("value") for e in container(objects)["env"]}
         assert env["FERRY_WORKER_CLUSTER_ROLE"] == "ferry-worker"
+
+
+def test_the_dashboard_is_for_grafanas_sidecar_and_shows_what_users_ask_for(chart: helm.Chart) -> None:
+    assert all_of(render(chart), "ConfigMap") == [] and all_of(render(chart), "PrometheusRule") == []  # opt-in
+    board = one(render(chart, ENABLED), "ConfigMap", "ferry-dashboard", NAMESPACE)
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard, _ = rendered()
+    titles = {p["title"] for p in dashboard["panels"]}
+    for wanted in ("Objects by phase", "Bytes copied per second", "Items per second", "Throttled Cosmos requests",
+                   "Write region changes", "Backup lag", "Backup gaps", "Restore progress", "Worker restarts",
+                   "progress and time left"):  # fmt: skip
+        assert any(wanted in t for t in titles), wanted
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(set(ids)) == len(ids)
+
+
+def test_the_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    stalled = {"enabled": True, "stalledAfterMinutes": 45}
+    _, groups = rendered({"metrics": {**ENABLED["metrics"], "prometheusRule": stalled}})
+    alerts = {r["alert"]: r for g in groups for r in g["rules"]}
+    assert set(alerts) == {
+        "FerryOperatorDown", "FerryJobFailed", "FerryJobStalled", "FerryBackupLagging", "FerryBackupGap",
+        "FerryBackupFailing", "FerryWorkersRestarting",
+    }  # fmt: skip
+    assert "[45m]" in alerts["FerryJobStalled"]["expr"] and "> 2700" in alerts["FerryJobStalled"]["expr"]
+    assert 'up{job="ferry-metrics"}' in alerts["FerryOperatorDown"]["expr"]
+    rules = tmp_path / "ferry.rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    checked = subprocess.run(
+        [str(ensure_tool("promtool")), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 7 rules found" in checked.stdout
+    broken = tmp_path / "broken.rules.yaml"  # the checker is real: a bad expression fails it
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"alert": "X", "expr": "rate(x[5m]"}]}]}))
+    assert subprocess.run([str(ensure_tool("promtool")), "check", "rules", str(broken)], capture_output=True).returncode

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
 
 from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
-from ferry.metrics import BLOBCOPY_BYTES_METRIC, ProgressMeter
+from ferry.controllers.base import running_figures
+from ferry.metrics import BLOBCOPY_BYTES_METRIC, JobFigures, ObjectsCollector, ProgressMeter
 from ferry.runtime.queue import WorkQueue
 from ferry.runtime.slots import SlotLimits, WorkerSlots
 
@@ -105,3 +107,24 @@ def test_progress_counts_only_what_happens_while_this_process_watches() -> None:
     meter.observe("new", {BLOBCOPY_BYTES_METRIC: 300})
     meter.observe("new", {BLOBCOPY_BYTES_METRIC: 200})  # a stale report never counts backwards
     assert total() - before == pytest.approx(300)
+
+
+def test_running_jobs_have_progress_and_an_eta_at_their_average_rate() -> None:
+    started = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    body = {
+        "metadata": {"namespace": "ns", "name": "big"},
+        "status": {"phase": "Running", "bytesCopied": 250, "totalBytes": 1000, "startTime": "2026-11-21T12:00:00Z"},
+    }
+    figures = running_figures("BlobCopy", body, "bytesCopied", "totalBytes", ("Running",))
+    assert figures == JobFigures("BlobCopy", "ns", "big", 250.0, 1000.0, started)
+    assert figures.eta_seconds(started + timedelta(seconds=100)) == 300.0  # 750 left at 2.5 per second
+    assert JobFigures("BlobCopy", "ns", "new", 0, 1000, started).eta_seconds(started) is None  # no rate yet
+    finished = {**body, "status": {**body["status"], "phase": "Succeeded"}}
+    assert running_figures("BlobCopy", finished, "bytesCopied", "totalBytes", ("Running",)) is None
+
+    collector = ObjectsCollector(lambda: [("BlobCopy", "Running")], lambda: 0, jobs=lambda: [figures])
+    samples = {s.name: s for family in collector.collect() for s in family.samples}
+    assert samples["ferry_job_progress_ratio"].value == 0.25
+    assert samples["ferry_job_progress_ratio"].labels == {"kind": "BlobCopy", "namespace": "ns", "name": "big"}
+    assert samples["ferry_job_start_time_seconds"].value == started.timestamp()
+    assert samples["ferry_job_eta_seconds"].value > 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from ferry.metrics import JobFigures
 from ferry.runtime.plan import Plan
+from ferry.runtime.pods import parse_time
 from ferry.runtime.world import World
 
 Observed = TypeVar("Observed")
@@ -26,3 +28,25 @@ class KindController(Generic[Observed]):
     def related(self, body: Mapping[str, Any], world: World) -> Sequence[Mapping[str, Any]]:
         """Objects whose decisions read this one, to be looked at again when it changes."""
         return ()
+
+    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
+        """How far the object is while it runs, for the progress and ETA metrics; None otherwise."""
+        return None
+
+
+def running_figures(
+    kind: str, body: Mapping[str, Any], done: str, total: str, running: Collection[str]
+) -> JobFigures | None:
+    """JobFigures from a status's done and total fields, while its phase is one of `running`."""
+    status = body.get("status") or {}
+    if status.get("phase") not in running or not status.get(total):
+        return None
+    meta = body.get("metadata") or {}
+    return JobFigures(
+        kind=kind,
+        namespace=str(meta.get("namespace")),
+        name=str(meta.get("name")),
+        done=float(status.get(done) or 0),
+        total=float(status[total]),
+        started=parse_time(status.get("startTime")),
+    )

@@ -25,11 +25,20 @@ from ferry.api.blobcopy import (
 from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
-from ferry.controllers.base import KindController
+from ferry.controllers.base import KindController, running_figures
+from ferry.controllers.phases import job_health
 from ferry.kube.objects import pod_name, secret_env, worker_pod
-from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
+from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC, JobFigures
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
-from ferry.runtime.objects import ObjectMeta, condition, key_of, meta_of, set_condition, without_condition
+from ferry.runtime.objects import (
+    ObjectMeta,
+    condition,
+    key_of,
+    meta_of,
+    set_condition,
+    set_health,
+    without_condition,
+)
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
@@ -56,6 +65,9 @@ class Observed:
 class BlobCopyController(KindController[Observed]):
     kind = BLOB_COPY
     status_part = BlobCopyOperatorStatus
+
+    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
+        return running_figures("BlobCopy", body, "bytesCopied", "totalBytes", ("Running",))
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
@@ -137,6 +149,8 @@ class _Decision:
             state.conditions = without_condition(state.conditions, "WorkerReady")  # no worker any more
         for type_, on in (("Complete", phase == BlobCopyPhase.SUCCEEDED), ("Failed", phase == BlobCopyPhase.FAILED)):
             state.conditions = set_condition(state.conditions, type_, on, reason, message, o.meta.generation, o.now)
+        ready, activity = job_health(phase, BlobCopyPhase.SUCCEEDED, TERMINAL, (BlobCopyPhase.PAUSED,))
+        state.conditions = set_health(state.conditions, ready, activity, reason, message, o.meta.generation, o.now)
         self.transition = Event(reason, message, warning)
         state.phase = phase
 

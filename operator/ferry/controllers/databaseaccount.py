@@ -33,7 +33,16 @@ from ferry.controllers.base import KindController
 from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
 from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC
 from ferry.runtime.lifecycle import ServicePod, service_workers
-from ferry.runtime.objects import ObjectMeta, condition, key_of, meta_of, set_condition, without_condition
+from ferry.runtime.objects import (
+    Activity,
+    ObjectMeta,
+    condition,
+    key_of,
+    meta_of,
+    set_condition,
+    set_health,
+    without_condition,
+)
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
@@ -239,6 +248,9 @@ READY_REASONS = {
 }
 
 
+NEEDS_THE_USER = frozenset({"Unauthorized", "LocalAuthDisabled", "SecretNotFound", "MonitorFailing"})
+
+
 def decide(o: Observed) -> Plan:
     state = o.state.model_copy(deep=True)
     plan = Plan(status=state)
@@ -287,7 +299,9 @@ def _set_ready(
     o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan, ok: bool | None, reason: str, message: str
 ) -> None:
     before = condition(state.conditions, "Ready")
-    state.conditions = set_condition(state.conditions, "Ready", ok, reason, message, o.meta.generation, o.now)
+    # Refused keys and missing Secrets need the user; an unreachable endpoint may come back on its own.
+    activity = Activity.IDLE if ok else Activity.STALLED if reason in NEEDS_THE_USER else Activity.RECONCILING
+    state.conditions = set_health(state.conditions, ok, activity, reason, message, o.meta.generation, o.now)
     if before is None or (before.reason, before.message) != (reason, message):
         plan.events.append(Event(reason, message, warning=ok is False))
 

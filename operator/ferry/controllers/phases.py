@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from ferry.api.common import Condition, Failure
-from ferry.runtime.objects import condition, set_condition
+from ferry.runtime.objects import Activity, condition, set_condition, set_health
 from ferry.runtime.plan import Event, Plan
 
 P = TypeVar("P", bound=StrEnum)
@@ -28,11 +28,18 @@ S = TypeVar("S", bound=JobStatus)  # type: ignore[type-arg]
 
 class PhaseDecision(Generic[S, P]):
     def __init__(
-        self, state: S, succeeded: P, failed: P, finished: Collection[P], generation: int, now: datetime
+        self,
+        state: S,
+        succeeded: P,
+        failed: P,
+        finished: Collection[P],
+        generation: int,
+        now: datetime,
+        settled: Collection[P] = (),
     ) -> None:
         self.state = state
         self.plan = Plan(status=state)  # type: ignore[arg-type]
-        self.succeeded, self.failed, self.finished = succeeded, failed, finished
+        self.succeeded, self.failed, self.finished, self.settled = succeeded, failed, finished, settled
         self.generation, self.now = generation, now
         self.transition: Event | None = None
         complete = condition(state.conditions, "Complete")
@@ -51,9 +58,22 @@ class PhaseDecision(Generic[S, P]):
             state.queue_position = None
         for type_, on in (("Complete", phase == self.succeeded), ("Failed", phase == self.failed)):
             state.conditions = set_condition(state.conditions, type_, on, reason, message, self.generation, self.now)
+        ready, activity = job_health(phase, self.succeeded, self.finished, self.settled)
+        state.conditions = set_health(state.conditions, ready, activity, reason, message, self.generation, self.now)
         self.transition = Event(reason, message, warning)
         state.phase = phase
 
     def fail(self, failure: Failure) -> None:
         self.state.failure = failure
         self.phase(self.failed, failure.reason, failure.message, warning=True)
+
+
+def job_health(phase: P, succeeded: P, finished: Collection[P], settled: Collection[P]) -> tuple[bool, Activity]:
+    """A job is Ready once it succeeded or while the user keeps it paused (the state its spec asks for: kstatus
+    reads a False Ready as in progress), Stalled once it ended otherwise (failed, cancelled), and Reconciling
+    while it waits or runs."""
+    if phase == succeeded or phase in settled:
+        return True, Activity.IDLE
+    if phase in finished:
+        return False, Activity.STALLED
+    return False, Activity.RECONCILING

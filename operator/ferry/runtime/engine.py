@@ -17,17 +17,20 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from ferry.api.common import FerryModel
+from ferry.api.common import FerryModel, parse_duration
 from ferry.api.kinds import Kind
 from ferry.kube.objects import LABEL_KIND, LABEL_ROLE, LABEL_SLOT
 from ferry.metrics import (
+    JOBS_FAILED_METRIC,
     QUEUE_DEPTH,
     RECONCILE_SECONDS,
     RECONCILES,
     SLOTS_IN_USE,
     SLOTS_WAITING,
+    WORKER_RESTARTS,
     WORKERS_STARTED,
     BackupFigures,
+    JobFigures,
     ObjectsCollector,
     ProgressMeter,
     count,
@@ -63,6 +66,10 @@ class Controller(Protocol):
 
     def related(self, body: Mapping[str, Any], world: Any) -> Sequence[Mapping[str, Any]]:
         """Other objects whose decisions read this one (to be looked at again when it changes)."""
+        ...
+
+    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
+        """How far the object is while it runs (progress and ETA metrics)."""
         ...
 
 
@@ -177,6 +184,8 @@ class Runtime:
         self._worker_access: set[str] = set()
         # Pods the API server refused to create, and how many times in a row.
         self._refusals: dict[tuple[str, str], int] = {}
+        # Each worker pod's restart count and whether it failed, as last seen: (namespace, name, uid) -> figures.
+        self._pod_restarts: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     def collector(self) -> ObjectsCollector:
         def phases() -> Iterator[tuple[str, str | None]]:
@@ -208,9 +217,16 @@ class Runtime:
                         lag_seconds=report.get("captureLagSeconds"),
                         gaps=len(report.get("gaps") or []),
                         failing=report.get("error") is not None,
+                        interval_seconds=_interval_seconds(body),
                     )
 
-        return ObjectsCollector(phases, instances, backups)
+        def jobs() -> Iterator[JobFigures]:
+            for controller in self.controllers.values():
+                for body in self.caches.objects(controller.kind):
+                    if (figures := controller.figures(body)) is not None:
+                        yield figures
+
+        return ObjectsCollector(phases, instances, backups, jobs)
 
     # -- events from kopf --------------------------------------------------------------------------------------
 
@@ -231,6 +247,7 @@ class Runtime:
         if owner is not None:
             self.queue.add(owner)
         view = pod_view(body)
+        self._count_restarts(event_type, namespace, view, meta)
         if (event_type == "DELETED" or view.finished) and (meta.get("labels") or {}).get(LABEL_SLOT) == "true":
             woken = self.slots.next_in_line()
             log.info(
@@ -242,6 +259,21 @@ class Runtime:
             )
             for key in woken:
                 self.queue.add(key)  # type: ignore[arg-type]
+
+    def _count_restarts(self, event_type: str | None, namespace: str, view: PodView, meta: Mapping[str, Any]) -> None:
+        """ferry_worker_restarts: a worker pod seen running that failed, or that the kubelet restarted. A pod first
+        seen by this process is its baseline (what happened before was counted by the process that saw it)."""
+        key = (namespace, view.name, str(meta.get("uid")))
+        if event_type == "DELETED":
+            self._pod_restarts.pop(key, None)
+            return
+        failed = 1 if view.phase == "Failed" else 0
+        now = (view.restart_count, failed)
+        before = self._pod_restarts.get(key)
+        self._pod_restarts[key] = now
+        if before is not None and (more := (now[0] - before[0]) + max(0, now[1] - before[1])) > 0:
+            labels = meta.get("labels") or {}
+            WORKER_RESTARTS.labels(kind=labels.get(LABEL_KIND, ""), role=view.role).inc(more)
 
     def _owner_key(self, pod: Mapping[str, Any]) -> ObjectKey | None:
         meta = pod.get("metadata") or {}
@@ -369,6 +401,9 @@ class Runtime:
                 self._wrote(
                     key, await self.api.apply_status(kind, namespace, meta["name"], wanted, controller.field_manager)
                 )
+                if wanted.get("phase") == "Failed" and current.get("phase") != "Failed":
+                    reason = str((wanted.get("failure") or {}).get("reason") or "Unknown")
+                    count(JOBS_FAILED_METRIC, 1, (("kind", kind.kind), ("reason", reason)))
         for event in plan.events:
             await self.api.emit(body, event)
         for increment in plan.counts:
@@ -417,6 +452,14 @@ class Runtime:
     def _wrote(self, key: ObjectKey, written: Mapping[str, Any] | None) -> None:
         if written is not None:
             self._written[key] = trimmed(written)
+
+
+def _interval_seconds(account: Mapping[str, Any]) -> float | None:
+    text = (((account.get("spec") or {}).get("backup") or {}).get("captureInterval")) or None
+    try:
+        return parse_duration(str(text)).total_seconds() if text else None
+    except ValueError:
+        return None
 
 
 def _role(manifest: Mapping[str, Any]) -> str:

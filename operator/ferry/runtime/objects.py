@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from ferry.api.common import Condition, ConditionStatus
@@ -92,6 +93,31 @@ def set_condition(
             kept[index] = updated  # in place: the list's order stays stable across passes
             return kept
     return [*kept, updated]
+
+
+class Activity(StrEnum):
+    """What an object's controller is doing about it, as kstatus reads it (Flux, Argo CD, kubectl wait)."""
+
+    RECONCILING = "Reconciling"  # working toward what the spec asks
+    STALLED = "Stalled"  # cannot get there without the user
+    IDLE = "Idle"  # got there, or was told to stay where it is (paused)
+
+
+def set_health(
+    conditions: list[Condition] | None,
+    ready: bool | None,
+    activity: Activity,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """Ready, Reconciling and Stalled, the conditions of the kstatus conventions: a GitOps tool waits while
+    Reconciling is True, fails on Stalled, and `kubectl wait --for=condition=Ready` waits for Ready."""
+    out = set_condition(conditions, "Ready", ready, reason, message, generation, now)
+    for type_ in (Activity.RECONCILING, Activity.STALLED):
+        out = set_condition(out, type_.value, activity == type_, reason, message, generation, now)
+    return out
 
 
 def condition(conditions: list[Condition] | None, type_: str) -> Condition | None:
