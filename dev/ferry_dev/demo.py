@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,6 @@ EXPECT_ANNOTATION = "ferry.dev/demo-expect"
 NAMESPACE = "ferry-demo"
 # An account's "phase" in the demo is its Ready condition; jobs and copies have real phases.
 TERMINAL_PHASES = {"Succeeded", "Failed", "Cancelled", "Ready"}
-WATCHED = "databaseaccounts,containercopyjobs,blobcopies,inaccountrestores"
 RESTORE = "InAccountRestore"
 
 
@@ -118,6 +118,21 @@ def _delete_by_mistake(
     return wanted
 
 
+def _follow(stack: DevStack, kubectl: Kubectl, examples: list[tuple[Path, dict[str, Any]]], deadline: float) -> None:
+    """`ferry status`'s live view of the demo's namespace, until every example reached an end."""
+    from rich.console import Console
+
+    from ferry import status_cli
+
+    os.environ["KUBECONFIG"] = str(stack.kubeconfig)  # the status view reads the stack as kubectl does
+
+    def settled(rows: object) -> bool:
+        return all(p in TERMINAL_PHASES for p in _phases(kubectl, examples).values())
+
+    console = Console() if sys.stdout.isatty() else Console(color_system=None, width=160)
+    status_cli.watch(NAMESPACE, 1.0, console, until=settled, deadline=deadline)
+
+
 def run(directory: Path | None, timeout: float = 300.0) -> int:
     examples = load_examples(examples_dir())
     workdir = directory or Path(tempfile.mkdtemp(prefix="ferry-demo-"))
@@ -149,12 +164,7 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
         restored = _delete_by_mistake(kubectl, stack, restores, deadline)
         for doc in restores:
             print(kubectl("apply", "-f", "-", stdin=_manifest(doc, cosmos.endpoint)).strip(), flush=True)
-        while time.monotonic() < deadline:
-            print(kubectl("get", WATCHED), flush=True)
-            if all(p in TERMINAL_PHASES for p in _phases(kubectl, examples).values()):
-                break
-            time.sleep(2)
-
+        _follow(stack, kubectl, examples, deadline)
         print("final state:", flush=True)
         print(kubectl("get", "ferry", "-o", "wide"), flush=True)
         phases = _phases(kubectl, examples)

@@ -170,9 +170,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(Path(args.dir) if args.dir else None, timeout=args.timeout)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ferry import status_cli
+
+    namespace = None if args.all_namespaces else args.namespace or status_cli.current_namespace()
+    if args.once or args.output == "json" or not sys.stdout.isatty():
+        plain = Console(color_system=None, width=max(Console().width, 160), soft_wrap=False)
+        return status_cli.print_once(namespace, args.output, plain)
+    status_cli.watch(namespace, args.interval, Console())
+    return 0
+
+
+def _prog() -> str:
+    """`kubectl ferry` when kubectl runs this as its plugin (kubectl-ferry on PATH), else `ferry`."""
+    return "kubectl ferry" if Path(sys.argv[0]).name == "kubectl-ferry" else "ferry"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ferry",
+        prog=_prog(),
         description="Ferry: Cosmos DB container copies, in-account restores and blob copies as Kubernetes resources.",
     )
     parser.add_argument("--version", action="version", version=f"ferry {__version__}")
@@ -225,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="restorable databases and containers with their events, the window and its gaps"
     )
     listing.add_argument("--account", required=True, help="the DatabaseAccount (read with your kubeconfig)")
-    listing.add_argument("--namespace", default="default", help="the DatabaseAccount's namespace (default: default)")
+    listing.add_argument(
+        "-n", "--namespace", default="default", help="the DatabaseAccount's namespace (default: default)"
+    )
     listing.add_argument("--database", help="only this database and its containers")
     listing.add_argument("--at", help="also show what a restore at this time would bring back (RFC 3339)")
     listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -242,11 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--account", help="a DatabaseAccount; its endpoint and key Secret are read with your kubeconfig"
         )
-        sub.add_argument("--namespace", default="default", help="the DatabaseAccount's namespace (default: default)")
+        sub.add_argument(
+            "-n", "--namespace", default="default", help="the DatabaseAccount's namespace (default: default)"
+        )
         sub.add_argument("--endpoint", help="or the account endpoint directly, with the key in --key-env")
         sub.add_argument("--key-env", default="FERRY_COSMOS_KEY", help="environment variable holding the key")
         sub.add_argument("--insecure-skip-tls-verify", action="store_true", help="only for local emulators")
         sub.set_defaults(func=_cmd_jobs_list if action == "list" else _cmd_jobs_show)
+
+    status = commands.add_parser(
+        "status",
+        help="every Ferry object with live progress, rate, time left, queue positions and failure reasons",
+        description="Every Ferry object of a namespace (or all), redrawn in place until Ctrl-C; --once prints "
+        "a plain table and exits. Also `kubectl ferry status`.",
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", help="the namespace (default: the kubeconfig context's)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    status.add_argument("--once", action="store_true", help="print a plain table once (for scripts) and exit")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table", help="json implies --once")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default: 2)")
+    status.set_defaults(func=_cmd_status)
 
     crds = commands.add_parser("crds", help="write the CRD manifests generated from the API models")
     crds.add_argument("--out", default="crds", help="directory to write into (default: crds)")
