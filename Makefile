@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types crds bench install controlplane clean
+.PHONY: demo test lint types crds docs bench install controlplane clean
 
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ types: $(VENV)/.installed
 crds: $(VENV)/.installed
 	$(BIN)/ferry crds --out crds
 	cp crds/*.yaml charts/ferry/crds/
+
+docs: $(VENV)/.installed
+	$(BIN)/ferry docs --dir docs
 
 test: install controlplane lint types
 	$(BIN)/pytest -q

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -162,6 +163,20 @@ def ensure_tool(name: str, say: Callable[[str], None] = print) -> Path:
             subprocess.run(command, cwd=module, env=env, check=True)
             os.replace(scratch, target)
     return target
+
+
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+MONITORING_CRDS = ("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
+
+
+def monitoring_crds() -> list[Path]:
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from its pinned Go module (the chart's
+    optional objects are of these kinds)."""
+    found = subprocess.run(
+        [_go(), "mod", "download", "-json", PROMETHEUS_OPERATOR], capture_output=True, text=True, check=True
+    )
+    folder = Path(json.loads(found.stdout)["Dir"]) / "example" / "prometheus-operator-crd"
+    return [folder / name for name in MONITORING_CRDS]
 
 
 def kubectl() -> str:

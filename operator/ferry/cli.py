@@ -118,6 +118,18 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from ferry.api.fieldref import update_docs
+
+    stale = update_docs(Path(args.dir), check=args.check)
+    if args.check and stale:
+        names = ", ".join(p.name for p in stale)
+        print(f"stale field tables in {names}; run `ferry docs --dir {args.dir}`", file=sys.stderr)
+        return 1
+    print(f"field tables in {args.dir} are current" if args.check else f"updated: {len(stale)} page(s)")
+    return 0
+
+
 def _cmd_crds(args: argparse.Namespace) -> int:
     from ferry.api.crdgen import render_crds, write_crds
 
@@ -288,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--out", default="crds", help="directory to write into (default: crds)")
     crds.add_argument("--check", action="store_true", help="exit 1 if the files in --out are stale")
     crds.set_defaults(func=_cmd_crds)
+
+    docs = commands.add_parser("docs", help="rewrite the field tables of docs/<kind>.md from the API models")
+    docs.add_argument("--dir", default="docs", help="the docs directory (default: docs)")
+    docs.add_argument("--check", action="store_true", help="exit 1 if a table is stale")
+    docs.set_defaults(func=_cmd_docs)
 
     dev = commands.add_parser(
         "dev", help="the local stack: a real control plane, the node agent, the emulators and the operator"
