@@ -183,15 +183,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
     from rich.console import Console
+    from urllib3.exceptions import HTTPError
 
     from ferry import status_cli
 
     namespace = None if args.all_namespaces else args.namespace or status_cli.current_namespace()
-    if args.once or args.output == "json" or not sys.stdout.isatty():
-        plain = Console(color_system=None, width=max(Console().width, 160), soft_wrap=False)
-        return status_cli.print_once(namespace, args.output, plain)
-    status_cli.watch(namespace, args.interval, Console())
+    try:
+        if args.once or args.output == "json" or not sys.stdout.isatty():
+            plain = Console(color_system=None, width=max(Console().width, 160), soft_wrap=False)
+            return status_cli.print_once(namespace, args.output, plain)
+        status_cli.watch(namespace, args.interval, Console())
+    except ApiException as exc:
+        print(f"error: the API server answered {exc.status} {exc.reason}: is Ferry installed here?", file=sys.stderr)
+        return 1
+    except (ConfigException, HTTPError, OSError) as exc:
+        print(f"error: cannot reach the cluster: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
