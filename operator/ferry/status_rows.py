@@ -9,15 +9,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ferry.api.kinds import ALL_KINDS
 from ferry.runtime.pods import parse_time
 
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
-# kind -> (done field, total field, unit, the status's own rate field)
-PROGRESS = {
-    "BlobCopy": ("bytesCopied", "totalBytes", "B", None),
-    "ContainerCopyJob": ("processedCount", "totalCount", "items", "itemsPerSecond"),
-    "InAccountRestore": ("restoredItemCount", "totalCount", "items", "itemsPerSecond"),
-}
+PROGRESS = {kind.kind: kind.progress for kind in ALL_KINDS if kind.progress is not None}
 
 
 @dataclass
@@ -68,10 +64,10 @@ def row_of(kind: str, body: Mapping[str, Any], now: datetime | None = None) -> R
         return row
     row.phase = str(status.get("phase") or "Pending")
     row.queue_position = status.get("queuePosition")
-    done_field, total_field, unit, rate_field = PROGRESS[kind]
-    row.unit = unit
-    if status.get(total_field) is not None:
-        row.done, row.total = int(status.get(done_field) or 0), int(status[total_field])
+    fields = PROGRESS[kind]
+    row.unit = fields.unit
+    if status.get(fields.total) is not None:
+        row.done, row.total = int(status.get(fields.done) or 0), int(status[fields.total])
     if (failure := status.get("failure")) is not None:
         row.reason, row.message = str(failure.get("reason", "")), str(failure.get("message", ""))
     elif (waiting := conditions.get("WorkerReady")) is not None and waiting.get("status") == "False":
@@ -80,7 +76,7 @@ def row_of(kind: str, body: Mapping[str, Any], now: datetime | None = None) -> R
         return row
     started = parse_time(status.get("startTime"))
     elapsed = ((now or datetime.now(UTC)) - started).total_seconds() if started else 0.0
-    rate = status.get(rate_field) if rate_field else None
+    rate = status.get(fields.rate) if fields.rate else None
     row.rate = float(rate) if rate else (row.done / elapsed if elapsed > 0 and row.done else None)
     row.seconds_left = (row.total - row.done) / row.rate if row.rate else None
     return row

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
+from ferry.api.kinds import BLOB_COPY, DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
 from ferry.controllers.base import running_figures
 from ferry.metrics import BLOBCOPY_BYTES_METRIC, JobFigures, ObjectsCollector, ProgressMeter
@@ -115,12 +116,13 @@ def test_running_jobs_have_progress_and_an_eta_at_their_average_rate() -> None:
         "metadata": {"namespace": "ns", "name": "big"},
         "status": {"phase": "Running", "bytesCopied": 250, "totalBytes": 1000, "startTime": "2026-11-21T12:00:00Z"},
     }
-    figures = running_figures("BlobCopy", body, "bytesCopied", "totalBytes", ("Running",))
+    figures = running_figures(BLOB_COPY, body)
     assert figures == JobFigures("BlobCopy", "ns", "big", 250.0, 1000.0, started)
     assert figures.eta_seconds(started + timedelta(seconds=100)) == 300.0  # 750 left at 2.5 per second
     assert JobFigures("BlobCopy", "ns", "new", 0, 1000, started).eta_seconds(started) is None  # no rate yet
     finished = {**body, "status": {**body["status"], "phase": "Succeeded"}}
-    assert running_figures("BlobCopy", finished, "bytesCopied", "totalBytes", ("Running",)) is None
+    assert running_figures(BLOB_COPY, finished) is None
+    assert running_figures(DATABASE_ACCOUNT, {"status": {"phase": "Running"}}) is None  # not a job
 
     collector = ObjectsCollector(lambda: [("BlobCopy", "Running")], lambda: 0, jobs=lambda: [figures])
     samples = {s.name: s for family in collector.collect() for s in family.samples}

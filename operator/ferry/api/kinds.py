@@ -21,6 +21,17 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ProgressFields:
+    """Where a kind's status says how far a running object is (the metrics and `ferry status` read it)."""
+
+    done: str
+    total: str
+    unit: str  # "B" (bytes) or "items"
+    running: tuple[str, ...]  # the phases in which it moves
+    rate: str | None = None  # a status field with its own rate, if it has one
+
+
+@dataclass(frozen=True)
 class Kind:
     kind: str
     plural: str
@@ -30,6 +41,7 @@ class Kind:
     status: type[FerryModel]
     description: str
     columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
+    progress: ProgressFields | None = None
 
     @property
     def group(self) -> str:
@@ -77,6 +89,7 @@ CONTAINER_COPY_JOB = Kind(
     spec=ContainerCopyJobSpec,
     status=ContainerCopyJobStatus,
     description="Copies every item of one Cosmos DB container into another container of the same account.",
+    progress=ProgressFields("processedCount", "totalCount", "items", ("Running",), rate="itemsPerSecond"),
     columns=(
         PrinterColumn("Account", ".spec.accountRef.name"),
         PrinterColumn("Phase", ".status.phase"),
@@ -97,6 +110,7 @@ IN_ACCOUNT_RESTORE = Kind(
     spec=InAccountRestoreSpec,
     status=InAccountRestoreStatus,
     description="Restores a deleted Cosmos DB database or container into the same account.",
+    progress=ProgressFields("restoredItemCount", "totalCount", "items", ("Restoring",), rate="itemsPerSecond"),
     columns=(
         PrinterColumn("Account", ".spec.accountRef.name"),
         PrinterColumn("Database", ".spec.database"),
@@ -119,6 +133,7 @@ BLOB_COPY = Kind(
     spec=BlobCopySpec,
     status=BlobCopyStatus,
     description="Copies blobs within or across storage accounts, server-side or streamed by Ferry.",
+    progress=ProgressFields("bytesCopied", "totalBytes", "B", ("Running",)),
     columns=(
         PrinterColumn("Mode", ".spec.mode"),
         PrinterColumn("Phase", ".status.phase"),

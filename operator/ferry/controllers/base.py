@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from ferry.api.kinds import Kind
 from ferry.metrics import JobFigures
 from ferry.runtime.plan import Plan
 from ferry.runtime.pods import parse_time
@@ -14,6 +15,7 @@ Observed = TypeVar("Observed")
 
 
 class KindController(Generic[Observed]):
+    kind: Kind  # each kind's controller names its Kind
     field_manager = "ferry-operator"
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
@@ -31,22 +33,20 @@ class KindController(Generic[Observed]):
 
     def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
         """How far the object is while it runs, for the progress and ETA metrics; None otherwise."""
-        return None
+        return running_figures(self.kind, body)
 
 
-def running_figures(
-    kind: str, body: Mapping[str, Any], done: str, total: str, running: Collection[str]
-) -> JobFigures | None:
-    """JobFigures from a status's done and total fields, while its phase is one of `running`."""
-    status = body.get("status") or {}
-    if status.get("phase") not in running or not status.get(total):
+def running_figures(kind: Kind, body: Mapping[str, Any]) -> JobFigures | None:
+    """JobFigures from the kind's progress fields, while the object's phase is one in which it moves."""
+    fields, status = kind.progress, body.get("status") or {}  # None: the kind does not run like a job
+    if fields is None or status.get("phase") not in fields.running or not status.get(fields.total):
         return None
     meta = body.get("metadata") or {}
     return JobFigures(
-        kind=kind,
+        kind=kind.kind,
         namespace=str(meta.get("namespace")),
         name=str(meta.get("name")),
-        done=float(status.get(done) or 0),
-        total=float(status[total]),
+        done=float(status.get(fields.done) or 0),
+        total=float(status[fields.total]),
         started=parse_time(status.get("startTime")),
     )

@@ -25,10 +25,10 @@ from ferry.api.blobcopy import (
 from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
-from ferry.controllers.base import KindController, running_figures
+from ferry.controllers.base import KindController
 from ferry.controllers.phases import job_health
 from ferry.kube.objects import pod_name, secret_env, worker_pod
-from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC, JobFigures
+from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
 from ferry.runtime.objects import (
     ObjectMeta,
@@ -65,9 +65,6 @@ class Observed:
 class BlobCopyController(KindController[Observed]):
     kind = BLOB_COPY
     status_part = BlobCopyOperatorStatus
-
-    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
-        return running_figures("BlobCopy", body, "bytesCopied", "totalBytes", ("Running",))
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)

@@ -24,10 +24,10 @@ from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
 from ferry.api.transfer import TransferState
 from ferry.controllers.accountqueue import FINISHED_PHASES, Queue, copy_jobs
 from ferry.controllers.accountref import account_and_siblings, not_ready_message, pods_running
-from ferry.controllers.base import KindController, running_figures
+from ferry.controllers.base import KindController
 from ferry.controllers.databaseaccount import INSTANCE_ROLE
 from ferry.controllers.phases import PhaseDecision
-from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC, JobFigures
+from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
@@ -59,9 +59,6 @@ class Observed:
 class ContainerCopyJobController(KindController[Observed]):
     kind = CONTAINER_COPY_JOB
     status_part = ContainerCopyJobOperatorStatus
-
-    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
-        return running_figures("ContainerCopyJob", body, "processedCount", "totalCount", ("Running",))
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)

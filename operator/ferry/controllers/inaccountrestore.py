@@ -28,10 +28,10 @@ from ferry.api.kinds import DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
 from ferry.api.transfer import TransferState
 from ferry.controllers.accountqueue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
 from ferry.controllers.accountref import account_and_siblings, not_ready_message, pods_running
-from ferry.controllers.base import KindController, running_figures
+from ferry.controllers.base import KindController
 from ferry.controllers.databaseaccount import RESTORER_ROLE
 from ferry.controllers.phases import PhaseDecision
-from ferry.metrics import RESTORE_ITEMS_METRIC, JobFigures
+from ferry.metrics import RESTORE_ITEMS_METRIC
 from ferry.runtime.objects import ObjectMeta, meta_of
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
@@ -63,9 +63,6 @@ class Observed:
 class InAccountRestoreController(KindController[Observed]):
     kind = IN_ACCOUNT_RESTORE
     status_part = InAccountRestoreOperatorStatus
-
-    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
-        return running_figures("InAccountRestore", body, "restoredItemCount", "totalCount", ("Restoring",))
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
