@@ -130,3 +130,22 @@ def test_running_jobs_have_progress_and_an_eta_at_their_average_rate() -> None:
     assert samples["ferry_job_progress_ratio"].labels == {"kind": "BlobCopy", "namespace": "ns", "name": "big"}
     assert samples["ferry_job_start_time_seconds"].value == started.timestamp()
     assert samples["ferry_job_eta_seconds"].value > 0
+
+
+def test_an_accounts_instances_and_backup_figures_come_from_its_status() -> None:
+    from ferry.controllers.databaseaccount import DatabaseAccountController
+
+    account = {
+        "metadata": {"namespace": "ns", "name": "shop"},
+        "spec": {"backup": {"mode": "Continuous", "captureInterval": "30s"}},
+        "status": {
+            "instances": ["shop-copy-0", "shop-copy-1"],
+            "backup": {"lastCaptureSeconds": 1.5, "captureLagSeconds": 4.0, "gaps": [{"start": "a", "end": "b"}]},
+        },
+    }
+    controller = DatabaseAccountController()
+    assert controller.instances(account) == 2
+    figures = controller.backup_figures(account)
+    assert figures is not None and (figures.interval_seconds, figures.gaps, figures.failing) == (30.0, 1, False)
+    assert controller.backup_figures({"metadata": {}, "status": {}}) is None  # no backup, no figures
+    assert controller.instances({"status": {}}) == 0

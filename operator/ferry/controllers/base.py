@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ferry.api.kinds import Kind
-from ferry.metrics import JobFigures
+from ferry.metrics import BackupFigures, JobFigures
 from ferry.runtime.plan import Plan
 from ferry.runtime.pods import parse_time
 from ferry.runtime.world import World
@@ -34,6 +34,14 @@ class KindController(Generic[Observed]):
     def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
         """How far the object is while it runs, for the progress and ETA metrics; None otherwise."""
         return running_figures(self.kind, body)
+
+    def instances(self, body: Mapping[str, Any]) -> int:
+        """Copy instance pods the object has, for ferry_copy_instances."""
+        return 0
+
+    def backup_figures(self, body: Mapping[str, Any]) -> BackupFigures | None:
+        """What the object's continuous backup last reported, for the backup gauges; None without one."""
+        return None
 
 
 def running_figures(kind: Kind, body: Mapping[str, Any]) -> JobFigures | None:

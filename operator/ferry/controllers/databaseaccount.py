@@ -31,7 +31,7 @@ from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RES
 from ferry.controllers.accountqueue import BackupView, Queue, copy_jobs, restore_unfinished, restores
 from ferry.controllers.base import KindController
 from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
-from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC
+from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC, BackupFigures
 from ferry.runtime.lifecycle import ServicePod, service_workers
 from ferry.runtime.objects import (
     Activity,
@@ -79,6 +79,24 @@ class Observed:
 class DatabaseAccountController(KindController[Observed]):
     kind = DATABASE_ACCOUNT
     status_part = DatabaseAccountOperatorStatus
+
+    def instances(self, body: Mapping[str, Any]) -> int:
+        return len((body.get("status") or {}).get("instances") or [])
+
+    def backup_figures(self, body: Mapping[str, Any]) -> BackupFigures | None:
+        report = (body.get("status") or {}).get("backup")
+        if report is None:
+            return None
+        meta = meta_of(body)
+        return BackupFigures(
+            namespace=meta.namespace,
+            account=meta.name,
+            capture_seconds=report.get("lastCaptureSeconds"),
+            lag_seconds=report.get("captureLagSeconds"),
+            gaps=len(report.get("gaps") or []),
+            failing=report.get("error") is not None,
+            interval_seconds=_capture_interval_seconds(body),
+        )
 
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
@@ -246,6 +264,15 @@ READY_REASONS = {
     ConnectionState.LOCAL_AUTH_DISABLED: "LocalAuthDisabled",
     ConnectionState.UNREACHABLE: "Unreachable",
 }
+
+
+def _capture_interval_seconds(account: Mapping[str, Any]) -> float | None:
+    """spec.backup.captureInterval in seconds; None when unset or unreadable (a scrape must never fail on it)."""
+    text = ((account.get("spec") or {}).get("backup") or {}).get("captureInterval")
+    try:
+        return parse_duration(str(text)).total_seconds() if text else None
+    except ValueError:
+        return None
 
 
 NEEDS_THE_USER = frozenset({"Unauthorized", "LocalAuthDisabled", "SecretNotFound", "MonitorFailing"})

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from ferry.api.common import FerryModel, parse_duration
+from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
 from ferry.kube.objects import LABEL_KIND, LABEL_ROLE, LABEL_SLOT
 from ferry.metrics import (
@@ -70,6 +70,14 @@ class Controller(Protocol):
 
     def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
         """How far the object is while it runs (progress and ETA metrics)."""
+        ...
+
+    def instances(self, body: Mapping[str, Any]) -> int:
+        """Copy instance pods the object has (ferry_copy_instances)."""
+        ...
+
+    def backup_figures(self, body: Mapping[str, Any]) -> BackupFigures | None:
+        """What the object's continuous backup last reported (the backup gauges)."""
         ...
 
 
@@ -194,31 +202,13 @@ class Runtime:
                     yield controller.kind.kind, (body.get("status") or {}).get("phase")
 
         def instances() -> int:
-            return sum(
-                len((b.get("status") or {}).get("instances") or [])
-                for c in self.controllers.values()
-                if c.kind.kind == "DatabaseAccount"
-                for b in self.caches.objects(c.kind)
-            )
+            return sum(c.instances(b) for c in self.controllers.values() for b in self.caches.objects(c.kind))
 
         def backups() -> Iterator[BackupFigures]:
             for controller in self.controllers.values():
-                if controller.kind.kind != "DatabaseAccount":
-                    continue
                 for body in self.caches.objects(controller.kind):
-                    report = (body.get("status") or {}).get("backup")
-                    if report is None:
-                        continue
-                    meta = meta_of(body)
-                    yield BackupFigures(
-                        namespace=meta.namespace,
-                        account=meta.name,
-                        capture_seconds=report.get("lastCaptureSeconds"),
-                        lag_seconds=report.get("captureLagSeconds"),
-                        gaps=len(report.get("gaps") or []),
-                        failing=report.get("error") is not None,
-                        interval_seconds=_interval_seconds(body),
-                    )
+                    if (figures := controller.backup_figures(body)) is not None:
+                        yield figures
 
         def jobs() -> Iterator[JobFigures]:
             for controller in self.controllers.values():
@@ -452,14 +442,6 @@ class Runtime:
     def _wrote(self, key: ObjectKey, written: Mapping[str, Any] | None) -> None:
         if written is not None:
             self._written[key] = trimmed(written)
-
-
-def _interval_seconds(account: Mapping[str, Any]) -> float | None:
-    text = (((account.get("spec") or {}).get("backup") or {}).get("captureInterval")) or None
-    try:
-        return parse_duration(str(text)).total_seconds() if text else None
-    except ValueError:
-        return None
 
 
 def _role(manifest: Mapping[str, Any]) -> str:
