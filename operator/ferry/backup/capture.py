@@ -10,9 +10,10 @@ all-versions-and-deletes change feed would replace the first two steps where an 
 - the bodies of new and changed items come from one query on `_ts`, from the oldest changed `_ts` on
   (`_ts` is whole seconds: items of that second already captured are told apart by their `_etag`);
 - a deletion leaves no trace in the container: it is dated one second before this capture's read time, the
-  latest the window reaches after this capture. The backup knows a deletion to within one capture interval,
-  and errs on the side of keeping: a restore to a time between a deletion and the next capture still brings
-  the item back.
+  latest the window reaches after this capture, so that the window ends as the capture saw the container.
+  The backup knows a deletion to within one capture interval: a restore to a time between a deletion and
+  the capture that saw it still brings the item back, and a deletion made in the capture's own first second
+  (after its read time was taken, before its listing) is dated up to a second early.
 
 The capture's read time is taken before anything is read (whole seconds, like _ts): every item version
 stamped before it was written before any read, so the window reaches one second before it.
