@@ -1,11 +1,10 @@
 """Continuous backup end to end: a cosmosdb-server of the test's own (the `cosmos` fixture), a
-DatabaseAccount backing it up into the stack's Azurite, and the moments between changes."""
+DatabaseAccount backing it up into the stack's Azurite, and what to wait for and compare."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -49,19 +48,6 @@ def item(i: int, version: int = 1) -> dict[str, Any]:
 def contents(container: ContainerProxy) -> dict[str, dict[str, Any]]:
     found = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
     return {i["id"]: {k: v for k, v in i.items() if k not in SYSTEM} for i in found}
-
-
-def tick() -> None:
-    """Sleep past the current second: item _ts and restore times are whole seconds."""
-    time.sleep(1.0 - (time.time() % 1.0) + 0.05)
-
-
-def moment() -> datetime:
-    """A whole-second time after everything written so far and before anything written next."""
-    tick()
-    at = datetime.now(UTC).replace(microsecond=0)
-    tick()
-    return at
 
 
 def when(t: datetime) -> str:

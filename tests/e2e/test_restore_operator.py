@@ -17,7 +17,6 @@ from restore_fixtures import (
     condition,
     contents,
     item,
-    moment,
     restore,
     when,
 )
@@ -25,6 +24,7 @@ from restore_fixtures import (
 from ferry_dev.stack import DevStack
 from support.cosmosproxy import CosmosProxy, item_writes
 from support.kubectl import Kubectl
+from support.seconds import moment
 
 pytestmark = [
     pytest.mark.e2e,

@@ -1,10 +1,9 @@
-"""Backup fixtures: a backup location in Azurite, capturers of one database, moments between changes."""
+"""Backup fixtures: a backup location in Azurite and capturers of one database."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,19 +23,6 @@ def backup_store(azurite: Azurite) -> BackupStore:
     account = azurite.accounts["ferrydst"]
     container = blobs.container_client(account.connection_string, unique("backup"))
     return BackupStore(container, f"ns/{unique('acct')}")
-
-
-def tick() -> None:
-    """Sleep past the current second: item _ts and capture times are whole seconds."""
-    time.sleep(1.0 - (time.time() % 1.0) + 0.05)
-
-
-def moment() -> datetime:
-    """A whole-second time after everything written so far and before anything written next."""
-    tick()
-    at = datetime.now(UTC).replace(microsecond=0)
-    tick()
-    return at
 
 
 def capturer(access: Any, store: BackupStore, settings: CaptureSettings = SETTINGS) -> Capturer:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from azure.cosmos import PartitionKey
-from backup_fixtures import backup_store, blob_names, capturer, moment, own_account, tick
+from backup_fixtures import backup_store, blob_names, capturer, own_account
 from cosmos_fixtures import contents, fill, make_items
 
 from ferry.backup.capture import CaptureSettings
@@ -15,6 +15,7 @@ from ferry.backup.format import Operation, ResourceKind
 from ferry.backup.store import BackupStore, IndexConflict
 from ferry.backup.timeline import incarnations, items_at, named, restorable_window
 from ferry.storage.cosmos import CosmosAccess, strip_system
+from support.seconds import moment, tick
 
 __all__ = ["backup_store", "own_account"]
 

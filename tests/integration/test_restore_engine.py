@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from azure.cosmos import PartitionKey
-from backup_fixtures import backup_store, capturer, moment, own_account, tick
+from backup_fixtures import backup_store, capturer, own_account
 from cosmos_fixtures import contents, fill, make_items
 
 from ferry.backup.restoreplan import RestoreRequest
@@ -26,6 +26,7 @@ from ferry.storage.transferstate import StateStore
 from ferry.workers.jobrun import InstanceOutcome
 from ferry.workers.restore import RestoreJob, run_restore_instance
 from support.reports import Reports
+from support.seconds import moment, tick
 
 __all__ = ["backup_store", "own_account"]
 pytestmark = [
