@@ -18,8 +18,8 @@ from pathlib import Path
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from ferry.api.blobcopy import BlobCopySpec
+from ferry.kinds.blobcopy.engine import Endpoints, run_copy
 from ferry.storage.blobs import DATA_BLOCK_SIZE
-from ferry.workers.blobcopy import Endpoints, run_copy
 from ferry_dev.emulators import Azurite
 
 MiB = 1024 * 1024

@@ -27,8 +27,8 @@ from typing import Any
 import urllib3
 from azure.cosmos import PartitionKey
 
+from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_instance
 from ferry.storage.cosmos import CosmosAccess
-from ferry.workers.copyjob import InstanceOutcome, JobSpec, run_instance
 from ferry_dev.emulators import CosmosServer
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)

@@ -29,13 +29,13 @@ from typing import Any
 import urllib3
 from azure.cosmos import PartitionKey
 
-from ferry.backup.capture import Capturer, CaptureSettings
 from ferry.backup.restoreplan import RestoreRequest
 from ferry.backup.store import BackupStore
+from ferry.kinds.databaseaccount.capture import Capturer, CaptureSettings
+from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
-from ferry.workers.jobrun import InstanceOutcome
-from ferry.workers.restore import RestoreJob, run_restore_instance
+from ferry.transfer.job_document import InstanceOutcome
 from ferry_dev.emulators import Azurite, CosmosServer
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)

@@ -122,7 +122,7 @@ def _follow(stack: DevStack, kubectl: Kubectl, examples: list[tuple[Path, dict[s
     """`ferry status`'s live view of the demo's namespace, until every example reached an end."""
     from rich.console import Console
 
-    from ferry import status_cli
+    from ferry.cli import status as status_cli
 
     os.environ["KUBECONFIG"] = str(stack.kubeconfig)  # the status view reads the stack as kubectl does
 

@@ -8,10 +8,10 @@ import kopf
 
 from ferry import metrics
 from ferry.api.kinds import CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE
-from ferry.controllers.blobcopy import BlobCopyController
-from ferry.controllers.containercopyjob import ContainerCopyJobController
-from ferry.controllers.databaseaccount import DatabaseAccountController
-from ferry.controllers.inaccountrestore import InAccountRestoreController
+from ferry.kinds.blobcopy.controller import BlobCopyController
+from ferry.kinds.containercopyjob.controller import ContainerCopyJobController
+from ferry.kinds.databaseaccount.controller import DatabaseAccountController
+from ferry.kinds.inaccountrestore.controller import InAccountRestoreController
 from ferry.runtime import handlers
 from ferry.runtime.api import KubeApi
 from ferry.runtime.engine import Runtime

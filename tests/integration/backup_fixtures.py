@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cosmos_fixtures import unique
 
-from ferry.backup.capture import Capturer, CaptureSettings
 from ferry.backup.store import BackupStore
+from ferry.kinds.databaseaccount.capture import Capturer, CaptureSettings
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
 from ferry_dev.emulators import Azurite, CosmosServer

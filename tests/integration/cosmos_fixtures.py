@@ -16,8 +16,8 @@ import pytest
 import urllib3
 from azure.cosmos import ContainerProxy, PartitionKey
 
+from ferry.kinds.containercopyjob.engine import JobSpec
 from ferry.storage.cosmos import CosmosAccess, strip_system
-from ferry.workers.copyjob import JobSpec
 from ferry_dev.emulators import CosmosServer
 from support.cosmosproxy import CosmosProxy
 

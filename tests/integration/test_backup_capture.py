@@ -10,10 +10,10 @@ from azure.cosmos import PartitionKey
 from backup_fixtures import backup_store, blob_names, capturer, own_account
 from cosmos_fixtures import contents, fill, make_items
 
-from ferry.backup.capture import CaptureSettings
 from ferry.backup.format import Operation, ResourceKind
 from ferry.backup.store import BackupStore, IndexConflict
 from ferry.backup.timeline import incarnations, items_at, named, restorable_window
+from ferry.kinds.databaseaccount.capture import CaptureSettings
 from ferry.storage.cosmos import CosmosAccess, strip_system
 from support.seconds import moment, tick
 
@@ -209,7 +209,7 @@ def test_gaps_are_recorded_and_pruning_keeps_the_windows_first_base(
 
 
 def test_the_backup_does_not_capture_ferrys_job_history(own_account: CosmosAccess, backup_store: BackupStore) -> None:
-    from ferry.storage.transferstate import StateStore
+    from ferry.transfer.state import StateStore
 
     StateStore(own_account).ensure()
     own_account.client().create_database("shop")

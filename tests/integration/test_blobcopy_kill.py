@@ -23,7 +23,7 @@ BLOCKS = 6
 WORKER = """
 import json, os, sys, threading
 from ferry.api.blobcopy import BlobCopySpec, BlobCopyStatus
-from ferry.workers.blobcopy import endpoints_from_env, run_copy
+from ferry.kinds.blobcopy.engine import endpoints_from_env, run_copy
 spec = BlobCopySpec.model_validate(json.loads(os.environ["SPEC"]))
 previous = BlobCopyStatus.model_validate(json.loads(os.environ["PREVIOUS"])) if os.environ.get("PREVIOUS") else None
 with open(os.environ["REPORTS"], "a") as out:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 from azure.storage.blob import BlobLeaseClient, BlobSasPermissions, generate_blob_sas
 
-from ferry.workers.blobcopy import Endpoints, run_copy
+from ferry.kinds.blobcopy.engine import Endpoints, run_copy
 
 pytestmark = pytest.mark.integration
 

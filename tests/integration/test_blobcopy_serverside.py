@@ -17,7 +17,7 @@ import pytest
 from azure.storage.blob import BlobClient, BlobLeaseClient, BlobSasPermissions, generate_blob_sas
 
 from ferry.api.blobcopy import BlobCopyStatus
-from ferry.workers.blobcopy import CopyStopped, Endpoints, cleanup, run_copy
+from ferry.kinds.blobcopy.engine import CopyStopped, Endpoints, cleanup, run_copy
 from ferry_dev.emulators import Azurite, StorageAccount
 from support.asynccopy import AsyncCopyService
 from support.sas import read_url

@@ -14,7 +14,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from ferry.api.blobcopy import BlobCopySpec
-from ferry.workers.blobcopy import CopyStopped, Endpoints, cleanup, run_copy
+from ferry.kinds.blobcopy.engine import CopyStopped, Endpoints, cleanup, run_copy
 from ferry_dev.emulators import StorageAccount
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import pytest
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
-from ferry.jobs_cli import JobNotFound, list_jobs, show_job
-from ferry.storage import transferstate
+from ferry.cli.jobs import JobNotFound, list_jobs, show_job
+from ferry.kinds.containercopyjob.engine import run_instance
 from ferry.storage.cosmos import (
     AccountUnauthorized,
     AccountUnreachable,
@@ -18,7 +18,7 @@ from ferry.storage.cosmos import (
     read_account_regions,
     throttled_requests,
 )
-from ferry.workers.copyjob import run_instance
+from ferry.transfer import state as transferstate
 from ferry_dev.emulators import COSMOS_EMULATOR_KEY, free_port
 from support.cosmosproxy import CosmosProxy, item_writes
 from support.reports import Reports

@@ -6,9 +6,9 @@ import pytest
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
 from ferry.api.containercopyjob import ContainerCopyProgress
-from ferry.storage import transferstate
+from ferry.kinds.containercopyjob.engine import run_instance
 from ferry.storage.cosmos import CosmosAccess
-from ferry.workers.copyjob import run_instance
+from ferry.transfer import state as transferstate
 from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]

@@ -15,9 +15,9 @@ from dataclasses import asdict, replace
 import pytest
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
 
-from ferry.storage import transferstate
+from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_instance
 from ferry.storage.cosmos import CosmosAccess
-from ferry.workers.copyjob import InstanceOutcome, JobSpec, run_instance
+from ferry.transfer import state as transferstate
 from ferry_dev.emulators import CosmosServer
 from support.reports import Reports
 
@@ -33,7 +33,7 @@ INSTANCE = """
 import json, os, sys, urllib3
 urllib3.disable_warnings()
 from ferry.storage.cosmos import CosmosAccess
-from ferry.workers.copyjob import JobSpec, run_instance
+from ferry.kinds.containercopyjob.engine import JobSpec, run_instance
 access = CosmosAccess(os.environ["ENDPOINT"], os.environ["KEY"], verify_tls=False)
 job = JobSpec(**json.loads(os.environ["JOB"]))
 print("ready", flush=True)

@@ -21,10 +21,10 @@ from cosmos_fixtures import contents, fill, make_items
 
 from ferry.backup.restoreplan import RestoreRequest
 from ferry.backup.store import BackupStore
+from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
 from ferry.storage.cosmos import CosmosAccess
-from ferry.storage.transferstate import StateStore
-from ferry.workers.jobrun import InstanceOutcome
-from ferry.workers.restore import RestoreJob, run_restore_instance
+from ferry.transfer.job_document import InstanceOutcome
+from ferry.transfer.state import StateStore
 from support.reports import Reports
 from support.seconds import moment, tick
 
@@ -237,7 +237,7 @@ from ferry.backup.restoreplan import RestoreRequest
 from ferry.backup.store import BackupStore
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
-from ferry.workers.restore import RestoreJob, run_restore_instance
+from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
 access = CosmosAccess(os.environ["ENDPOINT"], os.environ["KEY"], verify_tls=False)
 store = BackupStore(blobs.container_client(os.environ["CONNECTION"], os.environ["CONTAINER"]), os.environ["PREFIX"])
 spec = json.loads(os.environ["JOB"])

@@ -15,11 +15,11 @@ from test_decide_account import BACKUP, CAPTURED, CONNECTED, Case, instance, obs
 from ferry.api.blobcopy import BlobCopyPhase
 from ferry.api.containercopyjob import ContainerCopyPhase
 from ferry.api.inaccountrestore import RestorePhase
-from ferry.controllers.accountqueue import FINISHED_PHASES, RESTORE_FINISHED
-from ferry.controllers.blobcopy import TERMINAL
-from ferry.controllers.databaseaccount import decide
-from ferry.controllers.phases import job_health
+from ferry.kinds.blobcopy.controller import TERMINAL
+from ferry.kinds.databaseaccount.controller import decide
 from ferry.runtime.objects import set_health
+from ferry.runtime.phases import job_health
+from ferry.transfer.account_queue import FINISHED_PHASES, RESTORE_FINISHED
 
 SCRIPT = (Path(__file__).parents[2] / "charts" / "ferry" / "argocd" / "health.lua").read_text()
 

@@ -264,7 +264,7 @@ def test_deployment_values(chart: helm.Chart) -> None:
 
 
 def test_cli_accepts_the_rendered_args(chart: helm.Chart) -> None:
-    from ferry.cli import build_parser
+    from ferry.cli.main import build_parser
 
     for values in (None, {"watchNamespaces": ["team-a", "team-b"], "logLevel": "debug"}):
         args = build_parser().parse_args(container(render(chart, values))["args"])

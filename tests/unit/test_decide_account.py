@@ -15,8 +15,7 @@ from ferry.api.databaseaccount import (
     DatabaseAccountOperatorStatus,
     DatabaseAccountSpec,
 )
-from ferry.controllers.accountqueue import BackupView, copy_jobs, restores
-from ferry.controllers.databaseaccount import (
+from ferry.kinds.databaseaccount.controller import (
     BACKUP_ROLE,
     INSTANCE_ROLE,
     MONITOR_ROLE,
@@ -30,6 +29,7 @@ from ferry.controllers.databaseaccount import (
 from ferry.metrics import REGION_CHANGES_METRIC
 from ferry.runtime.objects import condition
 from ferry.runtime.pods import PodView
+from ferry.transfer.account_queue import BackupView, copy_jobs, restores
 
 SPEC = {
     "endpoint": "https://shop.documents.azure.com:443/",

@@ -11,7 +11,7 @@ from builders import NOW, WORKERS, finished, later, meta, outcome, pod
 from ferry.api.blobcopy import BlobCopyOperatorStatus, BlobCopyPhase, BlobCopyProgress, BlobCopySpec, CopyStatus
 from ferry.api.common import WorkerStatus
 from ferry.api.outcome import OutcomeResult
-from ferry.controllers.blobcopy import CLEANUP_ROLE, COPY_ROLE, Observed, decide
+from ferry.kinds.blobcopy.controller import CLEANUP_ROLE, COPY_ROLE, Observed, decide
 from ferry.runtime.objects import condition
 from ferry.runtime.pods import PodView
 

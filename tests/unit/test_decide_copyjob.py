@@ -9,9 +9,9 @@ import pytest
 from builders import NOW, job_body, later, meta
 
 from ferry.api.containercopyjob import ContainerCopyJobOperatorStatus, ContainerCopyJobSpec, ContainerCopyProgress
-from ferry.controllers.accountqueue import copy_jobs
-from ferry.controllers.containercopyjob import AccountView, Observed, decide
+from ferry.kinds.containercopyjob.controller import AccountView, Observed, decide
 from ferry.runtime.objects import condition
+from ferry.transfer.account_queue import copy_jobs
 
 ACCOUNT = AccountView(name="acct", write_region="West US", ready_message=None, instances_running=True)
 

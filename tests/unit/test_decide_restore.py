@@ -10,8 +10,8 @@ import pytest
 from builders import NOW, later, meta
 
 from ferry.api.inaccountrestore import InAccountRestoreOperatorStatus, InAccountRestoreSpec, RestoreProgress
-from ferry.controllers.accountqueue import BackupView, blocking_restore, restores
-from ferry.controllers.inaccountrestore import AccountView, Observed, decide
+from ferry.kinds.inaccountrestore.controller import AccountView, Observed, decide
+from ferry.transfer.account_queue import BackupView, blocking_restore, restores
 
 ACCOUNT = AccountView(
     name="acct",

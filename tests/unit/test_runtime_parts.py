@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 
 from ferry.api.kinds import BLOB_COPY, DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
-from ferry.controllers.base import running_figures
 from ferry.metrics import BLOBCOPY_BYTES_METRIC, JobFigures, ObjectsCollector, ProgressMeter
+from ferry.runtime.controller import running_figures
 from ferry.runtime.queue import WorkQueue
 from ferry.runtime.slots import SlotLimits, WorkerSlots
 
@@ -133,7 +133,7 @@ def test_running_jobs_have_progress_and_an_eta_at_their_average_rate() -> None:
 
 
 def test_an_accounts_instances_and_backup_figures_come_from_its_status() -> None:
-    from ferry.controllers.databaseaccount import DatabaseAccountController
+    from ferry.kinds.databaseaccount.controller import DatabaseAccountController
 
     account = {
         "metadata": {"namespace": "ns", "name": "shop"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ferry.status_rows import Rates, Row, left_text, rate_text, row_of
+from ferry.cli.status_rows import Rates, Row, left_text, rate_text, row_of
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

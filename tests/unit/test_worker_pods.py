@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ferry.api.blobcopy import BlobCopySpec
 from ferry.api.kinds import BLOB_COPY
-from ferry.controllers.blobcopy import worker_env
+from ferry.kinds.blobcopy.controller import worker_env
 from ferry.kube.objects import pod_name, worker_pod
 
 DEST = {"account": {"secretRef": {"name": "dst", "key": "connectionString"}}, "container": "abc"}

@@ -8,8 +8,8 @@ import threading
 from ferry.api.blobcopy import BlobCopyProgress, BlobCopySpec, BlobCopyStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.kinds.blobcopy.engine import CopyStopped, TransientWorkerError, cleanup, endpoints_from_env, run_copy
 from ferry.kube.client import ObjectRef
-from ferry.workers.blobcopy import CopyStopped, TransientWorkerError, cleanup, endpoints_from_env, run_copy
 from ferry.workers.outcome import run_worker
 from ferry.workers.report import StatusReporter
 

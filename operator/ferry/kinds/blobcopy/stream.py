@@ -18,9 +18,9 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobBlock, BlobClient, BlobProperties, ContentSettings
 
 from ferry.api.blobcopy import Overwrite
-from ferry.storage.sources import APPEND_BLOB, PAGE_BLOB, page_ranges, read_range
-from ferry.workers import blobcopy_leases as leases
-from ferry.workers.blobcopy_plan import (
+from ferry.kinds.blobcopy import locks as leases
+from ferry.kinds.blobcopy.contentmd5 import md5_of_blob, verify_md5
+from ferry.kinds.blobcopy.items import (
     ABORTED,
     MARK_ETAG,
     MARK_ID,
@@ -34,7 +34,7 @@ from ferry.workers.blobcopy_plan import (
     dest_properties,
     pending_copy,
 )
-from ferry.workers.blobcopy_verify import md5_of_blob, verify_md5
+from ferry.storage.sources import APPEND_BLOB, PAGE_BLOB, page_ranges, read_range
 
 MiB = 1024 * 1024
 PAGE_CHUNK = 4 * MiB  # Put Page's maximum

@@ -26,15 +26,15 @@ from ferry.api.inaccountrestore import (
 )
 from ferry.api.kinds import DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
 from ferry.api.transfer import TransferState
-from ferry.controllers.accountqueue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
-from ferry.controllers.accountref import account_and_siblings, not_ready_message, pods_running
-from ferry.controllers.base import KindController
-from ferry.controllers.databaseaccount import RESTORER_ROLE
-from ferry.controllers.phases import PhaseDecision
+from ferry.kinds.databaseaccount.controller import RESTORER_ROLE
 from ferry.metrics import RESTORE_ITEMS_METRIC
+from ferry.runtime.controller import KindController
 from ferry.runtime.objects import ObjectMeta, meta_of
+from ferry.runtime.phases import PhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
+from ferry.transfer.account_queue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
+from ferry.transfer.account_ref import account_and_siblings, not_ready_message, pods_running
 
 
 @dataclass(frozen=True)

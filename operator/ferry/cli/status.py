@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ferry.api.kinds import ALL_KINDS
-from ferry.status_rows import Rates, Row, amount, left_text, rate_text, row_of
+from ferry.cli.status_rows import Rates, Row, amount, left_text, rate_text, row_of
 
 PHASE_STYLES = {"Succeeded": "green", "Connected": "green", "Failed": "bold red", "Cancelled": "red"}
 ORDER = {kind.kind: i for i, kind in enumerate(ALL_KINDS)}

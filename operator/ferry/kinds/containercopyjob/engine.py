@@ -42,11 +42,8 @@ from ferry.storage.cosmos import (
     throttled_requests,
     unique_key_paths,
 )
-from ferry.storage.transferstate import JobState, StateStore, now_iso
-from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
-from ferry.workers.copyjob_writer import Conflict, ItemWriter, TokenBucket
-from ferry.workers.job_progress import Reporter, ReportFn, Totals, transfer_record
-from ferry.workers.jobrun import (
+from ferry.transfer.item_writer import Conflict, ItemWriter, TokenBucket
+from ferry.transfer.job_document import (
     InstanceOutcome,
     JobInstance,
     TransientJobError,
@@ -55,6 +52,9 @@ from ferry.workers.jobrun import (
     mark_running,
     outcome_of,
 )
+from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
+from ferry.transfer.state import JobState, StateStore, now_iso
+from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
 

@@ -33,31 +33,31 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker_blobcopy(args: argparse.Namespace) -> int:
-    from ferry.workers import blobcopy_pod
+    from ferry.kinds.blobcopy import worker as blobcopy_pod
 
     return blobcopy_pod.main(args.namespace, args.name, args.cleanup)
 
 
 def _cmd_worker_account(args: argparse.Namespace) -> int:
-    from ferry.workers import account_pod
+    from ferry.kinds.databaseaccount import monitor_worker as account_pod
 
     return account_pod.main(args.namespace, args.name, args.poll_interval)
 
 
 def _cmd_worker_copy(args: argparse.Namespace) -> int:
-    from ferry.workers import copy_pod
+    from ferry.kinds.containercopyjob import worker as copy_pod
 
     return copy_pod.main(args.namespace, args.account)
 
 
 def _cmd_worker_backup(args: argparse.Namespace) -> int:
-    from ferry.workers import backup_pod
+    from ferry.kinds.databaseaccount import capture_worker as backup_pod
 
     return backup_pod.main(args.namespace, args.name, args.interval, args.retention, args.container, args.prefix)
 
 
 def _cmd_worker_restore(args: argparse.Namespace) -> int:
-    from ferry.workers import restore_pod
+    from ferry.kinds.inaccountrestore import worker as restore_pod
 
     return restore_pod.main(args.namespace, args.account, args.backup_container, args.backup_prefix)
 
@@ -65,8 +65,8 @@ def _cmd_worker_restore(args: argparse.Namespace) -> int:
 def _cmd_restorable_list(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from ferry.cli.restorable import render, restorable
     from ferry.kube.accounts import backup_for
-    from ferry.restorable_cli import render, restorable
 
     try:
         store = backup_for(args.namespace, args.account)
@@ -101,14 +101,14 @@ def _jobs_access(args: argparse.Namespace) -> CosmosAccess:
 
 
 def _cmd_jobs_list(args: argparse.Namespace) -> int:
-    from ferry.jobs_cli import list_jobs
+    from ferry.cli.jobs import list_jobs
 
     print(list_jobs(_jobs_access(args)))
     return 0
 
 
 def _cmd_jobs_show(args: argparse.Namespace) -> int:
-    from ferry.jobs_cli import JobNotFound, show_job
+    from ferry.cli.jobs import JobNotFound, show_job
 
     try:
         print(show_job(_jobs_access(args), args.job))
@@ -188,7 +188,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from urllib3.exceptions import HTTPError
 
-    from ferry import status_cli
+    from ferry.cli import status as status_cli
 
     namespace = None if args.all_namespaces else args.namespace or status_cli.current_namespace()
     try:

@@ -13,10 +13,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobProperties
 
-from ferry.storage.blobs import credential_free_url, describe, error_code, read_sas_url
-from ferry.storage.sources import SourceUnavailableError, TransientSourceError
-from ferry.workers import blobcopy_leases as leases
-from ferry.workers.blobcopy_plan import (
+from ferry.kinds.blobcopy import locks as leases
+from ferry.kinds.blobcopy.contentmd5 import verify_server_copy
+from ferry.kinds.blobcopy.items import (
     PENDING,
     BlobFailure,
     CopyItem,
@@ -26,8 +25,9 @@ from ferry.workers.blobcopy_plan import (
     lease_conflict,
     pending_copy,
 )
-from ferry.workers.blobcopy_stream import skip_reason, write_conditions
-from ferry.workers.blobcopy_verify import verify_server_copy
+from ferry.kinds.blobcopy.stream import skip_reason, write_conditions
+from ferry.storage.blobs import credential_free_url, describe, error_code, read_sas_url
+from ferry.storage.sources import SourceUnavailableError, TransientSourceError
 
 SAS_MARGIN = timedelta(hours=1)
 MAX_POLL = 10.0

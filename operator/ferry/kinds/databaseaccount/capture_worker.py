@@ -20,9 +20,9 @@ from ferry.api.common import Failure, parse_duration
 from ferry.api.databaseaccount import BackupObservation, BackupReport
 from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
-from ferry.backup.capture import AccountReadFailed, Capturer, CaptureResult, CaptureSettings
 from ferry.backup.store import BackupStore, IndexConflict
 from ferry.backup.timeline import restorable_window
+from ferry.kinds.databaseaccount.capture import AccountReadFailed, Capturer, CaptureResult, CaptureSettings
 from ferry.storage import blobs
 from ferry.workers.outcome import run_worker
 from ferry.workers.podenv import cosmos_access_from_env

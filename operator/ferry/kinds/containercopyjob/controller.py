@@ -22,15 +22,15 @@ from ferry.api.containercopyjob import (
 from ferry.api.databaseaccount import AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
 from ferry.api.transfer import TransferState
-from ferry.controllers.accountqueue import FINISHED_PHASES, Queue, copy_jobs
-from ferry.controllers.accountref import account_and_siblings, not_ready_message, pods_running
-from ferry.controllers.base import KindController
-from ferry.controllers.databaseaccount import INSTANCE_ROLE
-from ferry.controllers.phases import PhaseDecision
+from ferry.kinds.databaseaccount.controller import INSTANCE_ROLE
 from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
+from ferry.runtime.controller import KindController
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
+from ferry.runtime.phases import PhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
+from ferry.transfer.account_queue import FINISHED_PHASES, Queue, copy_jobs
+from ferry.transfer.account_ref import account_and_siblings, not_ready_message, pods_running
 
 # Instances hold a work unit's lease this long without renewing it before it expires; after that no
 # instance can still be writing for a suspended job, even one that died before saying it stopped.

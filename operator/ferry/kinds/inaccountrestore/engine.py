@@ -43,11 +43,8 @@ from ferry.backup.store import BackupStore
 from ferry.backup.timeline import materialize
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess, describe, is_transient, partition_key_paths, status_code
-from ferry.storage.transferstate import JobState, StateStore, now_iso
-from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
-from ferry.workers.copyjob_writer import Conflict, ItemWriter
-from ferry.workers.job_progress import Reporter, ReportFn, Totals, transfer_record
-from ferry.workers.jobrun import (
+from ferry.transfer.item_writer import Conflict, ItemWriter
+from ferry.transfer.job_document import (
     InstanceOutcome,
     JobInstance,
     TransientJobError,
@@ -56,6 +53,9 @@ from ferry.workers.jobrun import (
     mark_running,
     outcome_of,
 )
+from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
+from ferry.transfer.state import JobState, StateStore, now_iso
+from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
 
 PAGE_SIZE = 100
 # Pages written at once, checkpointed in order: enough that the writer's threads never wait at a page's end

@@ -9,8 +9,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from ferry.api.common import Failure, FerryModel
 from ferry.storage.cosmos import CosmosAccess
-from ferry.storage.transferstate import TERMINAL_STATES, JobState, StateStore, now_iso
-from ferry.workers.job_progress import Reporter
+from ferry.transfer.progress import Reporter
+from ferry.transfer.state import TERMINAL_STATES, JobState, StateStore, now_iso
 
 M = TypeVar("M", bound=FerryModel)
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.storage.transferstate import StateConflict, StateStore, epoch
+from ferry.transfer.state import StateConflict, StateStore, epoch
 
 # A holder considers its lease gone this share of the lease before it expires; a taker waits as long
 # after expiry (3 s of a 15 s lease): room for clock skew between instances and a slow write.

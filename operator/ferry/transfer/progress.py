@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from ferry.api.common import Failure, FerryModel
 from ferry.api.transfer import TransferRecord, TransferState
 from ferry.storage.cosmos import redact
-from ferry.storage.transferstate import StateStore
+from ferry.transfer.state import StateStore
 
 M = TypeVar("M", bound=FerryModel)
 

@@ -17,13 +17,13 @@ from kubernetes.client.exceptions import ApiException
 from ferry.api.containercopyjob import ContainerCopyProgress
 from ferry.api.kinds import CONTAINER_COPY_JOB
 from ferry.api.outcome import WorkerOutcome
+from ferry.kinds.containercopyjob.engine import JobSpec, run_instance
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
-from ferry.storage.transferstate import JobState, set_job_state
-from ferry.workers.account_watch import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
-from ferry.workers.copyjob import JobSpec, run_instance
-from ferry.workers.job_progress import transfer_record
-from ferry.workers.jobrun import TransientJobError
+from ferry.transfer.account_follow import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
+from ferry.transfer.job_document import TransientJobError
+from ferry.transfer.progress import transfer_record
+from ferry.transfer.state import JobState, set_job_state
 from ferry.workers.outcome import run_worker
 from ferry.workers.podenv import cosmos_access_from_env
 from ferry.workers.report import StatusReporter

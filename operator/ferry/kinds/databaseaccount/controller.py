@@ -28,10 +28,9 @@ from ferry.api.databaseaccount import (
     DatabaseAccountSpec,
 )
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
-from ferry.controllers.accountqueue import BackupView, Queue, copy_jobs, restore_unfinished, restores
-from ferry.controllers.base import KindController
 from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
 from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC, BackupFigures
+from ferry.runtime.controller import KindController
 from ferry.runtime.lifecycle import ServicePod, service_workers
 from ferry.runtime.objects import (
     Activity,
@@ -46,6 +45,7 @@ from ferry.runtime.objects import (
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
+from ferry.transfer.account_queue import BackupView, Queue, copy_jobs, restore_unfinished, restores
 
 MONITOR_ROLE = "monitor"
 INSTANCE_ROLE = "instance"

@@ -19,16 +19,16 @@ from ferry.api.kinds import IN_ACCOUNT_RESTORE
 from ferry.api.outcome import WorkerOutcome
 from ferry.backup.restoreplan import RestoreRequest
 from ferry.backup.store import BackupStore
+from ferry.kinds.databaseaccount.capture_worker import backup_store
+from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
-from ferry.storage.transferstate import JobState, set_job_state
-from ferry.workers.account_watch import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
-from ferry.workers.backup_pod import backup_store
-from ferry.workers.jobrun import TransientJobError
+from ferry.transfer.account_follow import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
+from ferry.transfer.job_document import TransientJobError
+from ferry.transfer.state import JobState, set_job_state
 from ferry.workers.outcome import run_worker
 from ferry.workers.podenv import cosmos_access_from_env
 from ferry.workers.report import StatusReporter
-from ferry.workers.restore import RestoreJob, run_restore_instance
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "ferry-restorer"

@@ -31,18 +31,9 @@ from ferry.api.blobcopy import (
     CopyStatus,
 )
 from ferry.api.common import Failure, parse_duration
-from ferry.storage.blobs import (
-    RetryRecorder,
-    container_client,
-    credential_free_url,
-    describe,
-    is_transient,
-    redact,
-)
-from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
-from ferry.workers import blobcopy_leases as leases
-from ferry.workers import blobcopy_serverside as serverside
-from ferry.workers.blobcopy_plan import (
+from ferry.kinds.blobcopy import locks as leases
+from ferry.kinds.blobcopy import serverside
+from ferry.kinds.blobcopy.items import (
     MARK_ID,
     MARK_STATE,
     PENDING,
@@ -62,7 +53,16 @@ from ferry.workers.blobcopy_plan import (
     source_lease_id,
     url_object_name,
 )
-from ferry.workers.blobcopy_stream import abort_pending, copy_stream
+from ferry.kinds.blobcopy.stream import abort_pending, copy_stream
+from ferry.storage.blobs import (
+    RetryRecorder,
+    container_client,
+    credential_free_url,
+    describe,
+    is_transient,
+    redact,
+)
+from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
 
 __all__ = [
     "CopyOutcome",

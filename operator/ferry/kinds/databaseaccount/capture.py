@@ -50,7 +50,7 @@ from ferry.backup.format import (
 from ferry.backup.store import BackupStore
 from ferry.backup.timeline import incarnations, materialize, moment
 from ferry.storage.cosmos import CosmosAccess, describe
-from ferry.storage.transferstate import DATABASE as STATE_DATABASE
+from ferry.transfer.state import DATABASE as STATE_DATABASE
 
 # Container properties that are its settings (the rest is the service's bookkeeping).
 CONTAINER_SETTINGS = (

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from ferry.storage.cosmos import CosmosAccess
-from ferry.storage.transferstate import get_job
-from ferry.storage.transferstate import list_jobs as stored_jobs
+from ferry.transfer.state import get_job
+from ferry.transfer.state import list_jobs as stored_jobs
 
 __all__ = ["JobNotFound", "list_jobs", "show_job"]
 

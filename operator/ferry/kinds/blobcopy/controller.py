@@ -25,10 +25,9 @@ from ferry.api.blobcopy import (
 from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
-from ferry.controllers.base import KindController
-from ferry.controllers.phases import job_health
 from ferry.kube.objects import pod_name, secret_env, worker_pod
 from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
+from ferry.runtime.controller import KindController
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
 from ferry.runtime.objects import (
     ObjectMeta,
@@ -39,6 +38,7 @@ from ferry.runtime.objects import (
     set_health,
     without_condition,
 )
+from ferry.runtime.phases import job_health
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World

@@ -10,8 +10,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobLeaseClient
 
+from ferry.kinds.blobcopy.items import lease_conflict
 from ferry.storage.sources import APPEND_BLOB, PAGE_BLOB
-from ferry.workers.blobcopy_plan import lease_conflict
 
 
 def acquire(client: BlobClient, lease_id: str, what: str) -> None:

@@ -7,8 +7,8 @@ import hashlib
 
 from azure.storage.blob import BlobClient
 
+from ferry.kinds.blobcopy.items import BlobFailure, CopyItem
 from ferry.storage.sources import SourceObject, read_range
-from ferry.workers.blobcopy_plan import BlobFailure, CopyItem
 
 CHUNK = 8 * 1024 * 1024
 
