@@ -24,7 +24,7 @@ controlplane: $(VENV)/.installed
 	$(BIN)/python -m ferry_dev.binaries
 
 demo: install controlplane
-	$(BIN)/ferry demo
+	$(BIN)/ferry-dev demo
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check operator dev tests bench
@@ -34,11 +34,11 @@ types: $(VENV)/.installed
 	$(BIN)/mypy
 
 crds: $(VENV)/.installed
-	$(BIN)/ferry crds --out crds
+	$(BIN)/ferry-dev crds --out crds
 	cp crds/*.yaml charts/ferry/crds/
 
 docs: $(VENV)/.installed
-	$(BIN)/ferry docs --dir docs
+	$(BIN)/ferry-dev docs --dir docs
 
 test: install controlplane lint types
 	$(BIN)/pytest -q

@@ -1,4 +1,4 @@
-"""`ferry demo`: the local stack, sample data, `kubectl apply -f examples/`, live progress, a verdict."""
+"""`ferry-dev demo`: the local stack, sample data, `kubectl apply -f examples/`, live progress, a verdict."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def examples_dir() -> Path:
     for folder in (Path.cwd(), *Path(__file__).resolve().parents):
         if (folder / "examples").is_dir() and (folder / "pyproject.toml").exists():
             return folder / "examples"
-    raise FileNotFoundError("examples/ not found; run `ferry demo` from the Ferry repository")
+    raise FileNotFoundError("examples/ not found; run `ferry-dev demo` from the Ferry repository")
 
 
 def load_examples(folder: Path) -> list[tuple[Path, dict[str, Any]]]:

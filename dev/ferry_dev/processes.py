@@ -1,9 +1,9 @@
-"""Child processes of the local stack, and the registry that lets `ferry dev down` stop them all.
+"""Child processes of the local stack, and the registry that lets `ferry-dev down` stop them all.
 
 Every process the stack starts (emulators, etcd, the API server, the controller manager, the operator,
 the pods' processes) runs in a process group of its own and is recorded in <stack>/procs/ as its pid and
-start time. A stack that is stopped normally removes the records; when `ferry dev up` itself was killed,
-`ferry dev down` signals every recorded group whose leader is still the process it recorded (the start
+start time. A stack that is stopped normally removes the records; when `ferry-dev up` itself was killed,
+`ferry-dev down` signals every recorded group whose leader is still the process it recorded (the start
 time rules out a reused pid).
 """
 

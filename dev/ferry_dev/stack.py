@@ -1,7 +1,7 @@
 """The local stack: a real control plane, the node agent, the emulators and the operator, on 127.0.0.1.
 
-`DevStack` is what `ferry dev up`, `ferry demo` and the end-to-end tests share. Everything started is
-recorded in <dir>/procs and stopped by `stop()`, or by `ferry dev down` when `ferry dev up` was killed.
+`DevStack` is what `ferry-dev up`, `ferry-dev demo` and the end-to-end tests share. Everything started is
+recorded in <dir>/procs and stopped by `stop()`, or by `ferry-dev down` when `ferry-dev up` was killed.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ READY_FILE = "ready"
 STOP_TIMEOUT = 8.0
 
 
-def ferry_executable() -> str:
-    """The `ferry` script of this installation: worker pods and the operator run the same code."""
-    beside = Path(sys.executable).with_name("ferry")
-    return str(beside) if beside.exists() else (shutil.which("ferry") or "ferry")
+def ferry_executable(name: str = "ferry") -> str:
+    """A script of this installation (`ferry`: worker pods and the operator run the same code; `ferry-dev`)."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
 def installation_paths() -> list[str]:
@@ -75,7 +75,7 @@ class DevStack(Service):
 
     @property
     def kubeconfig(self) -> Path:
-        """The cluster admin's kubeconfig (what `ferry dev up` tells users to export)."""
+        """The cluster admin's kubeconfig (what `ferry-dev up` tells users to export)."""
         return self.dir / "kubeconfig"
 
     @property
@@ -228,7 +228,7 @@ class DevStack(Service):
 
 
 def up(directory: Path, with_operator: bool = True) -> int:
-    """Run the stack in the foreground until SIGINT/SIGTERM (or `ferry dev down`)."""
+    """Run the stack in the foreground until SIGINT/SIGTERM (or `ferry-dev down`)."""
     stopping = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
@@ -255,7 +255,7 @@ def up(directory: Path, with_operator: bool = True) -> int:
 
 
 def down(directory: Path, timeout: float = STOP_TIMEOUT) -> int:
-    """Stop the stack in `directory`: ask `ferry dev up` to stop, then stop whatever it left behind."""
+    """Stop the stack in `directory`: ask `ferry-dev up` to stop, then stop whatever it left behind."""
     pid_file = directory / PID_FILE
     registry = ProcessRegistry(directory.resolve() / "procs")
     if pid_file.exists():
@@ -271,7 +271,7 @@ def down(directory: Path, timeout: float = STOP_TIMEOUT) -> int:
         pid_file.unlink(missing_ok=True)
     left = registry.stop_all()
     if left:
-        print(f"stopped what an earlier `ferry dev up` left running: {', '.join(left)}", file=sys.stderr)
+        print(f"stopped what an earlier `ferry-dev up` left running: {', '.join(left)}", file=sys.stderr)
     elif not pid_file.exists() and not (directory / "procs").exists():
         print(f"no local stack is running in {directory}", file=sys.stderr)
     return 0

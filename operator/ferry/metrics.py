@@ -8,47 +8,35 @@ change happens once), and progress counters start each object from what it had w
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-BLOBCOPY_BYTES_METRIC = "ferry_blobcopy_bytes_copied"
-BLOBCOPY_DURATION_METRIC = "ferry_blobcopy_duration_seconds"
-COPYJOB_ITEMS_METRIC = "ferry_copyjob_items_copied"
-THROTTLED_METRIC = "ferry_cosmos_throttled_requests"
-REGION_CHANGES_METRIC = "ferry_account_write_region_changes"
-RESTORE_ITEMS_METRIC = "ferry_restore_items_restored"
-BACKUP_VERSIONS_METRIC = "ferry_backup_versions_captured"
 JOBS_FAILED_METRIC = "ferry_jobs_failed"
 
-COUNTERS: dict[str, Counter] = {
-    BLOBCOPY_BYTES_METRIC: Counter(BLOBCOPY_BYTES_METRIC, "Bytes copied by BlobCopies, as their workers report them."),
-    COPYJOB_ITEMS_METRIC: Counter(COPYJOB_ITEMS_METRIC, "Items copied by ContainerCopyJobs, as instances report them."),
-    THROTTLED_METRIC: Counter(THROTTLED_METRIC, "429 responses met by copy instances (each was retried)."),
-    REGION_CHANGES_METRIC: Counter(REGION_CHANGES_METRIC, "Write region changes observed on DatabaseAccounts."),
-    RESTORE_ITEMS_METRIC: Counter(
-        RESTORE_ITEMS_METRIC, "Items restored by InAccountRestores, as instances report them."
-    ),
-    BACKUP_VERSIONS_METRIC: Counter(
-        BACKUP_VERSIONS_METRIC,
-        "Item versions and deletions recorded by continuous backups, as capture pods report them.",
-    ),
-    JOBS_FAILED_METRIC: Counter(
-        JOBS_FAILED_METRIC, "Copies and restores that failed, by kind and reason.", ["kind", "reason"]
-    ),
-}
-HISTOGRAMS: dict[str, Histogram] = {
-    BLOBCOPY_DURATION_METRIC: Histogram(
-        BLOBCOPY_DURATION_METRIC,
-        "Time from a BlobCopy's start to its completion.",
-        buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 14 * 24 * 3600),
-    ),
-}
+# Counters and histograms that decisions move through Plan.counts and Plan.progress, by name. Each kind defines
+# its own (kinds/<kind>/metrics.py) with define_counter and define_histogram; the operator imports every kind.
+COUNTERS: dict[str, Counter] = {}
+HISTOGRAMS: dict[str, Histogram] = {}
+
+
+def define_counter(name: str, documentation: str, labels: Sequence[str] = ()) -> str:
+    if name not in COUNTERS:
+        COUNTERS[name] = Counter(name, documentation, list(labels))
+    return name
+
+
+def define_histogram(name: str, documentation: str, buckets: Sequence[float]) -> str:
+    if name not in HISTOGRAMS:
+        HISTOGRAMS[name] = Histogram(name, documentation, buckets=tuple(buckets))
+    return name
+
+
+define_counter(JOBS_FAILED_METRIC, "Copies and restores that failed, by kind and reason.", ["kind", "reason"])
 WORKERS_STARTED = Counter("ferry_worker_pods_started", "Worker pods started, by kind and role.", ["kind", "role"])
 WORKER_RESTARTS = Counter(
     "ferry_worker_restarts",
@@ -100,19 +88,6 @@ class ProgressMeter:
 
 
 @dataclass(frozen=True)
-class BackupFigures:
-    """What one account's capture pod last reported."""
-
-    namespace: str
-    account: str
-    capture_seconds: float | None
-    lag_seconds: float | None
-    gaps: int
-    failing: bool
-    interval_seconds: float | None = None
-
-
-@dataclass(frozen=True)
 class JobFigures:
     """How far one running copy or restore is: done and total in its unit (bytes or items), and its start."""
 
@@ -131,13 +106,6 @@ class JobFigures:
         return (self.total - self.done) * elapsed / self.done if elapsed > 0 else None
 
 
-_BACKUP_GAUGES = {
-    "ferry_backup_capture_seconds": "How long the account's last capture took.",
-    "ferry_backup_lag_seconds": "How far the latest restorable time was behind the capture's end.",
-    "ferry_backup_gaps": "Gaps in the account's restorable window.",
-    "ferry_backup_failing": "1 while the account's captures fail.",
-    "ferry_backup_capture_interval_seconds": "The account's spec.backup.captureInterval.",
-}
 _JOB_GAUGES = {
     "ferry_job_progress_ratio": "Done over total of a running copy or restore (bytes for BlobCopies, else items).",
     "ferry_job_eta_seconds": "Time left of a running copy or restore, at its average rate since it started.",
@@ -147,54 +115,28 @@ JOB_LABELS = ["kind", "namespace", "name"]
 
 
 class ObjectsCollector(Collector):
-    """ferry_objects{kind,phase}, ferry_copy_instances and the backups' figures, from the caches at scrape time."""
+    """ferry_objects{kind,phase}, the running jobs' progress and each kind's own gauges, from the caches at
+    scrape time."""
 
     def __init__(
         self,
         phases: Callable[[], Iterable[tuple[str, str | None]]],
-        instances: Callable[[], int],
-        backups: Callable[[], Iterable[BackupFigures]] = lambda: (),
         jobs: Callable[[], Iterable[JobFigures]] = lambda: (),
+        gauges: Callable[[], Iterable[Metric]] = lambda: (),
     ) -> None:
         self._phases = phases
-        self._instances = instances
-        self._backups = backups
         self._jobs = jobs
+        self._gauges = gauges
 
-    def describe(self) -> Iterator[Any]:
-        yield GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
-        yield GaugeMetricFamily("ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.")
-        for name, text in _BACKUP_GAUGES.items():
-            yield GaugeMetricFamily(name, text, labels=["namespace", "account"])
-        for name, text in _JOB_GAUGES.items():
-            yield GaugeMetricFamily(name, text, labels=JOB_LABELS)
-
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("ferry_objects", "Ferry objects by kind and phase.", labels=["kind", "phase"])
         for (kind, phase), n in sorted(Tally((k, p or "None") for k, p in self._phases()).items()):
             family.add_metric([kind, phase], n)
         yield family
-        yield GaugeMetricFamily(
-            "ferry_copy_instances", "Copy instance pods of all DatabaseAccounts.", value=self._instances()
-        )
-        families = {
-            name: GaugeMetricFamily(name, text, labels=["namespace", "account"])
-            for name, text in _BACKUP_GAUGES.items()
-        }
-        for b in self._backups():
-            labels = [b.namespace, b.account]
-            if b.capture_seconds is not None:
-                families["ferry_backup_capture_seconds"].add_metric(labels, b.capture_seconds)
-            if b.lag_seconds is not None:
-                families["ferry_backup_lag_seconds"].add_metric(labels, b.lag_seconds)
-            if b.interval_seconds is not None:
-                families["ferry_backup_capture_interval_seconds"].add_metric(labels, b.interval_seconds)
-            families["ferry_backup_gaps"].add_metric(labels, b.gaps)
-            families["ferry_backup_failing"].add_metric(labels, 1 if b.failing else 0)
-        yield from families.values()
         yield from self._job_families()
+        yield from self._gauges()
 
-    def _job_families(self) -> Iterator[Any]:
+    def _job_families(self) -> Iterator[Metric]:
         families = {name: GaugeMetricFamily(name, text, labels=JOB_LABELS) for name, text in _JOB_GAUGES.items()}
         now = datetime.now(UTC)
         for job in self._jobs():

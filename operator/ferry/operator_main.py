@@ -7,11 +7,7 @@ import asyncio
 import kopf
 
 from ferry import metrics
-from ferry.api.kinds import CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE
-from ferry.kinds.blobcopy.controller import BlobCopyController
-from ferry.kinds.containercopyjob.controller import ContainerCopyJobController
-from ferry.kinds.databaseaccount.controller import DatabaseAccountController
-from ferry.kinds.inaccountrestore.controller import InAccountRestoreController
+from ferry.kinds.registry import PLUGINS
 from ferry.runtime import handlers
 from ferry.runtime.api import KubeApi
 from ferry.runtime.engine import Runtime
@@ -22,12 +18,7 @@ from ferry.settings import OperatorSettings
 
 def build_runtime(settings: OperatorSettings) -> Runtime:
     return Runtime(
-        controllers=[
-            BlobCopyController(),
-            DatabaseAccountController(),
-            ContainerCopyJobController(),
-            InAccountRestoreController(),
-        ],
+        controllers=[plugin.controller() for plugin in PLUGINS],
         workers=WorkerSettings(
             image=settings.worker_image,
             service_account=settings.worker_service_account,
@@ -35,6 +26,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
             cluster_role=settings.worker_cluster_role,
             service_account_annotations=tuple(sorted(settings.worker_service_account_annotations.items())),
             image_pull_secrets=tuple(settings.image_pull_secrets),
+            allow_backup_retention_override=settings.allow_backup_retention_override,
         ),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),
@@ -45,7 +37,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
 def run(namespaces: list[str], metrics_port: int, metrics_host: str, liveness: str | None) -> None:
     runtime = build_runtime(OperatorSettings())
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, runtime, account_scoped=(CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE))
+    handlers.register(registry, runtime, account_scoped=tuple(p.kind for p in PLUGINS if p.account_scoped))
     if metrics_port:
         metrics.register_collector(runtime.collector())
         metrics.serve(metrics_port, metrics_host)

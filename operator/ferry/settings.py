@@ -41,3 +41,8 @@ class OperatorSettings:
     allow_link_local_sources: bool = field(
         default_factory=lambda: os.environ.get("FERRY_ALLOW_LINK_LOCAL_SOURCES", "").lower() == "true"
     )
+    # Honour the ferry.dev/backup-retention annotation on DatabaseAccounts (a retention shorter than the tier's).
+    # For tests and demos only: a production backup keeps what its tier promises.
+    allow_backup_retention_override: bool = field(
+        default_factory=lambda: os.environ.get("FERRY_ALLOW_BACKUP_RETENTION_OVERRIDE", "").lower() == "true"
+    )

@@ -35,8 +35,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     directory: Path = tmp_path_factory.mktemp("stack")
-    limits = {"FERRY_MAX_WORKERS": str(MAX_WORKERS), "FERRY_MAX_WORKERS_PER_NAMESPACE": str(MAX_WORKERS_PER_NAMESPACE)}
-    with DevStack(directory, operator_env=limits) as running:
+    settings = {
+        "FERRY_MAX_WORKERS": str(MAX_WORKERS),
+        "FERRY_MAX_WORKERS_PER_NAMESPACE": str(MAX_WORKERS_PER_NAMESPACE),
+        "FERRY_ALLOW_BACKUP_RETENTION_OVERRIDE": "true",  # the retention test prunes a window of seconds
+    }
+    with DevStack(directory, operator_env=settings) as running:
         yield running
 
 

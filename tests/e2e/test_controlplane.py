@@ -167,12 +167,12 @@ def test_an_api_server_restart_and_expired_watches_mid_copy(stack: DevStack, kub
 
 
 def test_dev_up_starts_and_dev_down_stops_everything_even_after_a_kill(tmp_path: Path) -> None:
-    """`ferry dev up` killed with SIGKILL leaves its children; `ferry dev down` stops every one of them."""
+    """`ferry-dev up` killed with SIGKILL leaves its children; `ferry-dev down` stops every one of them."""
     directory = tmp_path / "stack"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
     up = subprocess.Popen(
-        [ferry_executable(), "dev", "up", "--dir", str(directory)],
+        [ferry_executable("ferry-dev"), "up", "--dir", str(directory)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -195,12 +195,12 @@ def test_dev_up_starts_and_dev_down_stops_everything_even_after_a_kill(tmp_path:
             "cosmosdb-server",
             "operator",
         } <= running
-        os.killpg(up.pid, signal.SIGKILL)  # only `ferry dev up` itself: its children have groups of their own
+        os.killpg(up.pid, signal.SIGKILL)  # only `ferry-dev up` itself: its children have groups of their own
         up.wait(10)
-        assert registry.alive(), "the children should outlive a killed `ferry dev up`"
+        assert registry.alive(), "the children should outlive a killed `ferry-dev up`"
         stopping = time.monotonic()
         down = subprocess.run(
-            [ferry_executable(), "dev", "down", "--dir", str(directory)],
+            [ferry_executable("ferry-dev"), "down", "--dir", str(directory)],
             env=env,
             capture_output=True,
             text=True,

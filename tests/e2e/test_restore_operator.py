@@ -259,7 +259,7 @@ def test_retention_prunes_the_window_and_refuses_what_left_it(
     stack: DevStack, kubectl: Kubectl, cosmos: OwnCosmos
 ) -> None:
     brief = cosmos.container("short", "brief", items=5)
-    backed_up_account(kubectl, stack, cosmos, annotations={"ferry.dev/backup-retention-for-testing": "20s"})
+    backed_up_account(kubectl, stack, cosmos, annotations={"ferry.dev/backup-retention": "20s"})
     first = captured(kubectl)
     brief.upsert_item(item(1, version=2))
     time.sleep(30)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
 CHART_CRDS = ROOT / "charts" / "ferry" / "crds"
 
-REGENERATE = "regenerate with `ferry crds --out crds && cp crds/*.yaml charts/ferry/crds/`"
+REGENERATE = "regenerate with `ferry-dev crds --out crds && cp crds/*.yaml charts/ferry/crds/`"
 
 
 def test_crds_match_the_models() -> None:

@@ -17,16 +17,16 @@ from ferry.api.databaseaccount import (
 )
 from ferry.kinds.databaseaccount.controller import (
     BACKUP_ROLE,
-    INSTANCE_ROLE,
+    COPY_ROLE,
     MONITOR_ROLE,
     Observed,
     backup_location,
     backup_manifest,
+    copy_instance_manifest,
     decide,
-    instance_manifest,
     monitor_manifest,
 )
-from ferry.metrics import REGION_CHANGES_METRIC
+from ferry.kinds.databaseaccount.metrics import REGION_CHANGES_METRIC
 from ferry.runtime.objects import condition
 from ferry.runtime.pods import PodView
 from ferry.transfer.account_queue import BackupView, copy_jobs, restores
@@ -116,8 +116,8 @@ def monitor(**fields: Any) -> PodView:
 
 
 def instance(index: int, **fields: Any) -> PodView:
-    labels = instance_manifest(observe(Case("-")), index)["metadata"]
-    return pod(labels["name"], INSTANCE_ROLE, template=labels["labels"]["ferry.dev/template"], **fields)
+    labels = copy_instance_manifest(observe(Case("-")), index)["metadata"]
+    return pod(labels["name"], COPY_ROLE, template=labels["labels"]["ferry.dev/template"], **fields)
 
 
 BACKUP = {

@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY
 
 from ferry.api.kinds import BLOB_COPY, DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
-from ferry.metrics import BLOBCOPY_BYTES_METRIC, JobFigures, ObjectsCollector, ProgressMeter
+from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC
+from ferry.metrics import JobFigures, ObjectsCollector, ProgressMeter
 from ferry.runtime.controller import running_figures
 from ferry.runtime.queue import WorkQueue
 from ferry.runtime.slots import SlotLimits, WorkerSlots
@@ -124,7 +125,7 @@ def test_running_jobs_have_progress_and_an_eta_at_their_average_rate() -> None:
     assert running_figures(BLOB_COPY, finished) is None
     assert running_figures(DATABASE_ACCOUNT, {"status": {"phase": "Running"}}) is None  # not a job
 
-    collector = ObjectsCollector(lambda: [("BlobCopy", "Running")], lambda: 0, jobs=lambda: [figures])
+    collector = ObjectsCollector(lambda: [("BlobCopy", "Running")], jobs=lambda: [figures])
     samples = {s.name: s for family in collector.collect() for s in family.samples}
     assert samples["ferry_job_progress_ratio"].value == 0.25
     assert samples["ferry_job_progress_ratio"].labels == {"kind": "BlobCopy", "namespace": "ns", "name": "big"}
@@ -134,6 +135,7 @@ def test_running_jobs_have_progress_and_an_eta_at_their_average_rate() -> None:
 
 def test_an_accounts_instances_and_backup_figures_come_from_its_status() -> None:
     from ferry.kinds.databaseaccount.controller import DatabaseAccountController
+    from ferry.runtime.controller import ExportsGauges
 
     account = {
         "metadata": {"namespace": "ns", "name": "shop"},
@@ -144,8 +146,19 @@ def test_an_accounts_instances_and_backup_figures_come_from_its_status() -> None
         },
     }
     controller = DatabaseAccountController()
-    assert controller.instances(account) == 2
+    assert isinstance(controller, ExportsGauges)
     figures = controller.backup_figures(account)
     assert figures is not None and (figures.interval_seconds, figures.gaps, figures.failing) == (30.0, 1, False)
     assert controller.backup_figures({"metadata": {}, "status": {}}) is None  # no backup, no figures
-    assert controller.instances({"status": {}}) == 0
+    other = {"metadata": {"namespace": "ns", "name": "plain"}, "status": {"instances": ["plain-copy-0"]}}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in controller.gauges([account, other])
+        for s in f.samples
+    }
+    assert samples[("ferry_copy_instances", ())] == 3  # every account's instances
+    shop = (("account", "shop"), ("namespace", "ns"))
+    assert samples[("ferry_backup_gaps", shop)] == 1
+    assert samples[("ferry_backup_capture_interval_seconds", shop)] == 30.0
+    assert samples[("ferry_backup_failing", shop)] == 0
+    assert not any(labels == (("account", "plain"), ("namespace", "ns")) for _, labels in samples)  # no backup

@@ -58,7 +58,8 @@ class BackupMode(StrEnum):
 
 RETENTION = {BackupTier.CONTINUOUS_7_DAYS: "168h", BackupTier.CONTINUOUS_30_DAYS: "720h"}
 # An annotation only for tests: a retention of minutes instead of days, so that pruning can be watched.
-RETENTION_FOR_TESTS = "ferry.dev/backup-retention-for-testing"
+# A retention shorter than the tier's, honoured only where the operator allows it (tests and demos).
+RETENTION_OVERRIDE = "ferry.dev/backup-retention"
 
 
 class BackupLocation(FerryModel):

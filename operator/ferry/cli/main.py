@@ -1,4 +1,5 @@
-"""The `ferry` command: operator, worker pods, CRD generation, the local stack and the demo."""
+"""The `ferry` command: what users run (the operator, status, jobs, restorable, the kubectl plugin) and the
+worker pods' entry points. Development commands live in the development package (`ferry-dev`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ferry import __version__
+from ferry.kinds.registry import PLUGINS
 
 if TYPE_CHECKING:  # the SDK is imported only by the commands that use it
     from ferry.storage.cosmos import CosmosAccess
@@ -30,36 +32,6 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
     operator_main.run(args.namespace or [], args.metrics_port, args.metrics_host, args.liveness)
     return 0
-
-
-def _cmd_worker_blobcopy(args: argparse.Namespace) -> int:
-    from ferry.kinds.blobcopy import worker as blobcopy_pod
-
-    return blobcopy_pod.main(args.namespace, args.name, args.cleanup)
-
-
-def _cmd_worker_account(args: argparse.Namespace) -> int:
-    from ferry.kinds.databaseaccount import monitor_worker as account_pod
-
-    return account_pod.main(args.namespace, args.name, args.poll_interval)
-
-
-def _cmd_worker_copy(args: argparse.Namespace) -> int:
-    from ferry.kinds.containercopyjob import worker as copy_pod
-
-    return copy_pod.main(args.namespace, args.account)
-
-
-def _cmd_worker_backup(args: argparse.Namespace) -> int:
-    from ferry.kinds.databaseaccount import capture_worker as backup_pod
-
-    return backup_pod.main(args.namespace, args.name, args.interval, args.retention, args.container, args.prefix)
-
-
-def _cmd_worker_restore(args: argparse.Namespace) -> int:
-    from ferry.kinds.inaccountrestore import worker as restore_pod
-
-    return restore_pod.main(args.namespace, args.account, args.backup_container, args.backup_prefix)
 
 
 def _cmd_restorable_list(args: argparse.Namespace) -> int:
@@ -118,70 +90,6 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_docs(args: argparse.Namespace) -> int:
-    from ferry.api.fieldref import update_docs
-
-    stale = update_docs(Path(args.dir), check=args.check)
-    if args.check and stale:
-        names = ", ".join(p.name for p in stale)
-        print(f"stale field tables in {names}; run `ferry docs --dir {args.dir}`", file=sys.stderr)
-        return 1
-    print(f"field tables in {args.dir} are current" if args.check else f"updated: {len(stale)} page(s)")
-    return 0
-
-
-def _cmd_crds(args: argparse.Namespace) -> int:
-    from ferry.api.crdgen import render_crds, write_crds
-
-    out = Path(args.out)
-    if args.check:
-        stale = [
-            name
-            for name, text in render_crds().items()
-            if not (out / name).is_file() or (out / name).read_text() != text
-        ]
-        if stale:
-            print(f"stale CRDs in {out}: {', '.join(stale)}; run `ferry crds --out {out}`", file=sys.stderr)
-            return 1
-        print(f"CRDs in {out} are current")
-        return 0
-    for path in write_crds(out):
-        print(path)
-    return 0
-
-
-def _dev_package() -> None:
-    """The local stack is a development tool, installed apart from the operator (`pip install -e ./dev`)."""
-    try:
-        import ferry_dev  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "the local stack needs Ferry's development package: `make install` (or `pip install -e ./dev`) "
-            "in the Ferry repository"
-        ) from None
-
-
-def _cmd_dev_up(args: argparse.Namespace) -> int:
-    _dev_package()
-    from ferry_dev import stack
-
-    return stack.up(Path(args.dir), with_operator=not args.no_operator)
-
-
-def _cmd_dev_down(args: argparse.Namespace) -> int:
-    _dev_package()
-    from ferry_dev import stack
-
-    return stack.down(Path(args.dir))
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    _dev_package()
-    from ferry_dev import demo
-
-    return demo.run(Path(args.dir) if args.dir else None, timeout=args.timeout)
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
@@ -228,34 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="entry points of Ferry's worker pods (started by the operator)")
     kinds = worker.add_subparsers(dest="kind", required=True, metavar="KIND")
-    blob = kinds.add_parser("blobcopy", help="copy the blobs of one BlobCopy, reporting into its status")
-    blob.add_argument("--namespace", required=True)
-    blob.add_argument("--name", required=True)
-    blob.add_argument("--cleanup", action="store_true", help="abort pending copies and release leases, then exit")
-    blob.set_defaults(func=_cmd_worker_blobcopy)
-    account = kinds.add_parser("account", help="watch one DatabaseAccount's regions and reachability")
-    account.add_argument("--namespace", required=True)
-    account.add_argument("--name", required=True)
-    account.add_argument("--poll-interval", default="60s", help="how often the regions are read (Go duration)")
-    account.set_defaults(func=_cmd_worker_account)
-    copy = kinds.add_parser("copy", help="a copy instance: work on the account's active ContainerCopyJob")
-    copy.add_argument("--namespace", required=True)
-    copy.add_argument("--account", required=True, help="the DatabaseAccount whose jobs this instance runs")
-    copy.set_defaults(func=_cmd_worker_copy)
-    backup = kinds.add_parser("backup", help="the capture pod of a DatabaseAccount's continuous backup")
-    backup.add_argument("--namespace", required=True)
-    backup.add_argument("--name", required=True, help="the DatabaseAccount")
-    backup.add_argument("--interval", default="30s", help="time between captures (Go duration)")
-    backup.add_argument("--retention", default="168h", help="how long the backup keeps what it captured")
-    backup.add_argument("--container", required=True, help="the blob container of the backup location")
-    backup.add_argument("--prefix", default="", help="the folder of this account's backup in the container")
-    backup.set_defaults(func=_cmd_worker_backup)
-    restore = kinds.add_parser("restore", help="a restore instance: work on the account's running InAccountRestores")
-    restore.add_argument("--namespace", required=True)
-    restore.add_argument("--account", required=True, help="the DatabaseAccount whose restores this instance runs")
-    restore.add_argument("--backup-container", required=True, help="the blob container of the account's backup")
-    restore.add_argument("--backup-prefix", default="", help="the folder of the account's backup in the container")
-    restore.set_defaults(func=_cmd_worker_restore)
+    for plugin in PLUGINS:
+        if not plugin.workers:
+            continue
+        kind = kinds.add_parser(plugin.kind.singular, help=f"the worker pods of a {plugin.kind.kind}")
+        roles = kind.add_subparsers(dest="role", required=True, metavar="ROLE")
+        for role in plugin.workers:
+            sub = roles.add_parser(role.name, help=role.help)
+            role.arguments(sub)
+            sub.set_defaults(func=role.run)
 
     restorable = commands.add_parser(
         "restorable", help="what a DatabaseAccount's continuous backup can restore (databases, containers, window)"
@@ -306,38 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default: 2)")
     status.set_defaults(func=_cmd_status)
 
-    crds = commands.add_parser("crds", help="write the CRD manifests generated from the API models")
-    crds.add_argument("--out", default="crds", help="directory to write into (default: crds)")
-    crds.add_argument("--check", action="store_true", help="exit 1 if the files in --out are stale")
-    crds.set_defaults(func=_cmd_crds)
-
-    docs = commands.add_parser("docs", help="rewrite the field tables of docs/<kind>.md from the API models")
-    docs.add_argument("--dir", default="docs", help="the docs directory (default: docs)")
-    docs.add_argument("--check", action="store_true", help="exit 1 if a table is stale")
-    docs.set_defaults(func=_cmd_docs)
-
-    dev = commands.add_parser(
-        "dev", help="the local stack: a real control plane, the node agent, the emulators and the operator"
-    )
-    dev_cmds = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
-    up = dev_cmds.add_parser("up", help="start the local stack and run until stopped (Ctrl-C or `ferry dev down`)")
-    up.add_argument("--dir", required=True, help="state directory: kubeconfig, endpoints.json, ready, logs")
-    up.add_argument("--no-operator", action="store_true", help="start everything but the operator")
-    up.set_defaults(func=_cmd_dev_up)
-    down = dev_cmds.add_parser(
-        "down", help="stop a local stack started with `ferry dev up --dir DIR`, also one whose `dev up` was killed"
-    )
-    down.add_argument("--dir", required=True)
-    down.set_defaults(func=_cmd_dev_down)
-
-    demo = commands.add_parser(
-        "demo",
-        help="bring the local stack up, apply examples/ (deleting the container the restores bring back), show "
-        "progress, check the data, tear down; exit 0 if all succeeded",
-    )
-    demo.add_argument("--dir", default=None, help="state directory (default: a temporary one)")
-    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the examples")
-    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

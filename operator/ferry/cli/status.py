@@ -17,12 +17,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ferry.api.kinds import ALL_KINDS
 from ferry.cli.status_rows import Rates, Row, amount, left_text, rate_text, row_of
+from ferry.kinds.registry import PLUGINS
 
 PHASE_STYLES = {"Succeeded": "green", "Connected": "green", "Failed": "bold red", "Cancelled": "red"}
-ORDER = {kind.kind: i for i, kind in enumerate(ALL_KINDS)}
-SHORT = {kind.kind: kind.short_names[0] for kind in ALL_KINDS}
+ORDER = {plugin.kind.kind: i for i, plugin in enumerate(PLUGINS)}
+SHORT = {plugin.kind.kind: plugin.kind.short_names[0] for plugin in PLUGINS}
 
 
 def current_namespace() -> str:
@@ -42,7 +42,7 @@ def fetch(namespace: str | None) -> list[Row]:
 
     api = custom()
     rows: list[Row] = []
-    for kind in ALL_KINDS:
+    for kind in (plugin.kind for plugin in PLUGINS):
         if namespace is None:
             listed = api.list_cluster_custom_object(kind.group, kind.version, kind.plural)
         else:
@@ -53,7 +53,7 @@ def fetch(namespace: str | None) -> list[Row]:
 
 
 def summary(rows: Sequence[Row], where: str) -> str:
-    phases = Counter(r.phase for r in rows if r.kind != "DatabaseAccount")
+    phases = Counter(r.phase for r in rows if r.is_job)
     counted = ", ".join(f"{n} {phase.lower()}" for phase, n in sorted(phases.items()))
     return f"Ferry in {where}: {len(rows)} object(s){': ' + counted if counted else ''}"
 
@@ -155,5 +155,5 @@ def watch(
 
 
 def all_finished(rows: Sequence[Row]) -> bool:
-    jobs = [r for r in rows if r.kind != "DatabaseAccount"]
+    jobs = [r for r in rows if r.is_job]
     return bool(jobs) and all(r.finished for r in jobs)

@@ -9,11 +9,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ferry.api.kinds import ALL_KINDS
+from ferry.kinds.registry import BY_KIND
 from ferry.runtime.pods import parse_time
 
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
-PROGRESS = {kind.kind: kind.progress for kind in ALL_KINDS if kind.progress is not None}
 
 
 @dataclass
@@ -41,6 +40,11 @@ class Row:
     def finished(self) -> bool:
         return self.phase in FINISHED
 
+    @property
+    def is_job(self) -> bool:
+        """A copy or restore, as opposed to an account: what the summary counts and --once waits for."""
+        return BY_KIND[self.kind].runs_like_a_job
+
     def wire(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -51,20 +55,16 @@ def row_of(kind: str, body: Mapping[str, Any], now: datetime | None = None) -> R
     status = body.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     row = Row(kind=kind, namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")), phase="")
-    if kind == "DatabaseAccount":
-        ready = conditions.get("Ready") or {}
-        row.phase = str(ready.get("reason") or "Pending")
-        backup = conditions.get("BackupHealthy")
-        if backup is not None and backup.get("status") == "False":
-            row.reason, row.message = str(backup.get("reason", "")), str(backup.get("message", ""))
-        elif ready.get("status") == "False":
-            row.reason, row.message = row.phase, str(ready.get("message", ""))
-        else:
-            row.message = f"write region {status['writeRegion']}" if status.get("writeRegion") else ""
+    plugin = BY_KIND[kind]
+    fields = plugin.kind.progress
+    if fields is None:  # not a job: the kind says what its line shows
+        summary = plugin.summary(body) if plugin.summary is not None else None
+        row.phase = summary.phase if summary is not None else "-"
+        if summary is not None:
+            row.reason, row.message = summary.reason, summary.message
         return row
     row.phase = str(status.get("phase") or "Pending")
     row.queue_position = status.get("queuePosition")
-    fields = PROGRESS[kind]
     row.unit = fields.unit
     if status.get(fields.total) is not None:
         row.done, row.total = int(status.get(fields.done) or 0), int(status[fields.total])

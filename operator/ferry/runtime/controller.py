@@ -1,12 +1,21 @@
-"""What every kind's controller shares: observe (read the caches), decide (pure), and the operator's field manager."""
+"""The one contract every kind's controller keeps with the runtime.
+
+Required: the kind it reconciles, the model of the status part the operator owns, `observe` (read the caches
+through a World) and `decide` (pure: observed state to a Plan). Optional capabilities are separate protocols a
+controller may also satisfy (the metrics collector asks for them); the runtime itself needs none of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
+from prometheus_client.core import Metric
+
+from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
-from ferry.metrics import BackupFigures, JobFigures
+from ferry.metrics import JobFigures
 from ferry.runtime.plan import Plan
 from ferry.runtime.pods import parse_time
 from ferry.runtime.world import World
@@ -14,15 +23,18 @@ from ferry.runtime.world import World
 Observed = TypeVar("Observed")
 
 
-class KindController(Generic[Observed]):
-    kind: Kind  # each kind's controller names its Kind
-    field_manager = "ferry-operator"
+class Controller(ABC, Generic[Observed]):
+    kind: ClassVar[Kind]
+    status_part: ClassVar[type[FerryModel]]  # the status fields the operator owns for this kind
+    field_manager: ClassVar[str] = "ferry-operator"
 
+    @abstractmethod
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
-        raise NotImplementedError
+        """What the decision needs, read from the object and the caches (never from the API)."""
 
+    @abstractmethod
     def decide(self, observed: Observed) -> Plan:
-        raise NotImplementedError
+        """The intended actions: pure, so that it is tested without a cluster."""
 
     def reconcile(self, body: Mapping[str, Any], world: World) -> Plan:
         return self.decide(self.observe(body, world))
@@ -35,13 +47,15 @@ class KindController(Generic[Observed]):
         """How far the object is while it runs, for the progress and ETA metrics; None otherwise."""
         return running_figures(self.kind, body)
 
-    def instances(self, body: Mapping[str, Any]) -> int:
-        """Copy instance pods the object has, for ferry_copy_instances."""
-        return 0
 
-    def backup_figures(self, body: Mapping[str, Any]) -> BackupFigures | None:
-        """What the object's continuous backup last reported, for the backup gauges; None without one."""
-        return None
+AnyController = Controller[Any]
+
+
+@runtime_checkable
+class ExportsGauges(Protocol):
+    """A controller with gauges of its own, computed from all its objects at scrape time."""
+
+    def gauges(self, bodies: Iterable[Mapping[str, Any]]) -> Iterable[Metric]: ...
 
 
 def running_figures(kind: Kind, body: Mapping[str, Any]) -> JobFigures | None:

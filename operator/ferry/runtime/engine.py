@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.core import Metric
 
-from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
 from ferry.kube.objects import LABEL_KIND, LABEL_ROLE, LABEL_SLOT
 from ferry.metrics import (
-    JOBS_FAILED_METRIC,
     QUEUE_DEPTH,
     RECONCILE_SECONDS,
     RECONCILES,
@@ -29,13 +28,13 @@ from ferry.metrics import (
     SLOTS_WAITING,
     WORKER_RESTARTS,
     WORKERS_STARTED,
-    BackupFigures,
     JobFigures,
     ObjectsCollector,
     ProgressMeter,
     count,
 )
 from ferry.runtime.api import KubeApi, describe_error, is_refusal, refusal
+from ferry.runtime.controller import AnyController, ExportsGauges
 from ferry.runtime.objects import ObjectKey, key_of, meta_of
 from ferry.runtime.plan import Plan, PodCreation
 from ferry.runtime.pods import FAILED_CREATE, PodView, pod_view
@@ -48,37 +47,6 @@ log = logging.getLogger(__name__)
 EXPECTATION_SECONDS = 30.0  # how long a created pod is assumed to exist before the cache shows it
 REFUSED_RETRY_SECONDS = 5.0  # a refused pod is created again after this, doubling up to the maximum
 REFUSED_RETRY_MAX_SECONDS = 300.0
-
-
-class Controller(Protocol):
-    @property
-    def kind(self) -> Kind: ...
-
-    @property
-    def status_part(self) -> type[FerryModel]:
-        """The model of the status fields the operator owns for this kind."""
-        ...
-
-    @property
-    def field_manager(self) -> str: ...
-
-    def reconcile(self, body: Mapping[str, Any], world: Any) -> Plan: ...
-
-    def related(self, body: Mapping[str, Any], world: Any) -> Sequence[Mapping[str, Any]]:
-        """Other objects whose decisions read this one (to be looked at again when it changes)."""
-        ...
-
-    def figures(self, body: Mapping[str, Any]) -> JobFigures | None:
-        """How far the object is while it runs (progress and ETA metrics)."""
-        ...
-
-    def instances(self, body: Mapping[str, Any]) -> int:
-        """Copy instance pods the object has (ferry_copy_instances)."""
-        ...
-
-    def backup_figures(self, body: Mapping[str, Any]) -> BackupFigures | None:
-        """What the object's continuous backup last reported (the backup gauges)."""
-        ...
 
 
 class Index(Protocol):
@@ -170,7 +138,7 @@ class RuntimeWorld:
 class Runtime:
     def __init__(
         self,
-        controllers: Sequence[Controller],
+        controllers: Sequence[AnyController],
         workers: WorkerSettings,
         limits: SlotLimits,
         api: KubeApi,
@@ -201,22 +169,18 @@ class Runtime:
                 for body in self.caches.objects(controller.kind):
                     yield controller.kind.kind, (body.get("status") or {}).get("phase")
 
-        def instances() -> int:
-            return sum(c.instances(b) for c in self.controllers.values() for b in self.caches.objects(c.kind))
-
-        def backups() -> Iterator[BackupFigures]:
-            for controller in self.controllers.values():
-                for body in self.caches.objects(controller.kind):
-                    if (figures := controller.backup_figures(body)) is not None:
-                        yield figures
-
         def jobs() -> Iterator[JobFigures]:
             for controller in self.controllers.values():
                 for body in self.caches.objects(controller.kind):
                     if (figures := controller.figures(body)) is not None:
                         yield figures
 
-        return ObjectsCollector(phases, instances, backups, jobs)
+        def gauges() -> Iterator[Metric]:
+            for controller in self.controllers.values():
+                if isinstance(controller, ExportsGauges):
+                    yield from controller.gauges(self.caches.objects(controller.kind))
+
+        return ObjectsCollector(phases, jobs, gauges)
 
     # -- events from kopf --------------------------------------------------------------------------------------
 
@@ -361,7 +325,7 @@ class Runtime:
         if plan.progress:
             self.meter.observe(meta.uid, plan.progress)
 
-    async def execute(self, controller: Controller, body: Mapping[str, Any], plan: Plan) -> None:
+    async def execute(self, controller: AnyController, body: Mapping[str, Any], plan: Plan) -> None:
         kind = controller.kind
         meta = body["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
@@ -391,9 +355,6 @@ class Runtime:
                 self._wrote(
                     key, await self.api.apply_status(kind, namespace, meta["name"], wanted, controller.field_manager)
                 )
-                if wanted.get("phase") == "Failed" and current.get("phase") != "Failed":
-                    reason = str((wanted.get("failure") or {}).get("reason") or "Unknown")
-                    count(JOBS_FAILED_METRIC, 1, (("kind", kind.kind), ("reason", reason)))
         for event in plan.events:
             await self.api.emit(body, event)
         for increment in plan.counts:

@@ -1,5 +1,6 @@
-"""What the decisions of job-like kinds (ContainerCopyJob, InAccountRestore) share: a phase with its Complete and
-Failed conditions, one Event per pass for a change of phase or reason, and the failure."""
+"""What the decisions of job-like kinds (BlobCopy, ContainerCopyJob, InAccountRestore) share: a phase with its
+Complete and Failed conditions, one Event per pass for a change of phase or reason, the failure, and the count of
+failed jobs (made with the status that records the failure, once per failure)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,32 @@ from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from ferry.api.common import Condition, Failure
+from ferry.metrics import JOBS_FAILED_METRIC
 from ferry.runtime.objects import Activity, condition, set_condition, set_health
-from ferry.runtime.plan import Event, Plan
+from ferry.runtime.plan import Count, Event, Plan
 
 P = TypeVar("P", bound=StrEnum)
 
 
 class JobStatus(Protocol[P]):
     phase: P | None
-    queue_position: int | None
     completion_time: datetime | None
     failure: Failure | None
     conditions: list[Condition] | None
 
 
+class QueuedJobStatus(JobStatus[P], Protocol[P]):
+    queue_position: int | None
+
+
 S = TypeVar("S", bound=JobStatus)  # type: ignore[type-arg]
+Q = TypeVar("Q", bound=QueuedJobStatus)  # type: ignore[type-arg]
 
 
 class PhaseDecision(Generic[S, P]):
     def __init__(
         self,
+        kind: str,
         state: S,
         succeeded: P,
         failed: P,
@@ -37,6 +44,7 @@ class PhaseDecision(Generic[S, P]):
         now: datetime,
         settled: Collection[P] = (),
     ) -> None:
+        self.kind = kind
         self.state = state
         self.plan = Plan(status=state)  # type: ignore[arg-type]
         self.succeeded, self.failed, self.finished, self.settled = succeeded, failed, finished, settled
@@ -49,13 +57,16 @@ class PhaseDecision(Generic[S, P]):
         """The Plan, with one Event for the pass's phase change (not one per intermediate step)."""
         if self.transition is not None and (self.state.phase, self.transition.reason) != self.before:
             self.plan.events.append(self.transition)
+        if self.state.phase == self.failed and self.before[0] != self.failed:
+            reason = self.state.failure.reason if self.state.failure is not None else "Unknown"
+            self.plan.counts.append(Count(JOBS_FAILED_METRIC, 1, (("kind", self.kind), ("reason", reason))))
         return self.plan
 
     def phase(self, phase: P, reason: str, message: str, warning: bool = False) -> None:
         state = self.state
         if phase in self.finished:
             state.completion_time = state.completion_time or self.now
-            state.queue_position = None
+            self.finishing()
         for type_, on in (("Complete", phase == self.succeeded), ("Failed", phase == self.failed)):
             state.conditions = set_condition(state.conditions, type_, on, reason, message, self.generation, self.now)
         ready, activity = job_health(phase, self.succeeded, self.finished, self.settled)
@@ -63,9 +74,19 @@ class PhaseDecision(Generic[S, P]):
         self.transition = Event(reason, message, warning)
         state.phase = phase
 
+    def finishing(self) -> None:
+        """What the kind's status lets go of when the object ends (a queue position, a worker's condition)."""
+
     def fail(self, failure: Failure) -> None:
         self.state.failure = failure
         self.phase(self.failed, failure.reason, failure.message, warning=True)
+
+
+class QueuedPhaseDecision(PhaseDecision[Q, P]):
+    """A job that waits in its account's queue: an ended job has no place in it."""
+
+    def finishing(self) -> None:
+        self.state.queue_position = None
 
 
 def job_health(phase: P, succeeded: P, finished: Collection[P], settled: Collection[P]) -> tuple[bool, Activity]:

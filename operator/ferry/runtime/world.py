@@ -28,6 +28,7 @@ class WorkerSettings:
     cluster_role: str = ""
     service_account_annotations: tuple[tuple[str, str], ...] = ()
     image_pull_secrets: tuple[str, ...] = ()
+    allow_backup_retention_override: bool = False  # see OperatorSettings
 
 
 class World(Protocol):

@@ -25,9 +25,9 @@ from ferry.api.blobcopy import (
 from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
 from ferry.kube.objects import pod_name, secret_env, worker_pod
-from ferry.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
-from ferry.runtime.controller import KindController
+from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
 from ferry.runtime.objects import (
     ObjectMeta,
@@ -35,10 +35,9 @@ from ferry.runtime.objects import (
     key_of,
     meta_of,
     set_condition,
-    set_health,
     without_condition,
 )
-from ferry.runtime.phases import job_health
+from ferry.runtime.phases import PhaseDecision
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
@@ -62,7 +61,7 @@ class Observed:
     workers: WorkerSettings
 
 
-class BlobCopyController(KindController[Observed]):
+class BlobCopyController(Controller[Observed]):
     kind = BLOB_COPY
     status_part = BlobCopyOperatorStatus
 
@@ -104,9 +103,7 @@ def worker_env(spec: BlobCopySpec, allow_link_local_sources: bool = False) -> li
 
 
 def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
-    args = ["blobcopy", "--namespace", o.meta.namespace, "--name", o.meta.name]
-    if role == CLEANUP_ROLE:
-        args.append("--cleanup")
+    args = [BLOB_COPY.singular, role, "--namespace", o.meta.namespace, "--name", o.meta.name]
     return worker_pod(
         kind=BLOB_COPY,
         owner_name=o.meta.name,
@@ -123,33 +120,22 @@ def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
     )
 
 
-class _Decision:
+class _Decision(PhaseDecision[BlobCopyOperatorStatus, BlobCopyPhase]):
     def __init__(self, o: Observed) -> None:
+        super().__init__(
+            BLOB_COPY.kind,
+            o.state.model_copy(deep=True),
+            BlobCopyPhase.SUCCEEDED,
+            BlobCopyPhase.FAILED,
+            TERMINAL,
+            o.meta.generation,
+            o.now,
+            settled=(BlobCopyPhase.PAUSED,),
+        )
         self.o = o
-        self.state = o.state.model_copy(deep=True)
-        self.plan = Plan(status=self.state)
-        self.transition: Event | None = None
-        complete = condition(o.state.conditions, "Complete")
-        self.before = (o.state.phase, complete.reason if complete else None)
 
-    def done(self) -> Plan:
-        """The Plan, with one Event for the pass's phase change (not one per intermediate step)."""
-        if self.transition is not None and (self.state.phase, self.transition.reason) != self.before:
-            self.plan.events.append(self.transition)
-        return self.plan
-
-    def phase(self, phase: BlobCopyPhase, reason: str, message: str, warning: bool = False) -> None:
-        """Move to `phase`; the Event goes out only on a real transition."""
-        o, state = self.o, self.state
-        if phase in TERMINAL:
-            state.completion_time = state.completion_time or o.now
-            state.conditions = without_condition(state.conditions, "WorkerReady")  # no worker any more
-        for type_, on in (("Complete", phase == BlobCopyPhase.SUCCEEDED), ("Failed", phase == BlobCopyPhase.FAILED)):
-            state.conditions = set_condition(state.conditions, type_, on, reason, message, o.meta.generation, o.now)
-        ready, activity = job_health(phase, BlobCopyPhase.SUCCEEDED, TERMINAL, (BlobCopyPhase.PAUSED,))
-        state.conditions = set_health(state.conditions, ready, activity, reason, message, o.meta.generation, o.now)
-        self.transition = Event(reason, message, warning)
-        state.phase = phase
+    def finishing(self) -> None:
+        self.state.conditions = without_condition(self.state.conditions, "WorkerReady")  # no worker any more
 
     def worker_ready(self, ready: bool, reason: str, message: str, warning: bool = False) -> None:
         """The WorkerReady condition; a changed message is also an Event (a config error, a retry)."""
@@ -253,8 +239,7 @@ def _ended(d: _Decision, outcome: WorkerOutcome) -> None:
         if o.meta.has_finalizer:
             d.plan.finalizer = "remove"  # the worker finished cleanly: nothing of Ferry's is left behind
         return
-    state.failure = Failure(reason=outcome.reason or "CopyFailed", message=outcome.message)
-    d.phase(BlobCopyPhase.FAILED, state.failure.reason, state.failure.message, warning=True)
+    d.fail(Failure(reason=outcome.reason or "CopyFailed", message=outcome.message))
     # The last worker stays for `kubectl logs` (it holds no resources); it goes with the BlobCopy.
     d.plan.delete = [p for p in d.plan.delete if p.name not in {c.name for c in o.copy_pods if c.finished}]
     _finished(d)

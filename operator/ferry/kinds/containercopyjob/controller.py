@@ -22,11 +22,11 @@ from ferry.api.containercopyjob import (
 from ferry.api.databaseaccount import AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
 from ferry.api.transfer import TransferState
-from ferry.kinds.databaseaccount.controller import INSTANCE_ROLE
-from ferry.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
-from ferry.runtime.controller import KindController
+from ferry.kinds.containercopyjob.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
+from ferry.kinds.databaseaccount.controller import COPY_ROLE
+from ferry.runtime.controller import Controller
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
-from ferry.runtime.phases import PhaseDecision
+from ferry.runtime.phases import QueuedPhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
 from ferry.transfer.account_queue import FINISHED_PHASES, Queue, copy_jobs
@@ -56,7 +56,7 @@ class Observed:
     now: datetime
 
 
-class ContainerCopyJobController(KindController[Observed]):
+class ContainerCopyJobController(Controller[Observed]):
     kind = CONTAINER_COPY_JOB
     status_part = ContainerCopyJobOperatorStatus
 
@@ -75,7 +75,7 @@ class ContainerCopyJobController(KindController[Observed]):
                 name=account_meta.name,
                 write_region=observation.write_region,
                 ready_message=not_ready_message(account_status),
-                instances_running=pods_running(world, account_meta.uid, INSTANCE_ROLE),
+                instances_running=pods_running(world, account_meta.uid, COPY_ROLE),
             )
             siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account_meta.name)
             jobs_queue = copy_jobs(siblings, observation.write_region)
@@ -97,10 +97,11 @@ class ContainerCopyJobController(KindController[Observed]):
         return account_and_siblings(CONTAINER_COPY_JOB, body, world)
 
 
-class _Decision(PhaseDecision[ContainerCopyJobOperatorStatus, ContainerCopyPhase]):
+class _Decision(QueuedPhaseDecision[ContainerCopyJobOperatorStatus, ContainerCopyPhase]):
     def __init__(self, o: Observed) -> None:
         state = o.state.model_copy(deep=True)
         super().__init__(
+            CONTAINER_COPY_JOB.kind,
             state,
             ContainerCopyPhase.SUCCEEDED,
             ContainerCopyPhase.FAILED,

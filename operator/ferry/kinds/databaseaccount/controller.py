@@ -11,15 +11,17 @@ spec.idleTimeout without work.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client.core import Metric
+
 from ferry.api.common import DURATION_PATTERN, parse_duration
 from ferry.api.databaseaccount import (
     RETENTION,
-    RETENTION_FOR_TESTS,
+    RETENTION_OVERRIDE,
     AccountObservation,
     BackupMode,
     BackupObservation,
@@ -28,9 +30,15 @@ from ferry.api.databaseaccount import (
     DatabaseAccountSpec,
 )
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
+from ferry.kinds.databaseaccount.metrics import (
+    BACKUP_VERSIONS_METRIC,
+    REGION_CHANGES_METRIC,
+    BackupFigures,
+    account_gauges,
+    instances_of,
+)
 from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
-from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC, BackupFigures
-from ferry.runtime.controller import KindController
+from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import ServicePod, service_workers
 from ferry.runtime.objects import (
     Activity,
@@ -47,10 +55,11 @@ from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
 from ferry.transfer.account_queue import BackupView, Queue, copy_jobs, restore_unfinished, restores
 
+# A role is the pod's ferry.dev/role label, its pod-name segment and its command (`ferry worker databaseaccount ROLE`).
 MONITOR_ROLE = "monitor"
-INSTANCE_ROLE = "instance"
+COPY_ROLE = "copy"  # the copy instances, working on the account's ContainerCopyJobs
 BACKUP_ROLE = "backup"
-RESTORER_ROLE = "restorer"
+RESTORE_ROLE = "restore"  # the restore instances, working on the account's InAccountRestores
 BACKUP_CONNECTION_ENV = "FERRY_BACKUP_CONNECTION_STRING"
 # A capture later than this many intervals (plus a margin for a slow one) means capturing has stalled.
 STALL_INTERVALS = 3
@@ -76,12 +85,15 @@ class Observed:
     workers: WorkerSettings
 
 
-class DatabaseAccountController(KindController[Observed]):
+class DatabaseAccountController(Controller[Observed]):
     kind = DATABASE_ACCOUNT
     status_part = DatabaseAccountOperatorStatus
 
-    def instances(self, body: Mapping[str, Any]) -> int:
-        return len((body.get("status") or {}).get("instances") or [])
+    def gauges(self, bodies: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:
+        """ferry_copy_instances and the backup gauges (the controller's ExportsGauges capability)."""
+        listed = list(bodies)
+        figures = [f for body in listed if (f := self.backup_figures(body)) is not None]
+        return account_gauges(sum(instances_of(b) for b in listed), figures)
 
     def backup_figures(self, body: Mapping[str, Any]) -> BackupFigures | None:
         report = (body.get("status") or {}).get("backup")
@@ -105,8 +117,8 @@ class DatabaseAccountController(KindController[Observed]):
         observation = AccountObservation.part_of(status)
         backup = BackupObservation.part_of(status)
         jobs = world.referencing(CONTAINER_COPY_JOB, meta.namespace, meta.name)
-        instance_pods = tuple(world.pods(meta.uid, INSTANCE_ROLE))
-        restorer_pods = tuple(world.pods(meta.uid, RESTORER_ROLE))
+        instance_pods = tuple(world.pods(meta.uid, COPY_ROLE))
+        restorer_pods = tuple(world.pods(meta.uid, RESTORE_ROLE))
         jobs_queue = copy_jobs(jobs, observation.write_region)
         restore_queue = restores(
             world.referencing(IN_ACCOUNT_RESTORE, meta.namespace, meta.name),
@@ -193,31 +205,34 @@ def _account_pod(
 
 
 def monitor_manifest(o: Observed) -> dict[str, Any]:
-    args = ["account", "--namespace", o.meta.namespace, "--name", o.meta.name]
-    args += ["--poll-interval", o.spec.region_poll_interval]
+    args = [*_command(o, MONITOR_ROLE), "--poll-interval", o.spec.region_poll_interval]
     name = pod_name(o.meta.name, MONITOR_ROLE, 0)
     requests, limits = {"cpu": "50m", "memory": "96Mi"}, {"memory": "256Mi"}
     return _account_pod(o, MONITOR_ROLE, name, args, account_env(o.spec), requests, limits, takes_slot=False)
 
 
-def instance_manifest(o: Observed, index: int) -> dict[str, Any]:
-    return _instance_pod(o, INSTANCE_ROLE, pod_name(o.meta.name, "copy", index), ["copy"], account_env(o.spec))
+def copy_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
+    return _instance_pod(o, COPY_ROLE, index, [], account_env(o.spec))
 
 
-def restorer_manifest(o: Observed, index: int) -> dict[str, Any]:
+def restore_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
     location = backup_location(o)
     assert location is not None  # restores run only on accounts with continuous backup
-    args = ["restore", "--backup-container", location[0], "--backup-prefix", location[1]]
+    args = ["--backup-container", location[0], "--backup-prefix", location[1]]
     env = account_env(o.spec) + backup_env(o.spec)
-    return _instance_pod(o, RESTORER_ROLE, pod_name(o.meta.name, "restore", index), args, env)
+    return _instance_pod(o, RESTORE_ROLE, index, args, env)
 
 
-def _instance_pod(o: Observed, role: str, name: str, command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
+def _command(o: Observed, role: str) -> list[str]:
+    return [DATABASE_ACCOUNT.singular, role, "--namespace", o.meta.namespace, "--name", o.meta.name]
+
+
+def _instance_pod(o: Observed, role: str, index: int, options: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
     """A copy or restore instance: sized by copyInstances, resuming from its checkpoints after a crash."""
     resources = o.spec.copy_instances.resources
     amounts = {"cpu": resources.cpu, "memory": resources.memory}
-    args = [command[0], "--namespace", o.meta.namespace, "--account", o.meta.name, *command[1:]]
-    return _account_pod(o, role, name, args, env, amounts, dict(amounts))
+    name = pod_name(o.meta.name, role, index)
+    return _account_pod(o, role, name, [*_command(o, role), *options], env, amounts, dict(amounts))
 
 
 def backup_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
@@ -237,10 +252,10 @@ def backup_location(o: Observed) -> tuple[str, str] | None:
 
 
 def retention(o: Observed) -> str:
-    """The tier's retention; a shorter one from the testing annotation, where someone set it."""
-    for_tests = o.annotations.get(RETENTION_FOR_TESTS)
-    if for_tests and re.fullmatch(DURATION_PATTERN, for_tests):
-        return for_tests
+    """The tier's retention; the annotation's, where the operator is set to allow it (tests and demos)."""
+    override = o.annotations.get(RETENTION_OVERRIDE) if o.workers.allow_backup_retention_override else None
+    if override and re.fullmatch(DURATION_PATTERN, override):
+        return override
     assert o.spec.backup.tier is not None
     return RETENTION[o.spec.backup.tier]
 
@@ -249,7 +264,7 @@ def backup_manifest(o: Observed) -> dict[str, Any]:
     """The capture pod: a killed capture resumes from the cursor committed in the backup location."""
     location = backup_location(o)
     assert location is not None
-    args = ["backup", "--namespace", o.meta.namespace, "--name", o.meta.name]
+    args = _command(o, BACKUP_ROLE)
     args += ["--interval", o.spec.backup.capture_interval, "--retention", retention(o)]
     args += ["--container", location[0], "--prefix", location[1]]
     env = account_env(o.spec) + backup_env(o.spec)
@@ -430,13 +445,12 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
 class Pool:
     """One of the account's instance pools: copy instances or restore instances."""
 
-    what: str
-    role: str
+    role: str  # "copy" or "restore"
     manifest: Callable[[Observed, int], dict[str, Any]]
 
 
-COPY_POOL = Pool("copy", INSTANCE_ROLE, instance_manifest)
-RESTORE_POOL = Pool("restore", RESTORER_ROLE, restorer_manifest)
+COPY_POOL = Pool(COPY_ROLE, copy_instance_manifest)
+RESTORE_POOL = Pool(RESTORE_ROLE, restore_instance_manifest)
 
 
 @dataclass(frozen=True)
@@ -478,7 +492,7 @@ def _instances(
         plan.delete.extend(result.delete)
         for pod in result.start:
             plan.create.append(PodCreation(manifests[pod.name]))
-            plan.events.append(Event("InstanceStarted", f"started {pool.what} instance {pod.name}"))
+            plan.events.append(Event("InstanceStarted", f"started {pool.role} instance {pod.name}"))
     elif active:
         idle_since = idle_since or o.now
         left = (idle_since + parse_duration(o.spec.idle_timeout) - o.now).total_seconds()
@@ -487,7 +501,7 @@ def _instances(
         else:
             plan.delete.extend(service_workers([], active).delete)
             plan.events.append(
-                Event("InstancesRemoved", f"no work for {o.spec.idle_timeout}; {pool.what} instances removed")
+                Event("InstancesRemoved", f"no work for {o.spec.idle_timeout}; {pool.role} instances removed")
             )
             idle_since = None
     else:

@@ -26,11 +26,11 @@ from ferry.api.inaccountrestore import (
 )
 from ferry.api.kinds import DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
 from ferry.api.transfer import TransferState
-from ferry.kinds.databaseaccount.controller import RESTORER_ROLE
-from ferry.metrics import RESTORE_ITEMS_METRIC
-from ferry.runtime.controller import KindController
+from ferry.kinds.databaseaccount.controller import RESTORE_ROLE
+from ferry.kinds.inaccountrestore.metrics import RESTORE_ITEMS_METRIC
+from ferry.runtime.controller import Controller
 from ferry.runtime.objects import ObjectMeta, meta_of
-from ferry.runtime.phases import PhaseDecision
+from ferry.runtime.phases import QueuedPhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
 from ferry.transfer.account_queue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
@@ -60,7 +60,7 @@ class Observed:
     now: datetime
 
 
-class InAccountRestoreController(KindController[Observed]):
+class InAccountRestoreController(Controller[Observed]):
     kind = IN_ACCOUNT_RESTORE
     status_part = InAccountRestoreOperatorStatus
 
@@ -86,7 +86,7 @@ class InAccountRestoreController(KindController[Observed]):
                 backup_enabled=enabled,
                 earliest=backup.earliest_restorable_time,
                 latest=backup.latest_restorable_time,
-                instances_running=pods_running(world, account_meta.uid, RESTORER_ROLE),
+                instances_running=pods_running(world, account_meta.uid, RESTORE_ROLE),
             )
             view = BackupView(observation.write_region, enabled, backup.latest_restorable_time)
             restore_queue = restores(siblings, view)
@@ -109,10 +109,18 @@ class InAccountRestoreController(KindController[Observed]):
         return account_and_siblings(IN_ACCOUNT_RESTORE, body, world)
 
 
-class _Decision(PhaseDecision[InAccountRestoreOperatorStatus, RestorePhase]):
+class _Decision(QueuedPhaseDecision[InAccountRestoreOperatorStatus, RestorePhase]):
     def __init__(self, o: Observed) -> None:
         state = o.state.model_copy(deep=True)
-        super().__init__(state, RestorePhase.SUCCEEDED, RestorePhase.FAILED, RESTORE_FINISHED, o.meta.generation, o.now)
+        super().__init__(
+            IN_ACCOUNT_RESTORE.kind,
+            state,
+            RestorePhase.SUCCEEDED,
+            RestorePhase.FAILED,
+            RESTORE_FINISHED,
+            o.meta.generation,
+            o.now,
+        )
         self.o = o
 
 
