@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 
-from ferry.api.common import Failure
+from ferry.api.common import Failure, utc_text
 from ferry.api.inaccountrestore import RestoreProgress
 from ferry.backup.format import BackupIndex
 from ferry.backup.restoreplan import (
@@ -339,7 +339,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 return False
             doc.update(
                 plan=recorded,
-                restoreTimestamp=plan.timestamp.isoformat().replace("+00:00", "Z"),
+                restoreTimestamp=utc_text(plan.timestamp),
                 instanceId=uuid.uuid4().hex,
                 state=JobState.RUNNING.value,
                 startTime=doc.get("startTime") or now_iso(),
