@@ -23,7 +23,7 @@ from ferry.storage.transferstate import JobState, set_job_state
 from ferry.workers.account_watch import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
 from ferry.workers.copyjob import JobSpec, run_instance
 from ferry.workers.job_progress import transfer_record
-from ferry.workers.jobrun import TransientJobError
+from ferry.workers.jobrun import TransientJobError, job_error
 from ferry.workers.outcome import run_worker
 from ferry.workers.podenv import cosmos_access_from_env
 from ferry.workers.report import StatusReporter
@@ -101,6 +101,15 @@ def _work_on(
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)
         return None
+    except Exception as error:  # the job's, not the instance's: it fails, and the account's next job runs
+        log.warning("%s: %s: %s", work.name, type(error).__name__, error)
+        doc = job_error(access, work.job_id, work.name, error)
+        record = transfer_record(doc) if doc is not None else None
+        if record is not None and record.failure is not None:
+            current = ContainerCopyProgress.part_of(job.get("status"))
+            current.transfer = record
+            reporter.report(current, True)
+        return RETRY_SECONDS
     finally:
         reporter.flush()
     log.info("instance %s: %s on %s", owner, outcome.kind, work.name)
