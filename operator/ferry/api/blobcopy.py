@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from ferry.api.common import (
+    BlobContainerName,
     Condition,
     DurationBounds,
     Failure,
@@ -17,6 +18,7 @@ from ferry.api.common import (
     StorageAccountRef,
     WorkerStatus,
     conditions_field,
+    no_credentials_in_url,
 )
 
 
@@ -75,13 +77,10 @@ class BlobCopySource(FerryModel):
             "rule": "has(self.account) || (!has(self.container) && !has(self.prefix))",
             "message": "container and prefix apply only to an account source",
         },
-        {
-            # Userinfo in the authority: the credentials would become a plain env value of the worker pod.
-            "rule": "!has(self.url) || !self.url.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
-            "message": "url must not carry credentials (user:password@host): put the URL in a Secret and use "
-            "urlSecretRef",
-            "fieldPath": ".url",
-        },
+        no_credentials_in_url(
+            "url",
+            "url must not carry credentials (user:password@host): put the URL in a Secret and use urlSecretRef",
+        ),
     ]
 
     url: str | None = Field(
@@ -95,7 +94,7 @@ class BlobCopySource(FerryModel):
         default=None, description="Secret key holding a URL of one object, typically a blob SAS URL."
     )
     account: StorageAccountRef | None = Field(default=None, description="A storage account of the source.")
-    container: str | None = Field(default=None, min_length=3, max_length=63)
+    container: BlobContainerName | None = Field(default=None, min_length=3, max_length=63)
     blob: str | None = Field(default=None, min_length=1, max_length=1024, description="One blob.")
     prefix: str | None = Field(
         default=None,
@@ -116,7 +115,7 @@ class BlobCopyDestination(FerryModel):
     ]
 
     account: StorageAccountRef
-    container: str = Field(min_length=3, max_length=63)
+    container: BlobContainerName = Field(min_length=3, max_length=63)
     blob: str | None = Field(
         default=None,
         min_length=1,

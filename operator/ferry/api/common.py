@@ -6,7 +6,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
@@ -68,6 +68,80 @@ class DurationBounds:
         return found
 
 
+@dataclass(frozen=True)
+class NameRule:
+    """A name the service would refuse, refused at apply: a CEL rule with a message a user can act on (the API
+    server puts the field's path before it), and the same check in the models."""
+
+    pattern: str  # the whole name; RE2 and Python's re read it alike
+    message: str
+
+    def problem(self, name: str) -> str | None:
+        """Why the service would refuse the name, or None."""
+        return None if re.fullmatch(self.pattern, name) else self.message
+
+    def check(self, name: str) -> str:
+        if (why := self.problem(name)) is not None:
+            raise ValueError(why)
+        return name
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        found = handler(schema)
+        # A raw CEL string: the pattern's backslashes reach RE2 as they are.
+        found["x-kubernetes-validations"] = [{"rule": f"self.matches(r'{self.pattern}')", "message": self.message}]
+        return found
+
+
+# Cosmos DB resource ids (databases, containers): no '/', '\\', '?' or '#' (nor tab or line break, which the SDK
+# refuses too) and no space at the end; at most 255 characters (the fields' maxLength).
+COSMOS_NAME = NameRule(
+    pattern=r"^[^/\\?#\t\r\n]*[^/\\?#\t\r\n ]$",
+    message="Cosmos DB refuses this name: a database or container id cannot contain '/', '\\', '?', '#', a tab or "
+    "a line break, nor end with a space",
+)
+# Blob container names: 3 to 63 characters (the fields' bounds) of lowercase letters, digits and single hyphens,
+# starting and ending with a letter or digit.
+BLOB_CONTAINER_NAME = NameRule(
+    pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
+    message="Azure Storage refuses this container name: use 3 to 63 lowercase letters, digits and single hyphens, "
+    "starting and ending with a letter or digit",
+)
+CosmosName = Annotated[str, COSMOS_NAME]
+BlobContainerName = Annotated[str, BLOB_CONTAINER_NAME]
+
+# URLs with credentials in the authority (user:password@host): they would become a plain env value of a worker pod.
+_URL_WITH_CREDENTIALS = "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+
+
+def no_credentials_in_url(field: str, message: str) -> dict[str, str]:
+    """The CEL rule refusing a URL field (of the object it is attached to) that carries user:password@."""
+    return {
+        "rule": f"!has(self.{field}) || !self.{field}.matches('{_URL_WITH_CREDENTIALS}')",
+        "message": message,
+        "fieldPath": f".{field}",
+    }
+
+
+def utc_text(t: datetime) -> str:
+    """A time as Ferry writes it for people and in records: in UTC, with Z."""
+    return (t.astimezone(UTC) if t.tzinfo is not None else t).isoformat().replace("+00:00", "Z")
+
+
+def _in_utc(value: Any) -> Any:
+    """The value with every zoned time in it in UTC, so that it is written with Z like every other time."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    if isinstance(value, FerryModel):
+        changed = {name: _in_utc(getattr(value, name)) for name in type(value).model_fields}
+        return value.model_copy(update=changed)
+    if isinstance(value, list):
+        return [_in_utc(v) for v in value]
+    return value
+
+
 class FerryModel(BaseModel):
     """Base for API objects: camelCase on the wire, unknown fields refused."""
 
@@ -77,8 +151,9 @@ class FerryModel(BaseModel):
     cel_rules: ClassVar[list[dict[str, str]]] = []
 
     def wire(self) -> dict[str, Any]:
-        """The object as it is written to the API: camelCase, without unset fields."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """The object as it is written to the API: camelCase, without unset fields, times in UTC (with Z)."""
+        utc: FerryModel = _in_utc(self)
+        return utc.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     @classmethod
     def wire_keys(cls) -> frozenset[str]:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ferry.api.common import Condition, Failure, FerryModel, LocalObjectReference, conditions_field
+from ferry.api.common import Condition, CosmosName, Failure, FerryModel, LocalObjectReference, conditions_field
 from ferry.api.transfer import TransferRecord
 
 
@@ -28,8 +28,8 @@ class ContainerCopyPhase(StrEnum):
 
 
 class ContainerPath(FerryModel):
-    database: str = Field(min_length=1, max_length=255)
-    container: str = Field(min_length=1, max_length=255)
+    database: CosmosName = Field(min_length=1, max_length=255)
+    container: CosmosName = Field(min_length=1, max_length=255)
 
 
 class ContainerCopyJobSpec(FerryModel):

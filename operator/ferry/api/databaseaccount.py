@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from ferry.api.common import (
+    BlobContainerName,
     Condition,
     DurationBounds,
     Failure,
@@ -16,6 +17,7 @@ from ferry.api.common import (
     SecretKeySelector,
     StorageAccountRef,
     conditions_field,
+    no_credentials_in_url,
 )
 
 
@@ -66,7 +68,7 @@ class BackupLocation(FerryModel):
     """Where the backup is kept: a blob container (and a prefix in it) of a storage account."""
 
     account: StorageAccountRef
-    container: str = Field(min_length=3, max_length=63)
+    container: BlobContainerName = Field(min_length=3, max_length=63)
     prefix: str | None = Field(
         default=None,
         max_length=512,
@@ -98,6 +100,11 @@ class BackupPolicy(FerryModel):
 class DatabaseAccountSpec(FerryModel):
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.endpoint == oldSelf.endpoint", "message": "endpoint is immutable"},
+        no_credentials_in_url(
+            "endpoint",
+            "endpoint must not carry credentials (user:password@host): the account's key goes in a Secret named by "
+            "credentials.secretRef",
+        ),
     ]
 
     endpoint: str = Field(pattern=r"^https?://", max_length=2048, description="The account's document endpoint.")

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ferry.api.common import Condition, Failure, FerryModel, LocalObjectReference, conditions_field
+from ferry.api.common import Condition, CosmosName, Failure, FerryModel, LocalObjectReference, conditions_field
 from ferry.api.transfer import TransferRecord
 
 
@@ -28,8 +28,8 @@ class RestorePhase(StrEnum):
 class RestoreTarget(FerryModel):
     """Restore under another name, beside what is there now (Azure's in-account restore cannot do this)."""
 
-    database: str = Field(min_length=1, max_length=255)
-    container: str | None = Field(default=None, min_length=1, max_length=255)
+    database: CosmosName = Field(min_length=1, max_length=255)
+    container: CosmosName | None = Field(default=None, min_length=1, max_length=255)
 
 
 class InAccountRestoreSpec(FerryModel):
@@ -42,8 +42,8 @@ class InAccountRestoreSpec(FerryModel):
     ]
 
     account_ref: LocalObjectReference
-    database: str = Field(min_length=1, max_length=255)
-    container: str | None = Field(
+    database: CosmosName = Field(min_length=1, max_length=255)
+    container: CosmosName | None = Field(
         default=None, min_length=1, max_length=255, description="Absent: restore the whole database."
     )
     restore_timestamp: datetime | None = Field(

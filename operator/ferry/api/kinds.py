@@ -61,6 +61,8 @@ class Kind:
 
 
 _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+# Why a job failed, in the default columns: empty while it is healthy.
+_REASON = PrinterColumn("Reason", ".status.failure.reason", description="Why it failed.")
 
 DATABASE_ACCOUNT = Kind(
     kind="DatabaseAccount",
@@ -75,6 +77,11 @@ DATABASE_ACCOUNT = Kind(
         PrinterColumn("Write Region", ".status.writeRegion"),
         PrinterColumn("Active Job", ".status.activeCopyJob"),
         PrinterColumn("Backup", '.status.conditions[?(@.type=="BackupHealthy")].reason'),
+        PrinterColumn(
+            "Reason",
+            '.status.conditions[?(@.status=="False")].reason',
+            description="Why a condition is False (Ready, BackupHealthy, InstancesReady): empty while healthy.",
+        ),
         PrinterColumn("Restorable To", ".status.latestRestorableTime", priority=1),
         PrinterColumn("Endpoint", ".spec.endpoint", priority=1),
         _AGE,
@@ -97,7 +104,7 @@ CONTAINER_COPY_JOB = Kind(
         PrinterColumn("Processed", ".status.processedCount", "integer"),
         PrinterColumn("Total", ".status.totalCount", "integer"),
         PrinterColumn("Percent", ".status.percent", "integer"),
-        PrinterColumn("Reason", ".status.failure.reason", priority=1),
+        _REASON,
         _AGE,
     ),
 )
@@ -120,7 +127,7 @@ IN_ACCOUNT_RESTORE = Kind(
         PrinterColumn("Queue", ".status.queuePosition", "integer"),
         PrinterColumn("Percent", ".status.percent", "integer"),
         PrinterColumn("Items", ".status.restoredItemCount", "integer", priority=1),
-        PrinterColumn("Reason", ".status.failure.reason", priority=1),
+        _REASON,
         _AGE,
     ),
 )
@@ -140,7 +147,7 @@ BLOB_COPY = Kind(
         PrinterColumn("Status", ".status.copyStatus"),
         PrinterColumn("Progress", ".status.progress"),
         PrinterColumn("Blobs", ".status.blobs.succeeded", "integer", priority=1),
-        PrinterColumn("Reason", ".status.failure.reason", priority=1),
+        _REASON,
         _AGE,
     ),
 )

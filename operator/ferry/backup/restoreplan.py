@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ferry.api.common import Failure
+from ferry.api.common import Failure, utc_text
 from ferry.backup.format import BackupIndex, ResourceKind
 from ferry.backup.timeline import Incarnation, containers_of, gap_at, incarnations, named, restorable_window
 
@@ -79,7 +79,7 @@ class RestoreRefused(Exception):
 
 
 def _when(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
+    return utc_text(t)
 
 
 def _lifetimes(found: list[Incarnation]) -> str:

@@ -188,6 +188,15 @@ def describe(error: BaseException) -> str:
     return redact(f"{head}: {line}" if head else line)
 
 
+# What the SDK raises, before any request, for an id Cosmos DB forbids (azure.cosmos._base._validate_resource).
+_SDK_ID_REFUSALS = ("Id contains illegal chars", "Id ends with a space or newline")
+
+
+def is_invalid_resource_name(error: BaseException) -> bool:
+    """Whether the SDK refused a database or container id: no request was made, and none ever will succeed."""
+    return isinstance(error, ValueError) and str(error).startswith(_SDK_ID_REFUSALS)
+
+
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying later: throttling, timeouts, 5xx, connection failures."""
     if isinstance(error, ServiceRequestError | ServiceResponseError | requests.ConnectionError):

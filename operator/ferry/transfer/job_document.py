@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from ferry.api.common import Failure, FerryModel
+from ferry.api.common import COSMOS_NAME, Failure, FerryModel
+from ferry.api.outcome import OutcomeResult
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer.progress import Reporter
 from ferry.transfer.state import TERMINAL_STATES, JobState, StateStore, now_iso
+from ferry.workers.outcome import classify
 
 M = TypeVar("M", bound=FerryModel)
 
@@ -35,6 +37,53 @@ def fail_job(store: StateStore, job_id: str, failure: Failure) -> dict[str, Any]
         doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso())
         return True
 
+    return store.update_job(job_id, change)
+
+
+# A job on which the account's instances meet an unexpected error this often fails with that error as its cause.
+MAX_JOB_ERRORS = 3
+
+
+def invalid_names(names: dict[str, str | None]) -> Failure | None:
+    """InvalidResourceName for the first field whose name Cosmos DB forbids (objects stored before the CRD's rule,
+    or written around it): checked before any request, so the job fails with the field named."""
+    for field, name in names.items():
+        if name is not None and (why := COSMOS_NAME.problem(name)) is not None:
+            return Failure(reason="InvalidResourceName", message=f"{field} {name!r}: {why}")
+    return None
+
+
+def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException) -> dict[str, Any] | None:
+    """Record an unexpected error met on one job in its document, so that it fails the job and no other: at once
+    when another try would fail the same way, else after MAX_JOB_ERRORS of them, with the error as the cause.
+    Returns the job document (one made for the failure when the job never got one), or None when the job has no
+    document and may yet succeed."""
+    verdict = classify(error)
+    store = StateStore(access)
+    store.ensure()
+    final = verdict.result == OutcomeResult.FAILED
+
+    def change(doc: dict[str, Any]) -> bool:
+        if doc.get("state") in TERMINAL_STATES:
+            return False
+        errors = int(doc.get("errors") or 0) + 1
+        doc["errors"] = errors
+        if final:
+            failure = Failure(reason=verdict.reason, message=verdict.message)
+        elif errors >= MAX_JOB_ERRORS:
+            message = f"{verdict.message} (the account's instances met this {errors} times; gave up)"
+            failure = Failure(reason=verdict.reason, message=message)
+        else:
+            return True
+        doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso())
+        return True
+
+    if verdict.result == OutcomeResult.STOPPED or verdict.reason == "KubernetesAPIError":
+        return None  # the object is gone, or the cluster hiccuped: nothing about this job
+    if store.read_job(job_id) is None:
+        if not final:
+            return None
+        store.create_job({"id": job_id, "jobId": job_id, "name": name, "state": JobState.PENDING.value})
     return store.update_job(job_id, change)
 
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.storage.blobs import InvalidConnectionString, redact
+from ferry.storage.cosmos import is_invalid_resource_name
 from ferry.workers.report import ObjectGone
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ def classify(error: BaseException) -> WorkerOutcome:
         return WorkerOutcome(result=OutcomeResult.FAILED, reason="InvalidConnectionString", message=text)
     if isinstance(error, ValidationError):
         return WorkerOutcome(result=OutcomeResult.FAILED, reason="InvalidSpec", message=text)
+    if is_invalid_resource_name(error):
+        return WorkerOutcome(
+            result=OutcomeResult.FAILED,
+            reason="InvalidResourceName",
+            message=f"Cosmos DB refuses a database or container name of this job ({text}): ids cannot contain "
+            "'/', '\\', '?', '#', a tab or a line break, nor end with a space",
+        )
     if isinstance(error, ApiException):
         status = int(error.status or 0)
         if status == 404:

@@ -49,6 +49,7 @@ from ferry.transfer.job_document import (
     TransientJobError,
     complete_job,
     fail_job,
+    invalid_names,
     mark_running,
     outcome_of,
 )
@@ -99,6 +100,18 @@ def run_instance(
         store.ensure()
         store.create_job(_new_job_doc(job))
         reporter = _reporter(report, store, job.job_id, previous)
+        invalid = invalid_names(
+            {
+                "spec.source.database": job.source_db,
+                "spec.source.container": job.source_container,
+                "spec.destination.database": job.dest_db,
+                "spec.destination.container": job.dest_container,
+            }
+        )
+        if invalid is not None:
+            doc = fail_job(store, job.job_id, invalid)
+            reporter.send(doc, force=True)
+            return outcome_of(doc) or InstanceOutcome("failed", invalid)
         return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds).run(
             concurrency, page_size
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from ferry.api.common import DURATION_PATTERN, parse_duration
+from ferry.api.common import DURATION_PATTERN, parse_duration, utc_text
 from ferry.api.databaseaccount import (
     RETENTION,
     RETENTION_OVERRIDE,
@@ -391,7 +391,7 @@ def _set_backup_health(
 
 
 def _when(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
+    return utc_text(t)
 
 
 def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:

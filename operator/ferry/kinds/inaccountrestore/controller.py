@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferry.api.common import Failure
+from ferry.api.common import Failure, utc_text
 from ferry.api.databaseaccount import AccountObservation, BackupMode, BackupObservation, DatabaseAccountSpec
 from ferry.api.inaccountrestore import (
     InAccountRestoreOperatorStatus,
@@ -125,7 +125,7 @@ class _Decision(QueuedPhaseDecision[InAccountRestoreOperatorStatus, RestorePhase
 
 
 def _when(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
+    return utc_text(t)
 
 
 def _what(spec: InAccountRestoreSpec) -> str:

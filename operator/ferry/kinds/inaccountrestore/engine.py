@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 
-from ferry.api.common import Failure
+from ferry.api.common import Failure, utc_text
 from ferry.api.inaccountrestore import RestoreProgress
 from ferry.backup.format import BackupIndex
 from ferry.backup.restoreplan import (
@@ -50,6 +50,7 @@ from ferry.transfer.job_document import (
     TransientJobError,
     complete_job,
     fail_job,
+    invalid_names,
     mark_running,
     outcome_of,
 )
@@ -109,6 +110,19 @@ def run_restore_instance(
     try:
         store.ensure()
         store.create_job(_new_job_doc(job))
+        request = job.request
+        invalid = invalid_names(
+            {
+                "spec.database": request.database,
+                "spec.container": request.container,
+                "spec.target.database": request.target_database,
+                "spec.target.container": request.target_container,
+            }
+        )
+        if invalid is not None:
+            doc = fail_job(store, job.job_id, invalid)
+            reporter.send(doc, force=True)
+            return outcome_of(doc) or InstanceOutcome("failed", invalid)
         store.create_unit(_unit(job.job_id, INIT, -1))
         worker = _Restorer(access, backup, store, job, instance_id, reporter, should_stop, lease_seconds)
         return worker.run(concurrency, page_size, one_unit)
@@ -339,7 +353,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 return False
             doc.update(
                 plan=recorded,
-                restoreTimestamp=plan.timestamp.isoformat().replace("+00:00", "Z"),
+                restoreTimestamp=utc_text(plan.timestamp),
                 instanceId=uuid.uuid4().hex,
                 state=JobState.RUNNING.value,
                 startTime=doc.get("startTime") or now_iso(),
