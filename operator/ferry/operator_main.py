@@ -9,8 +9,8 @@ import kopf
 from ferry import metrics
 from ferry.kinds.registry import PLUGINS
 from ferry.runtime import handlers
-from ferry.runtime.api import KubeApi
 from ferry.runtime.engine import Runtime
+from ferry.runtime.kubeapi import KubeApi
 from ferry.runtime.slots import SlotLimits
 from ferry.runtime.world import WorkerSettings
 from ferry.settings import OperatorSettings

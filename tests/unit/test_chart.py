@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ferry.api.kinds import BLOB_COPY
-from ferry.kube.objects import worker_pod
+from ferry.kube.manifests import worker_pod
 from ferry_dev.binaries import ensure_tool
 from support.monitoring import ENABLED, rendered
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ferry.api.blobcopy import BlobCopySpec
 from ferry.api.kinds import BLOB_COPY
 from ferry.kinds.blobcopy.controller import worker_env
-from ferry.kube.objects import pod_name, worker_pod
+from ferry.kube.manifests import pod_name, worker_pod
 
 DEST = {"account": {"secretRef": {"name": "dst", "key": "connectionString"}}, "container": "abc"}
 

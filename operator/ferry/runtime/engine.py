@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.core import Metric
 
 from ferry.api.kinds import Kind
-from ferry.kube.objects import LABEL_KIND, LABEL_ROLE, LABEL_SLOT
+from ferry.kube.manifests import LABEL_KIND, LABEL_ROLE, LABEL_SLOT
 from ferry.metrics import (
     QUEUE_DEPTH,
     RECONCILE_SECONDS,
@@ -33,8 +33,8 @@ from ferry.metrics import (
     ProgressMeter,
     count,
 )
-from ferry.runtime.api import KubeApi, describe_error, is_refusal, refusal
 from ferry.runtime.controller import AnyController, ExportsGauges
+from ferry.runtime.kubeapi import KubeApi, describe_error, is_refusal, refusal
 from ferry.runtime.objects import ObjectKey, key_of, meta_of
 from ferry.runtime.plan import Plan, PodCreation
 from ferry.runtime.pods import FAILED_CREATE, PodView, pod_view

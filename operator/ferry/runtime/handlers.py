@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from ferry.api.kinds import Kind
-from ferry.kube.objects import LABEL_SLOT, MANAGED_BY
+from ferry.kube.manifests import LABEL_SLOT, MANAGED_BY
 from ferry.runtime.engine import (
     PODS_INDEX,
     SLOT_PODS_INDEX,

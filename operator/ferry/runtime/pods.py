@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferry.kube.objects import LABEL_ROLE, LABEL_TEMPLATE
+from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE
 
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Unknown"})
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})

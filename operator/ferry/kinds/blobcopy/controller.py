@@ -26,7 +26,7 @@ from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
-from ferry.kube.objects import pod_name, secret_env, worker_pod
+from ferry.kube.manifests import pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
 from ferry.runtime.objects import (

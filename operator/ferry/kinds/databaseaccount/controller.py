@@ -37,7 +37,7 @@ from ferry.kinds.databaseaccount.metrics import (
     account_gauges,
     instances_of,
 )
-from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
+from ferry.kube.manifests import LABEL_ROLE, pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import ServicePod, service_workers
 from ferry.runtime.objects import (
