@@ -91,3 +91,75 @@ def job_body(
         },
         "status": status or {},
     }
+
+
+def restore_body(
+    name: str,
+    revision: str,
+    *,
+    database: str = "db",
+    container: str | None = "c",
+    at: datetime | None = None,
+    status: dict[str, Any] | None = None,
+    target: dict[str, str] | None = None,
+    account: str = "acct",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accountRef": {"name": account}, "database": database}
+    if container:
+        spec["container"] = container
+    if at:
+        spec["restoreTimestamp"] = at.isoformat()
+    if target:
+        spec["target"] = target
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "InAccountRestore",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "resourceVersion": revision,
+            "creationTimestamp": "2026-11-21T12:00:00Z",
+            "generation": 1,
+        },
+        "spec": spec,
+        "status": status or {},
+    }
+
+
+def blobcopy_body(name: str, **spec: Any) -> dict[str, Any]:
+    """A BlobCopy of one blob between two storage accounts (metadata beyond the name is the API server's)."""
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BlobCopy",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {
+            "source": {"account": {"secretRef": {"name": "src", "key": "cs"}}, "container": "abc", "blob": "a.bin"},
+            "destination": {"account": {"secretRef": {"name": "dst", "key": "cs"}}, "container": "def"},
+            **spec,
+        },
+    }
+
+
+def account_body(name: str = "acct", *, backup: bool = False, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A DatabaseAccount with two copy instances, with continuous backup when asked (metadata beyond the name is
+    the API server's)."""
+    spec: dict[str, Any] = {
+        "endpoint": f"https://{name}.documents.azure.com:443/",
+        "credentials": {"secretRef": {"name": "key", "key": "primaryKey"}},
+        "copyInstances": {"count": 2},
+        "idleTimeout": "60s",
+    }
+    if backup:
+        spec["backup"] = {
+            "mode": "Continuous",
+            "tier": "Continuous7Days",
+            "location": {"account": {"secretRef": {"name": "backup", "key": "cs"}}, "container": "backups"},
+        }
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "DatabaseAccount",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": spec,
+        "status": status or {},
+    }

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from builders import NOW, later, meta
+from builders import NOW, later, meta, restore_body
 
 from ferry.api.inaccountrestore import InAccountRestoreOperatorStatus, InAccountRestoreSpec, RestoreProgress
 from ferry.kinds.inaccountrestore.controller import AccountView, Observed, decide
@@ -23,39 +23,6 @@ ACCOUNT = AccountView(
     instances_running=True,
 )
 BACKUP = BackupView("West US", True, later(-10))
-
-
-def restore_body(
-    name: str,
-    revision: str,
-    *,
-    database: str = "db",
-    container: str | None = "c",
-    at: datetime | None = None,
-    status: dict[str, Any] | None = None,
-    target: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {"accountRef": {"name": "acct"}, "database": database}
-    if container:
-        spec["container"] = container
-    if at:
-        spec["restoreTimestamp"] = at.isoformat()
-    if target:
-        spec["target"] = target
-    return {
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "InAccountRestore",
-        "metadata": {
-            "name": name,
-            "namespace": "ns",
-            "uid": f"uid-{name}",
-            "resourceVersion": revision,
-            "creationTimestamp": "2026-11-21T12:00:00Z",
-            "generation": 1,
-        },
-        "spec": spec,
-        "status": status or {},
-    }
 
 
 @dataclass

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -335,7 +336,7 @@ class Runtime:
         for creation in plan.create:
             if creation.takes_slot:
                 self.slots.reserve(namespace, creation.name)
-            placeholder = PodView(name=creation.name, role=_role(creation.manifest), phase="Pending")
+            placeholder = pod_view(creation.manifest)  # as the cache will show it: Pending, with its template
             self._expected[(namespace, creation.name)] = (uid, placeholder, time.monotonic() + EXPECTATION_SECONDS)
         if plan.finalizer == "add":
             self._wrote(key, await self.api.set_finalizer(kind, body, present=True))
@@ -392,8 +393,7 @@ class Runtime:
         tries = self._refusals.get((namespace, creation.name), 0) + 1
         self._refusals[(namespace, creation.name)] = tries
         delay = min(REFUSED_RETRY_SECONDS * 2 ** (tries - 1), REFUSED_RETRY_MAX_SECONDS)
-        role = _role(creation.manifest)
-        view = PodView(creation.name, role, "Pending", waiting_reason=FAILED_CREATE, waiting_message=why)
+        view = replace(pod_view(creation.manifest), waiting_reason=FAILED_CREATE, waiting_message=why)
         self._expected[(namespace, creation.name)] = (uid, view, time.monotonic() + delay)
         self.slots.seen(namespace, creation.name)
         self.queue.add(key)  # the next pass records the cause

@@ -1,7 +1,7 @@
 """What a kind's controller may read while it observes: the runtime's caches, the time and the settings.
 
-Controllers read through this interface only, so that their decisions can be tested with a plain
-in-memory World (tests/unit) exactly as they run in the operator.
+Controllers read through this interface only, so that their decisions can be tested exactly as they run in
+the operator: the runtime's own World over in-memory caches and API server (tests/support/memkube.py).
 """
 
 from __future__ import annotations
