@@ -24,18 +24,19 @@ from typing import Any, TypeVar
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ProtocolError
 
-from ferry.api.kinds import CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE, Kind
-from ferry.kube.objects import LABEL_OWNER_UID, LABEL_SLOT
-from ferry.runtime.api import KubeApi
+from ferry.api.kinds import Kind
+from ferry.kinds.registry import PLUGINS
+from ferry.kube.manifests import LABEL_OWNER_UID, LABEL_SLOT
+from ferry.runtime.controller import AnyController as Controller
 from ferry.runtime.engine import (
     PODS_INDEX,
     SLOT_PODS_INDEX,
-    Controller,
     Runtime,
     accountref_index,
     objects_index,
     trimmed,
 )
+from ferry.runtime.kubeapi import KubeApi
 from ferry.runtime.lifecycle import PodDeletion
 from ferry.runtime.objects import FINALIZER, ObjectKey
 from ferry.runtime.plan import Event
@@ -44,7 +45,7 @@ from ferry.runtime.slots import SlotLimits
 from ferry.runtime.world import WorkerSettings
 
 T = TypeVar("T")
-ACCOUNT_SCOPED = (CONTAINER_COPY_JOB, IN_ACCOUNT_RESTORE)  # the kinds handlers.register indexes by accountRef
+ACCOUNT_SCOPED = tuple(p.kind for p in PLUGINS if p.account_scoped)  # the kinds indexed by accountRef
 ROOMY = SlotLimits(total=10, per_namespace=10)
 
 

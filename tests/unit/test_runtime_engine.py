@@ -15,11 +15,12 @@ import pytest
 from builders import WORKERS, account_body, blobcopy_body, job_body, restore_body
 
 from ferry.api.kinds import BLOB_COPY, CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
-from ferry.controllers.blobcopy import BlobCopyController
-from ferry.controllers.containercopyjob import ContainerCopyJobController
-from ferry.controllers.databaseaccount import DatabaseAccountController
-from ferry.controllers.inaccountrestore import InAccountRestoreController
-from ferry.runtime.engine import Controller, Runtime
+from ferry.kinds.blobcopy.controller import BlobCopyController
+from ferry.kinds.containercopyjob.controller import ContainerCopyJobController
+from ferry.kinds.databaseaccount.controller import DatabaseAccountController
+from ferry.kinds.inaccountrestore.controller import InAccountRestoreController
+from ferry.runtime.controller import AnyController as Controller
+from ferry.runtime.engine import Runtime
 from ferry.runtime.objects import FINALIZER, ObjectKey
 from ferry.runtime.slots import SlotLimits
 from ferry.runtime.world import WorkerSettings

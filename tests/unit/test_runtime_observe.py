@@ -9,23 +9,24 @@ from typing import Any
 from builders import WORKERS, account_body, blobcopy_body, job_body, restore_body
 
 from ferry.api.kinds import BLOB_COPY, CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE, Kind
-from ferry.controllers.accountqueue import Queue
-from ferry.controllers.blobcopy import CLEANUP_ROLE, BlobCopyController
-from ferry.controllers.containercopyjob import AccountView as JobAccountView
-from ferry.controllers.containercopyjob import ContainerCopyJobController
-from ferry.controllers.databaseaccount import (
+from ferry.kinds.blobcopy.controller import CLEANUP_ROLE, BlobCopyController
+from ferry.kinds.containercopyjob.controller import AccountView as JobAccountView
+from ferry.kinds.containercopyjob.controller import ContainerCopyJobController
+from ferry.kinds.databaseaccount.controller import (
     BACKUP_ROLE,
-    INSTANCE_ROLE,
+    COPY_ROLE,
     MONITOR_ROLE,
-    RESTORER_ROLE,
+    RESTORE_ROLE,
     DatabaseAccountController,
 )
-from ferry.controllers.inaccountrestore import AccountView as RestoreAccountView
-from ferry.controllers.inaccountrestore import InAccountRestoreController
-from ferry.kube.objects import pod_name, worker_pod
-from ferry.runtime.engine import Controller, RuntimeWorld
+from ferry.kinds.inaccountrestore.controller import AccountView as RestoreAccountView
+from ferry.kinds.inaccountrestore.controller import InAccountRestoreController
+from ferry.kube.manifests import pod_name, worker_pod
+from ferry.runtime.controller import AnyController as Controller
+from ferry.runtime.engine import RuntimeWorld
 from ferry.runtime.objects import ObjectKey
 from ferry.runtime.slots import SlotLimits
+from ferry.transfer.account_queue import Queue
 from support.memkube import ROOMY, Cluster, stamp
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -75,7 +76,7 @@ async def test_a_copy_job_observes_its_accounts_region_readiness_and_instances_a
     c = cluster()
     not_ready = {"type": "Ready", "status": "False", "reason": "Unreachable", "message": "no answer from the endpoint"}
     account = c.create(DATABASE_ACCOUNT, account_body("acct", status={**WEST, "conditions": [not_ready]}))
-    add_pod(c, DATABASE_ACCOUNT, account, INSTANCE_ROLE, 0)
+    add_pod(c, DATABASE_ACCOUNT, account, COPY_ROLE, 0)
     c.create(CONTAINER_COPY_JOB, job_body("j1"))
     c.create(CONTAINER_COPY_JOB, job_body("j2"))
     c.create(CONTAINER_COPY_JOB, job_body("orphan", account="missing"))
@@ -93,8 +94,8 @@ async def test_a_copy_job_observes_its_accounts_region_readiness_and_instances_a
 async def test_a_copy_job_does_not_count_instances_that_do_not_run_yet() -> None:
     c = cluster()
     account = c.create(DATABASE_ACCOUNT, account_body("acct", status=WEST))
-    add_pod(c, DATABASE_ACCOUNT, account, INSTANCE_ROLE, 0, phase="Pending")
-    add_pod(c, DATABASE_ACCOUNT, account, RESTORER_ROLE, 0)  # another pool's pod
+    add_pod(c, DATABASE_ACCOUNT, account, COPY_ROLE, 0, phase="Pending")
+    add_pod(c, DATABASE_ACCOUNT, account, RESTORE_ROLE, 0)  # another pool's pod
     c.create(CONTAINER_COPY_JOB, job_body("j1"))
     c.sync()
 
@@ -106,7 +107,7 @@ async def test_a_restore_observes_its_accounts_backup_window_its_restorers_and_w
     c = cluster()
     window = {"earliestRestorableTime": stamp(NOW - timedelta(hours=1)), "latestRestorableTime": stamp(NOW)}
     account = c.create(DATABASE_ACCOUNT, account_body("acct", backup=True, status={**WEST, **window}))
-    add_pod(c, DATABASE_ACCOUNT, account, RESTORER_ROLE, 0)
+    add_pod(c, DATABASE_ACCOUNT, account, RESTORE_ROLE, 0)
     c.create(IN_ACCOUNT_RESTORE, restore_body("first", "1", container="orders"))
     c.create(IN_ACCOUNT_RESTORE, restore_body("other", "2", container="customers"))
     c.create(IN_ACCOUNT_RESTORE, restore_body("again", "3", container="orders"))
@@ -142,9 +143,9 @@ async def test_an_account_observes_its_pods_by_role_its_queues_and_the_slots_its
     account = c.create(DATABASE_ACCOUNT, account_body("acct", backup=True, status=status))
     monitor = add_pod(c, DATABASE_ACCOUNT, account, MONITOR_ROLE, 0, slot=False)
     capture = add_pod(c, DATABASE_ACCOUNT, account, BACKUP_ROLE, 0, slot=False)
-    instance = add_pod(c, DATABASE_ACCOUNT, account, INSTANCE_ROLE, 0)  # takes one of the 3 slots
+    instance = add_pod(c, DATABASE_ACCOUNT, account, COPY_ROLE, 0)  # takes one of the 3 slots
     stranger = c.create(DATABASE_ACCOUNT, account_body("stranger"))
-    add_pod(c, DATABASE_ACCOUNT, stranger, INSTANCE_ROLE, 0, phase="Succeeded")  # not acct's, and done
+    add_pod(c, DATABASE_ACCOUNT, stranger, COPY_ROLE, 0, phase="Succeeded")  # not acct's, and done
     c.create(CONTAINER_COPY_JOB, job_body("j1"))
     c.create(CONTAINER_COPY_JOB, job_body("j2"))
     c.create(IN_ACCOUNT_RESTORE, restore_body("r1", "1"))
