@@ -395,9 +395,9 @@ def test_idle_instances_are_removed(stack: DevStack, kubectl: Kubectl) -> None:
     kubectl.apply(_job("quick", source, dest, account="idler"))
     kubectl.wait_phase("containercopyjob", "quick", "Succeeded", timeout=90)
     kubectl.wait_for("databaseaccount", "idler", lambda o: not (o.get("status") or {}).get("instances"), timeout=60)
-    pods = kubectl("get", "pods", "-l", "ferry.dev/role=instance", "-o", "name").split()
+    pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy,ferry.dev/kind=DatabaseAccount", "-o", "name").split()
     deadline = time.monotonic() + 30
     while pods and time.monotonic() < deadline:
         time.sleep(0.5)
-        pods = kubectl("get", "pods", "-l", "ferry.dev/role=instance", "-o", "name").split()
+        pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy,ferry.dev/kind=DatabaseAccount", "-o", "name").split()
     assert pods == []
