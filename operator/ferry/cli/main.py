@@ -38,7 +38,7 @@ def _cmd_restorable_list(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from ferry.cli.restorable import render, restorable
-    from ferry.kube.accounts import backup_for
+    from ferry.kinds.databaseaccount.access import backup_for
 
     try:
         store = backup_for(args.namespace, args.account)
@@ -59,7 +59,7 @@ def _cmd_restorable_list(args: argparse.Namespace) -> int:
 def _jobs_access(args: argparse.Namespace) -> CosmosAccess:
     import os
 
-    from ferry.kube.accounts import access_for
+    from ferry.kinds.databaseaccount.access import access_for
     from ferry.storage.cosmos import CosmosAccess
 
     if args.endpoint:
