@@ -35,6 +35,7 @@ from ferry.metrics import (
     ProgressMeter,
     count,
 )
+from ferry.retry import backoff
 from ferry.runtime.api import KubeApi, describe_error, is_refusal, refusal
 from ferry.runtime.objects import ObjectKey, key_of, meta_of
 from ferry.runtime.plan import Plan, PodCreation
@@ -430,7 +431,7 @@ class Runtime:
         cause reaches the object's status and Events; creation is tried again after a growing delay."""
         tries = self._refusals.get((namespace, creation.name), 0) + 1
         self._refusals[(namespace, creation.name)] = tries
-        delay = min(REFUSED_RETRY_SECONDS * 2 ** (tries - 1), REFUSED_RETRY_MAX_SECONDS)
+        delay = backoff(tries, REFUSED_RETRY_SECONDS, REFUSED_RETRY_MAX_SECONDS)
         role = _role(creation.manifest)
         view = PodView(creation.name, role, "Pending", waiting_reason=FAILED_CREATE, waiting_message=why)
         self._expected[(namespace, creation.name)] = (uid, view, time.monotonic() + delay)
