@@ -17,10 +17,11 @@ from typing import Any
 from ferry.backup.format import BackupIndex, ResourceKind
 from ferry.backup.restoreplan import restorable_at
 from ferry.backup.timeline import Incarnation, incarnations, restorable_window
+from ferry.timefmt import when
 
 
-def _when(t: datetime | None) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if t else None
+def _maybe_when(t: datetime | None) -> str | None:
+    return when(t) if t else None
 
 
 def _incarnation(i: Incarnation) -> dict[str, Any]:
@@ -29,13 +30,13 @@ def _incarnation(i: Incarnation) -> dict[str, Any]:
         "database": i.database,
         "name": i.name,
         "ownerResourceId": i.rid,
-        "created": _when(i.created),
-        "deleted": _when(i.deleted),
+        "created": _maybe_when(i.created),
+        "deleted": _maybe_when(i.deleted),
         "instanceId": i.instance_id,
         "events": [
             {
                 "operationType": e.operation_type.value,
-                "eventTimestamp": _when(e.event_timestamp),
+                "eventTimestamp": _maybe_when(e.event_timestamp),
                 "ownerId": e.owner_id,
                 "ownerResourceId": e.owner_resource_id,
                 **({"settings": e.settings} if e.settings else {}),
@@ -52,15 +53,15 @@ def restorable(
     window = restorable_window(index, now)
     found = [i for i in incarnations(index.events) if database is None or i.database == database]
     data: dict[str, Any] = {
-        "window": {"earliest": _when(window[0]), "latest": _when(window[1])} if window else None,
-        "gaps": [{"start": _when(g.start), "end": _when(g.end)} for g in index.gaps],
+        "window": {"earliest": _maybe_when(window[0]), "latest": _maybe_when(window[1])} if window else None,
+        "gaps": [{"start": _maybe_when(g.start), "end": _maybe_when(g.end)} for g in index.gaps],
         "databases": [_incarnation(i) for i in found if i.kind == ResourceKind.DATABASE],
         "containers": [_incarnation(i) for i in found if i.kind == ResourceKind.CONTAINER],
     }
     if at is not None:
         resources = [r for r in restorable_at(index, at) if database is None or r.database == database]
         data["at"] = {
-            "time": _when(at),
+            "time": _maybe_when(at),
             "resources": [{"databaseName": r.database, "collectionNames": list(r.containers)} for r in resources],
         }
     return data

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.api.kinds import ALL_KINDS
-from ferry.runtime.pods import parse_time
+from ferry.timefmt import parse_time
 
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
 PROGRESS = {kind.kind: kind.progress for kind in ALL_KINDS if kind.progress is not None}

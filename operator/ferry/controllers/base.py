@@ -8,8 +8,8 @@ from typing import Any, Generic, TypeVar
 from ferry.api.kinds import Kind
 from ferry.metrics import BackupFigures, JobFigures
 from ferry.runtime.plan import Plan
-from ferry.runtime.pods import parse_time
 from ferry.runtime.world import World
+from ferry.timefmt import parse_time
 
 Observed = TypeVar("Observed")
 

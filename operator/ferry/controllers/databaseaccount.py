@@ -46,6 +46,7 @@ from ferry.runtime.objects import (
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
+from ferry.timefmt import when
 
 MONITOR_ROLE = "monitor"
 INSTANCE_ROLE = "instance"
@@ -375,10 +376,6 @@ def _set_backup_health(
         plan.events.append(Event(f"Backup{reason}" if ok is False else reason, message, warning=ok is False))
 
 
-def _when(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
 def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:
     """The capture pod while continuous backup is on, and BackupHealthy from what it reports."""
     if backup_location(o) is None:
@@ -396,9 +393,7 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
     stall_after = STALL_INTERVALS * interval + STALL_MARGIN_SECONDS
     window = ""
     if o.backup.earliest_restorable_time and o.backup.latest_restorable_time:
-        window = (
-            f"restorable from {_when(o.backup.earliest_restorable_time)} to {_when(o.backup.latest_restorable_time)}"
-        )
+        window = f"restorable from {when(o.backup.earliest_restorable_time)} to {when(o.backup.latest_restorable_time)}"
     if result.problems:
         _, why = result.problems[0]
         reason = "SecretNotFound" if "not found" in why or "couldn't find key" in why else "CapturePodFailing"
@@ -410,20 +405,20 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
         plan.after(stall_after)
     elif (o.now - last).total_seconds() > stall_after:
         message = (
-            f"no capture since {_when(last)} (interval {o.spec.backup.capture_interval}): is the capture pod running?"
+            f"no capture since {when(last)} (interval {o.spec.backup.capture_interval}): is the capture pod running?"
         )
         _set_backup_health(o, state, plan, False, "CaptureStalled", message)
     else:
         plan.after(stall_after - (o.now - last).total_seconds())
         gaps = report.gaps if report is not None else None
         if gaps:
-            spans = "; ".join(f"{_when(g.start)} to {_when(g.end)}" for g in gaps)
+            spans = "; ".join(f"{when(g.start)} to {when(g.end)}" for g in gaps)
             message = (
                 f"capturing, but the window has gaps without captures ({spans}): restores to a time in them are refused"
             )
             _set_backup_health(o, state, plan, False, "GapInWindow", message)
         else:
-            _set_backup_health(o, state, plan, True, "Capturing", window or f"last capture {_when(last)}")
+            _set_backup_health(o, state, plan, True, "Capturing", window or f"last capture {when(last)}")
 
 
 @dataclass(frozen=True)

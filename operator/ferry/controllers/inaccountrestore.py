@@ -35,6 +35,7 @@ from ferry.metrics import RESTORE_ITEMS_METRIC
 from ferry.runtime.objects import ObjectMeta, meta_of
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
+from ferry.timefmt import when
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,6 @@ class _Decision(PhaseDecision[InAccountRestoreOperatorStatus, RestorePhase]):
         self.o = o
 
 
-def _when(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
 def _what(spec: InAccountRestoreSpec) -> str:
     return f"container {spec.database}/{spec.container}" if spec.container else f"database {spec.database}"
 
@@ -137,7 +134,7 @@ def decide(o: Observed) -> Plan:
         state.start_time = state.start_time or transfer.start_time
     if transfer is not None and transfer.state == TransferState.SUCCEEDED:
         state.completion_time = transfer.completion_time or o.now
-        restored_to = _when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"
+        restored_to = when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"
         message = (
             f"restored {_what(o.spec)} as at {restored_to}: {progress.restored_item_count or 0} items, "
             f"instance id {progress.instance_id}"
@@ -160,7 +157,7 @@ def decide(o: Observed) -> Plan:
         wanted = o.spec.restore_timestamp
         message = "waiting for the backup's first capture"
         if wanted is not None and account.latest is not None:
-            message = f"waiting for the backup to capture up to {_when(wanted)} (captured to {_when(account.latest)})"
+            message = f"waiting for the backup to capture up to {when(wanted)} (captured to {when(account.latest)})"
         d.phase(RestorePhase.PENDING, "WaitingForCapture", message)
         return d.done()
     if position > 0:
@@ -220,13 +217,13 @@ def _admissible(d: _Decision) -> bool:
     state.write_region = account.write_region
     wanted = o.spec.restore_timestamp
     if wanted is not None and wanted > o.now:
-        d.fail(Failure(reason="FutureTimestamp", message=f"restoreTimestamp {_when(wanted)} is in the future"))
+        d.fail(Failure(reason="FutureTimestamp", message=f"restoreTimestamp {when(wanted)} is in the future"))
         return False
     if wanted is not None and account.earliest is not None and wanted < account.earliest:
         d.fail(
             Failure(
                 reason="OutsideRetentionWindow",
-                message=f"{_when(wanted)} is before the earliest restorable time {_when(account.earliest)}; "
+                message=f"{when(wanted)} is before the earliest restorable time {when(account.earliest)}; "
                 "choose a restoreTimestamp inside the window",
             )
         )

@@ -29,6 +29,7 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExist
 from ferry.api.transfer import TransferState
 from ferry.retry import policy
 from ferry.storage.cosmos import CosmosAccess, strip_system
+from ferry.timefmt import when
 
 DATABASE = "__datatransferstate"
 JOBS = "jobs"
@@ -51,7 +52,7 @@ class StateConflict(Exception):
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when(datetime.now(UTC), timespec="milliseconds")
 
 
 def is_precondition_failed(error: CosmosHttpResponseError) -> bool:
@@ -241,7 +242,7 @@ def get_job(access: CosmosAccess, name_or_id: str) -> dict[str, Any] | None:
 def _iso(epoch: Any) -> str | None:
     if not epoch:
         return None
-    return datetime.fromtimestamp(float(epoch), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return when(datetime.fromtimestamp(float(epoch), UTC), timespec="seconds")
 
 
 def epoch() -> float:

@@ -44,6 +44,7 @@ from ferry.backup.timeline import materialize
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess, describe, is_transient, partition_key_paths, status_code
 from ferry.storage.transferstate import JobState, StateStore, now_iso
+from ferry.timefmt import when
 from ferry.workers.copyjob_lease import LeaseLost, UnitLease, acquire
 from ferry.workers.copyjob_writer import Conflict, ItemWriter
 from ferry.workers.job_progress import Reporter, ReportFn, Totals, transfer_record
@@ -339,7 +340,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 return False
             doc.update(
                 plan=recorded,
-                restoreTimestamp=plan.timestamp.isoformat().replace("+00:00", "Z"),
+                restoreTimestamp=when(plan.timestamp),
                 instanceId=uuid.uuid4().hex,
                 state=JobState.RUNNING.value,
                 startTime=doc.get("startTime") or now_iso(),
