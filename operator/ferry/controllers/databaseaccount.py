@@ -30,7 +30,7 @@ from ferry.api.databaseaccount import (
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
 from ferry.controllers.accountqueue import BackupView, Queue, copy_jobs, restore_unfinished, restores
 from ferry.controllers.base import KindController
-from ferry.kube.objects import LABEL_ROLE, pod_name, secret_env, worker_pod
+from ferry.kube.objects import LABEL_ROLE, LABEL_TEMPLATE, pod_name, secret_env, worker_pod
 from ferry.metrics import BACKUP_VERSIONS_METRIC, REGION_CHANGES_METRIC, BackupFigures
 from ferry.runtime.lifecycle import ServicePod, service_workers
 from ferry.runtime.objects import (
@@ -336,7 +336,7 @@ def _set_ready(
 
 def _monitor(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:
     manifest = monitor_manifest(o)
-    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"]["ferry.dev/template"], False)
+    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"][LABEL_TEMPLATE], False)
     result = service_workers([wanted], o.monitor_pods)
     plan.delete.extend(result.delete)
     plan.create.extend(PodCreation(manifest, takes_slot=False) for _ in result.start)
@@ -383,7 +383,7 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
         state.conditions = without_condition(state.conditions, "BackupHealthy")
         return
     manifest = backup_manifest(o)
-    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"]["ferry.dev/template"], False)
+    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"][LABEL_TEMPLATE], False)
     result = service_workers([wanted], o.backup_pods)
     plan.delete.extend(result.delete)
     plan.create.extend(PodCreation(manifest, takes_slot=False) for _ in result.start)
@@ -466,7 +466,7 @@ def _instances(
                     plan.wants_slot = True
                     continue
                 budget -= 1
-            wanted.append((ServicePod(name, manifest["metadata"]["labels"]["ferry.dev/template"], True), manifest))
+            wanted.append((ServicePod(name, manifest["metadata"]["labels"][LABEL_TEMPLATE], True), manifest))
         result = service_workers([w for w, _ in wanted], pods)
         manifests = {w.name: m for w, m in wanted}
         problems = result.problems
