@@ -17,6 +17,7 @@ from typing import Any
 from ferry.backup.format import BackupIndex, ResourceKind
 from ferry.backup.restoreplan import restorable_at
 from ferry.backup.timeline import Incarnation, incarnations, restorable_window
+from ferry.texttable import text_table
 from ferry.timefmt import when
 
 
@@ -67,11 +68,6 @@ def restorable(
     return data
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-
-
 def render(data: dict[str, Any], output: str) -> str:
     if output == "json":
         return json.dumps(data, indent=2)
@@ -81,9 +77,7 @@ def render(data: dict[str, Any], output: str) -> str:
         "Gaps: " + ("; ".join(f"{g['start']} to {g['end']}" for g in data["gaps"]) or "none"),
         "",
     ]
-    rows: list[tuple[str, ...]] = [
-        ("KIND", "DATABASE", "NAME", "RESOURCE ID", "CREATED", "DELETED", "INSTANCE ID", "EVENTS")
-    ]
+    rows: list[tuple[str, ...]] = []
     for entry in [*data["databases"], *data["containers"]]:
         events = ", ".join(f"{e['operationType']}@{e['eventTimestamp']}" for e in entry["events"])
         rows.append(
@@ -98,12 +92,11 @@ def render(data: dict[str, Any], output: str) -> str:
                 events,
             )
         )
-    lines += _table(rows) if len(rows) > 1 else ["(the backup knows no databases or containers yet)"]
+    header = ("KIND", "DATABASE", "NAME", "RESOURCE ID", "CREATED", "DELETED", "INSTANCE ID", "EVENTS")
+    lines += text_table(header, rows) if rows else ["(the backup knows no databases or containers yet)"]
     if "at" in data:
         lines += ["", f"A restore at {data['at']['time']} brings back:"]
         resources = data["at"]["resources"]
-        rows = [("DATABASE", "CONTAINERS")] + [
-            (r["databaseName"], ", ".join(r["collectionNames"]) or "-") for r in resources
-        ]
-        lines += _table(rows) if resources else ["(nothing existed then)"]
+        rows = [(r["databaseName"], ", ".join(r["collectionNames"]) or "-") for r in resources]
+        lines += text_table(("DATABASE", "CONTAINERS"), rows) if resources else ["(nothing existed then)"]
     return "\n".join(lines)
