@@ -2,47 +2,49 @@
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferry import __version__
 
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, str(default)))
+def _flag(value: Any) -> bool:
+    """Only "true" (in any case) turns a flag on; anything else, empty included, leaves it off."""
+    return value if isinstance(value, bool) else str(value).lower() == "true"
 
 
-def _pull_secrets(name: str) -> list[str]:
+def _annotations(value: Any) -> Any:
+    return value or {}
+
+
+def _pull_secrets(value: Any) -> Any:
     """The chart's imagePullSecrets ([{name: ...}]) as names."""
-    found = json.loads(os.environ.get(name) or "[]")
-    return [str(s["name"]) if isinstance(s, dict) else str(s) for s in found]
+    return [str(s["name"]) if isinstance(s, dict) else str(s) for s in value or []]
 
 
-@dataclass
-class OperatorSettings:
-    worker_image: str = field(default_factory=lambda: os.environ.get("FERRY_WORKER_IMAGE", f"ferry:{__version__}"))
-    worker_service_account: str = field(
-        default_factory=lambda: os.environ.get("FERRY_WORKER_SERVICE_ACCOUNT", "ferry-worker")
-    )
+class OperatorSettings(BaseSettings):
+    """Each field is read from FERRY_<FIELD NAME> (e.g. FERRY_MAX_WORKERS); an empty variable is unset."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", env_ignore_empty=True, extra="ignore")
+
+    worker_image: str = f"ferry:{__version__}"
+    worker_service_account: str = "ferry-worker"
     # Worker pods (copies, cleanups, copy instances) running at once; account monitors do not count.
-    max_workers: int = field(default_factory=lambda: _int("FERRY_MAX_WORKERS", 50))
-    max_workers_per_namespace: int = field(default_factory=lambda: _int("FERRY_MAX_WORKERS_PER_NAMESPACE", 20))
+    max_workers: int = 50
+    max_workers_per_namespace: int = 20
     # Reconcile passes in flight at once (each borrows an API thread only while it waits for a call).
-    reconcilers: int = field(default_factory=lambda: _int("FERRY_RECONCILERS", 8))
+    reconcilers: int = 8
     # The worker service account is made in each namespace on first use, bound to this ClusterRole.
-    worker_cluster_role: str = field(default_factory=lambda: os.environ.get("FERRY_WORKER_CLUSTER_ROLE", ""))
+    worker_cluster_role: str = ""
     # Annotations of those service accounts (workload identity) and their image pull secrets, as JSON.
-    worker_service_account_annotations: dict[str, str] = field(
-        default_factory=lambda: json.loads(os.environ.get("FERRY_WORKER_SERVICE_ACCOUNT_ANNOTATIONS") or "{}")
+    worker_service_account_annotations: Annotated[dict[str, str], BeforeValidator(_annotations)] = Field(
+        default_factory=dict
     )
-    image_pull_secrets: list[str] = field(default_factory=lambda: _pull_secrets("FERRY_IMAGE_PULL_SECRETS"))
+    image_pull_secrets: Annotated[list[str], BeforeValidator(_pull_secrets)] = Field(default_factory=list)
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
-    allow_link_local_sources: bool = field(
-        default_factory=lambda: os.environ.get("FERRY_ALLOW_LINK_LOCAL_SOURCES", "").lower() == "true"
-    )
+    allow_link_local_sources: Annotated[bool, NoDecode, BeforeValidator(_flag)] = False
     # Honour the ferry.dev/backup-retention annotation on DatabaseAccounts (a retention shorter than the tier's).
     # For tests and demos only: a production backup keeps what its tier promises.
-    allow_backup_retention_override: bool = field(
-        default_factory=lambda: os.environ.get("FERRY_ALLOW_BACKUP_RETENTION_OVERRIDE", "").lower() == "true"
-    )
+    allow_backup_retention_override: Annotated[bool, NoDecode, BeforeValidator(_flag)] = False

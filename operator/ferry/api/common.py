@@ -125,11 +125,6 @@ def no_credentials_in_url(field: str, message: str) -> dict[str, str]:
     }
 
 
-def utc_text(t: datetime) -> str:
-    """A time as Ferry writes it for people and in records: in UTC, with Z."""
-    return (t.astimezone(UTC) if t.tzinfo is not None else t).isoformat().replace("+00:00", "Z")
-
-
 def _in_utc(value: Any) -> Any:
     """The value with every zoned time in it in UTC, so that it is written with Z like every other time."""
     if isinstance(value, datetime) and value.tzinfo is not None:

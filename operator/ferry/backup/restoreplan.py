@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ferry.api.common import Failure, utc_text
+from ferry.api.common import Failure
 from ferry.backup.format import BackupIndex, ResourceKind
 from ferry.backup.timeline import Incarnation, containers_of, gap_at, incarnations, named, restorable_window
+from ferry.timefmt import when
 
 ONE_SECOND = timedelta(seconds=1)
 
@@ -78,12 +79,8 @@ class RestoreRefused(Exception):
         self.failure = Failure(reason=reason, message=message)
 
 
-def _when(t: datetime) -> str:
-    return utc_text(t)
-
-
 def _lifetimes(found: list[Incarnation]) -> str:
-    return "; ".join(f"{_when(i.created)} to {_when(i.deleted) if i.deleted else 'now'}" for i in found)
+    return "; ".join(f"{when(i.created)} to {when(i.deleted) if i.deleted else 'now'}" for i in found)
 
 
 def default_timestamp(found: list[Incarnation], latest: datetime) -> datetime:
@@ -116,21 +113,21 @@ def plan_restore(index: BackupIndex, request: RestoreRequest, live: LiveCatalog,
     if not earliest <= t <= latest:
         raise RestoreRefused(
             "OutsideRetentionWindow",
-            f"{_when(t)} is outside the restorable window {_when(earliest)} to {_when(latest)}; "
+            f"{when(t)} is outside the restorable window {when(earliest)} to {when(latest)}; "
             "choose a restoreTimestamp inside it",
         )
     gap = gap_at(index, t)
     if gap is not None:
         raise RestoreRefused(
             "InBackupGap",
-            f"{_when(t)} falls in a gap of the backup (no capture from {_when(gap[0])} to {_when(gap[1])}); "
+            f"{when(t)} falls in a gap of the backup (no capture from {when(gap[0])} to {when(gap[1])}); "
             "choose a restoreTimestamp outside it",
         )
     at_t = next((i for i in mine if i.live_at(t)), None)
     if at_t is None:
         raise RestoreRefused(
             "NotFoundAtTime",
-            f"{what} did not exist at {_when(t)}; it existed {_lifetimes(mine)}: choose a restoreTimestamp then",
+            f"{what} did not exist at {when(t)}; it existed {_lifetimes(mine)}: choose a restoreTimestamp then",
         )
     if request.kind == ResourceKind.CONTAINER:
         return _container_plan(request, at_t, live, t)

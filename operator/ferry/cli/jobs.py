@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ferry.storage.cosmos import CosmosAccess
+from ferry.texttable import text_table
 from ferry.transfer.state import get_job
 from ferry.transfer.state import list_jobs as stored_jobs
 
@@ -71,10 +72,9 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
 
 def list_jobs(access: CosmosAccess) -> str:
     """A table of every job in the account, oldest first."""
-    rows = [COLUMNS, *(_row(job) for job in stored_jobs(access))]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    if len(rows) == 1:
+    rows = [_row(job) for job in stored_jobs(access)]
+    lines = text_table(COLUMNS, rows)
+    if not rows:
         lines.append("(no container copy jobs or restores in __datatransferstate)")
     return "\n".join(lines)
 

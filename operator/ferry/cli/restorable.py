@@ -17,10 +17,12 @@ from typing import Any
 from ferry.backup.format import BackupIndex, ResourceKind
 from ferry.backup.restoreplan import restorable_at
 from ferry.backup.timeline import Incarnation, incarnations, restorable_window
+from ferry.texttable import text_table
+from ferry.timefmt import when
 
 
-def _when(t: datetime | None) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if t else None
+def _maybe_when(t: datetime | None) -> str | None:
+    return when(t) if t else None
 
 
 def _incarnation(i: Incarnation) -> dict[str, Any]:
@@ -29,13 +31,13 @@ def _incarnation(i: Incarnation) -> dict[str, Any]:
         "database": i.database,
         "name": i.name,
         "ownerResourceId": i.rid,
-        "created": _when(i.created),
-        "deleted": _when(i.deleted),
+        "created": _maybe_when(i.created),
+        "deleted": _maybe_when(i.deleted),
         "instanceId": i.instance_id,
         "events": [
             {
                 "operationType": e.operation_type.value,
-                "eventTimestamp": _when(e.event_timestamp),
+                "eventTimestamp": _maybe_when(e.event_timestamp),
                 "ownerId": e.owner_id,
                 "ownerResourceId": e.owner_resource_id,
                 **({"settings": e.settings} if e.settings else {}),
@@ -52,23 +54,18 @@ def restorable(
     window = restorable_window(index, now)
     found = [i for i in incarnations(index.events) if database is None or i.database == database]
     data: dict[str, Any] = {
-        "window": {"earliest": _when(window[0]), "latest": _when(window[1])} if window else None,
-        "gaps": [{"start": _when(g.start), "end": _when(g.end)} for g in index.gaps],
+        "window": {"earliest": _maybe_when(window[0]), "latest": _maybe_when(window[1])} if window else None,
+        "gaps": [{"start": _maybe_when(g.start), "end": _maybe_when(g.end)} for g in index.gaps],
         "databases": [_incarnation(i) for i in found if i.kind == ResourceKind.DATABASE],
         "containers": [_incarnation(i) for i in found if i.kind == ResourceKind.CONTAINER],
     }
     if at is not None:
         resources = [r for r in restorable_at(index, at) if database is None or r.database == database]
         data["at"] = {
-            "time": _when(at),
+            "time": _maybe_when(at),
             "resources": [{"databaseName": r.database, "collectionNames": list(r.containers)} for r in resources],
         }
     return data
-
-
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def render(data: dict[str, Any], output: str) -> str:
@@ -80,9 +77,7 @@ def render(data: dict[str, Any], output: str) -> str:
         "Gaps: " + ("; ".join(f"{g['start']} to {g['end']}" for g in data["gaps"]) or "none"),
         "",
     ]
-    rows: list[tuple[str, ...]] = [
-        ("KIND", "DATABASE", "NAME", "RESOURCE ID", "CREATED", "DELETED", "INSTANCE ID", "EVENTS")
-    ]
+    rows: list[tuple[str, ...]] = []
     for entry in [*data["databases"], *data["containers"]]:
         events = ", ".join(f"{e['operationType']}@{e['eventTimestamp']}" for e in entry["events"])
         rows.append(
@@ -97,12 +92,11 @@ def render(data: dict[str, Any], output: str) -> str:
                 events,
             )
         )
-    lines += _table(rows) if len(rows) > 1 else ["(the backup knows no databases or containers yet)"]
+    header = ("KIND", "DATABASE", "NAME", "RESOURCE ID", "CREATED", "DELETED", "INSTANCE ID", "EVENTS")
+    lines += text_table(header, rows) if rows else ["(the backup knows no databases or containers yet)"]
     if "at" in data:
         lines += ["", f"A restore at {data['at']['time']} brings back:"]
         resources = data["at"]["resources"]
-        rows = [("DATABASE", "CONTAINERS")] + [
-            (r["databaseName"], ", ".join(r["collectionNames"]) or "-") for r in resources
-        ]
-        lines += _table(rows) if resources else ["(nothing existed then)"]
+        rows = [(r["databaseName"], ", ".join(r["collectionNames"]) or "-") for r in resources]
+        lines += text_table(("DATABASE", "CONTAINERS"), rows) if resources else ["(nothing existed then)"]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.kinds.registry import BY_KIND
-from ferry.runtime.pods import parse_time
+from ferry.timefmt import parse_time
 
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
 

@@ -17,8 +17,8 @@ from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
 from ferry.metrics import JobFigures
 from ferry.runtime.plan import Plan
-from ferry.runtime.pods import parse_time
 from ferry.runtime.world import World
+from ferry.timefmt import parse_time
 
 Observed = TypeVar("Observed")
 

@@ -34,6 +34,7 @@ from ferry.metrics import (
     ProgressMeter,
     count,
 )
+from ferry.retry import backoff
 from ferry.runtime.controller import AnyController, ExportsGauges
 from ferry.runtime.kubeapi import KubeApi, describe_error, is_refusal, refusal
 from ferry.runtime.objects import ObjectKey, key_of, meta_of
@@ -392,7 +393,7 @@ class Runtime:
         cause reaches the object's status and Events; creation is tried again after a growing delay."""
         tries = self._refusals.get((namespace, creation.name), 0) + 1
         self._refusals[(namespace, creation.name)] = tries
-        delay = min(REFUSED_RETRY_SECONDS * 2 ** (tries - 1), REFUSED_RETRY_MAX_SECONDS)
+        delay = backoff(tries, REFUSED_RETRY_SECONDS, REFUSED_RETRY_MAX_SECONDS)
         view = replace(pod_view(creation.manifest), waiting_reason=FAILED_CREATE, waiting_message=why)
         self._expected[(namespace, creation.name)] = (uid, view, time.monotonic() + delay)
         self.slots.seen(namespace, creation.name)

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ferry.api.kinds import Kind
 from ferry.kube import client
+from ferry.kube import status as status_writer
 from ferry.kube.events import event_body
 from ferry.metrics import API_WRITES
 from ferry.runtime.lifecycle import PodDeletion
@@ -27,7 +28,6 @@ from ferry.runtime.workeraccess import role_binding, service_account
 from ferry.runtime.world import WorkerSettings
 
 T = TypeVar("T")
-APPLY_PATCH = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
 
 
@@ -68,26 +68,8 @@ class KubeApi:
     ) -> dict[str, Any]:
         """Server-side apply of the fields `manager` owns in the status (fields it leaves out are dropped);
         returns the object as written."""
-        body = {
-            "apiVersion": f"{kind.group}/{kind.version}",
-            "kind": kind.kind,
-            "metadata": {"name": name, "namespace": namespace},
-            "status": status,
-        }
         API_WRITES.labels(verb="apply-status").inc()
-        written: Any = await self._call(
-            client.custom().patch_namespaced_custom_object_status,
-            kind.group,
-            kind.version,
-            namespace,
-            kind.plural,
-            name,
-            body,
-            field_manager=manager,
-            force=True,
-            _content_type=APPLY_PATCH,
-        )
-        return dict(written)
+        return await self._call(status_writer.apply_status, kind, namespace, name, status, manager)
 
     async def set_finalizer(self, kind: Kind, body: Mapping[str, Any], present: bool) -> dict[str, Any] | None:
         """Add or remove Ferry's finalizer with a JSON patch that fails if the list changed meanwhile."""

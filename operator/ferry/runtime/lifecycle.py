@@ -19,11 +19,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from ferry.api.common import WorkerStatus
-from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
+from ferry.api.outcome import EXIT_CODES, OutcomeResult, WorkerOutcome, parse_outcome
+from ferry.retry import backoff
 from ferry.runtime.pods import PodView
 
 BACKOFF_BASE = 10.0  # seconds before the first replacement, doubling up to BACKOFF_CAP
 BACKOFF_CAP = 300.0
+_RESULT_OF_EXIT_CODE = {code: result for result, code in EXIT_CODES.items()}
 LOG_TAIL = 400  # characters of a worker's log quoted when it died without saying why
 
 
@@ -33,27 +35,22 @@ class PodDeletion:
     grace_seconds: int | None = None  # None: the pod's own grace period (SIGTERM first)
 
 
-def backoff(restarts: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    return float(min(cap, base * 2 ** max(0, restarts - 1)))
-
-
 def outcome_of(pod: PodView) -> WorkerOutcome:
     """What a finished worker pod says about its work: its printed outcome, else its exit code."""
     said = parse_outcome(pod.termination_message)
     if said is not None:
         return said
     code = pod.exit_code
-    if code == 0:
-        return WorkerOutcome(result=OutcomeResult.SUCCEEDED)
-    if code == 3:
-        return WorkerOutcome(result=OutcomeResult.STOPPED)
+    said_by_code = _RESULT_OF_EXIT_CODE.get(code) if code is not None else None
+    if said_by_code in (OutcomeResult.SUCCEEDED, OutcomeResult.STOPPED):
+        return WorkerOutcome(result=said_by_code)
     why = f"worker pod {pod.name} exited with code {code}"
     if pod.termination_reason and pod.termination_reason not in ("Error", "Completed"):
         why += f" ({pod.termination_reason})"
     tail = (pod.termination_message or "").strip()[-LOG_TAIL:]
     message = f"{why}; its log ends: {tail}" if tail else why
-    # Exit code 2 is the workers' "permanent failure"; anything else (crash, kill, OOM) may pass.
-    result = OutcomeResult.FAILED if code == 2 else OutcomeResult.RETRY
+    # The workers' "permanent failure" code is final; anything else (crash, kill, OOM) may pass.
+    result = OutcomeResult.FAILED if said_by_code == OutcomeResult.FAILED else OutcomeResult.RETRY
     return WorkerOutcome(result=result, reason="WorkerFailed", message=message)
 
 
@@ -167,7 +164,7 @@ def _failed(given: TaskInput, result: TaskResult, outcome: WorkerOutcome) -> Non
             message=f"{outcome.message}; gave up after {worker.restarts - 1} restarts (spec.maxRetries)",
         )
         return
-    worker.retry_time = given.now + timedelta(seconds=backoff(worker.restarts))
+    worker.retry_time = given.now + timedelta(seconds=backoff(worker.restarts, BACKOFF_BASE, BACKOFF_CAP))
     result.retrying = outcome
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ferry.api.common import Condition, ConditionStatus
 from ferry.api.kinds import Kind
-from ferry.runtime.pods import parse_time
+from ferry.timefmt import parse_time
 
 FINALIZER = "ferry.dev/finalizer"
 

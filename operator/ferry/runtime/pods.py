@@ -8,19 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE
+from ferry.timefmt import parse_time
 
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Unknown"})
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 FAILED_CREATE = "FailedCreate"  # the API server refused the pod (quota, admission): Ferry's own reason
 CONFIG_ERRORS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName", FAILED_CREATE})
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)

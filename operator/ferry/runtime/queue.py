@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
+from ferry.retry import backoff
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -87,7 +89,7 @@ class WorkQueue(Generic[K]):
         """Schedule the key again after its backoff; returns the delay."""
         attempts = self._failures.get(key, 0)
         self._failures[key] = attempts + 1
-        delay = min(self.max_delay, self.base_delay * 2.0**attempts)
+        delay = backoff(attempts + 1, self.base_delay, self.max_delay)
         self.done(key)
         self.add_after(key, delay)
         return delay

@@ -28,8 +28,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-# Transient statuses the service asks clients to retry (throttling, busy, timeouts, 5xx).
-TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+from ferry.retry import TRANSIENT_STATUSES
 
 DATA_BLOCK_SIZE = 256 * 1024
 

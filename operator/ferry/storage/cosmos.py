@@ -25,6 +25,7 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 from azure.cosmos.partition_key import NonePartitionKeyValue
 from urllib3.util.ssl_ import create_urllib3_context
 
+from ferry.retry import TRANSIENT_STATUSES
 from ferry.storage.blobs import redact, register_secret
 
 __all__ = [
@@ -54,9 +55,6 @@ __all__ = [
 
 # Properties the service adds to every item; they are not part of an item's content.
 SYSTEM_PROPERTIES = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts"})
-
-# Transient statuses worth retrying later (throttling beyond the SDK's budget, timeouts, 5xx).
-TRANSIENT_STATUSES = frozenset({408, 429, 449, 500, 502, 503, 504})
 
 # Substatus of 401 when the account refuses keys altogether ("Local Authorization is disabled").
 LOCAL_AUTH_DISABLED_SUBSTATUS = 5202

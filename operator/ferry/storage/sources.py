@@ -7,7 +7,6 @@ a source that changes mid-copy answers 412 and surfaces as SourceChangedError.
 from __future__ import annotations
 
 import base64
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -19,8 +18,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 from azure.storage.blob import BlobClient, BlobProperties, ContentSettings
 
+from ferry.retry import TRANSIENT_STATUSES, policy
 from ferry.storage.blobs import (
-    TRANSIENT_STATUSES,
     RetryRecorder,
     blob_client_from_url,
     credential_free_url,
@@ -32,7 +31,7 @@ BLOCK_BLOB = "BlockBlob"
 PAGE_BLOB = "PageBlob"
 APPEND_BLOB = "AppendBlob"
 
-HTTP_RETRIES = 5
+HTTP_RETRIES = 5  # after the first try; waits from 0.5s, doubling up to 8s
 
 
 class SourceChangedError(Exception):
@@ -49,6 +48,14 @@ class SourceUnavailableError(Exception):
 
 class TransientSourceError(Exception):
     """The source kept failing with transient errors after bounded retries."""
+
+
+class _Retry(Exception):
+    """One transient failure of a request: what to say if it is the last, what to note if it is retried."""
+
+    def __init__(self, message: str, note: str) -> None:
+        super().__init__(message)
+        self.note = note
 
 
 @dataclass
@@ -162,8 +169,7 @@ class HttpObject:
         self.is_blob = False
 
     def _request(self, method: str, headers: dict[str, str]) -> requests.Response:
-        delay = 0.5
-        for attempt in range(HTTP_RETRIES + 1):
+        def once() -> requests.Response:
             try:
                 # No redirects: a URL that checked out could otherwise lead the worker anywhere (the metadata
                 # service included), and Azure Storage never redirects.
@@ -171,23 +177,26 @@ class HttpObject:
                     method, self.url, headers=headers, timeout=(20, 120), allow_redirects=False
                 )
             except (requests.ConnectionError, requests.Timeout) as error:
-                if attempt == HTTP_RETRIES:
-                    raise TransientSourceError(
-                        redact(f"{method} {self.display_url} failed: {type(error).__name__}")
-                    ) from None
-                self.recorder.note(f"{type(error).__name__} on {method} {self.display_url}; retrying with backoff")
-            else:
-                if response.status_code not in TRANSIENT_STATUSES:
-                    return response
-                if attempt == HTTP_RETRIES:
-                    raise TransientSourceError(f"{method} {self.display_url} kept answering {response.status_code}")
-                self.recorder.note(
+                raise _Retry(
+                    redact(f"{method} {self.display_url} failed: {type(error).__name__}"),
+                    f"{type(error).__name__} on {method} {self.display_url}; retrying with backoff",
+                ) from None
+            if response.status_code in TRANSIENT_STATUSES:
+                raise _Retry(
+                    f"{method} {self.display_url} kept answering {response.status_code}",
                     f"transient {response.status_code} {response.headers.get('x-ms-error-code', '')} on "
-                    f"{method} {self.display_url}; retrying with backoff"
+                    f"{method} {self.display_url}; retrying with backoff",
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-        raise AssertionError("unreachable")
+            return response
+
+        def noted(error: BaseException) -> None:
+            self.recorder.note(str(getattr(error, "note", error)))
+
+        retries = policy(HTTP_RETRIES + 1, lambda error: isinstance(error, _Retry), 0.5, 8.0, before_sleep=noted)
+        try:
+            return retries(once)
+        except _Retry as error:
+            raise TransientSourceError(str(error)) from None
 
     def describe(self, name: str) -> SourceObject:
         response = self._request("HEAD", {})

@@ -19,7 +19,7 @@ from ferry.api.containercopyjob import ContainerCopyPhase
 from ferry.api.inaccountrestore import RestorePhase
 from ferry.api.transfer import TransferState
 from ferry.runtime.objects import meta_of
-from ferry.runtime.pods import parse_time
+from ferry.timefmt import parse_time
 
 Runnable = Callable[[Mapping[str, Any]], bool]
 

@@ -18,11 +18,15 @@ from typing import Any, Self
 from azure.cosmos import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
+from ferry.retry import policy
 from ferry.storage.cosmos import is_transient, partition_key_value, status_code, strip_system
 
 # Transient failures of one write (beyond the SDK's own retries) are retried this often.
+# Waits from 0.5s, doubling up to 8s, or the service's retry-after when it asks for longer (within 8s).
 WRITE_ATTEMPTS = 6
 BACKOFF_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 8.0
+WRITE_RETRIES = policy(WRITE_ATTEMPTS, is_transient, first=BACKOFF_SECONDS, cap=BACKOFF_CAP_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -83,21 +87,14 @@ class ItemWriter:
     def _write(self, body: dict[str, Any]) -> Conflict | None:
         if self.bucket is not None:
             self.bucket.take()
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                self.destination.create_item(body)
-                return None
-            except CosmosHttpResponseError as error:
-                if status_code(error) == 409:
-                    return self._check_existing(body)
-                if not is_transient(error) or attempt == WRITE_ATTEMPTS - 1:
-                    raise
-            except Exception as error:
-                if not is_transient(error) or attempt == WRITE_ATTEMPTS - 1:
-                    raise
+        try:
             # A create that timed out may have landed: the retry then sees a conflict and checks it.
-            time.sleep(BACKOFF_SECONDS * 2**attempt)
-        raise AssertionError("unreachable")
+            WRITE_RETRIES(self.destination.create_item, body)
+        except CosmosHttpResponseError as error:
+            if status_code(error) == 409:
+                return self._check_existing(body)
+            raise
+        return None
 
     def _check_existing(self, body: dict[str, Any]) -> Conflict | None:
         # A query, not read_item: it answers "no such item" as an empty result everywhere (the

@@ -27,7 +27,9 @@ from azure.cosmos import ContainerProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 
 from ferry.api.transfer import TransferState
+from ferry.retry import policy
 from ferry.storage.cosmos import CosmosAccess, strip_system
+from ferry.timefmt import when
 
 DATABASE = "__datatransferstate"
 JOBS = "jobs"
@@ -39,6 +41,9 @@ PARTITION_KEY_PATH = "/jobId"
 JobState = TransferState
 
 
+# Three tries at once: a 409 of "if not exists" means another instance created the thing meanwhile.
+ENSURE_RETRIES = policy(3, lambda error: isinstance(error, CosmosResourceExistsError))
+
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
@@ -47,7 +52,7 @@ class StateConflict(Exception):
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when(datetime.now(UTC), timespec="milliseconds")
 
 
 def is_precondition_failed(error: CosmosHttpResponseError) -> bool:
@@ -70,16 +75,13 @@ class StateStore:
                 return
             # Instances of one account start together: "if not exists" reads, then creates, so two can both
             # find nothing and one of them then meets 409. Either way the database and containers exist.
-            for attempt in range(3):
-                try:
-                    database = self.access.client().create_database_if_not_exists(DATABASE)
-                    for name in (JOBS, WORKUNITS):
-                        database.create_container_if_not_exists(name, PartitionKey(PARTITION_KEY_PATH))
-                    break
-                except CosmosResourceExistsError:
-                    if attempt == 2:
-                        raise
+            ENSURE_RETRIES(self._create)
             self._ensured.add(self.access.endpoint)
+
+    def _create(self) -> None:
+        database = self.access.client().create_database_if_not_exists(DATABASE)
+        for name in (JOBS, WORKUNITS):
+            database.create_container_if_not_exists(name, PartitionKey(PARTITION_KEY_PATH))
 
     def forget(self) -> None:
         """Check again on the next ensure() (the database may have been deleted)."""
@@ -240,7 +242,7 @@ def get_job(access: CosmosAccess, name_or_id: str) -> dict[str, Any] | None:
 def _iso(epoch: Any) -> str | None:
     if not epoch:
         return None
-    return datetime.fromtimestamp(float(epoch), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return when(datetime.fromtimestamp(float(epoch), UTC), timespec="seconds")
 
 
 def epoch() -> float:

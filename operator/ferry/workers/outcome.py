@@ -24,13 +24,12 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.retry import TRANSIENT_STATUSES
 from ferry.storage.blobs import InvalidConnectionString, redact
 from ferry.storage.cosmos import is_invalid_resource_name
 from ferry.workers.report import ObjectGone
 
 log = logging.getLogger(__name__)
-
-TRANSIENT_STATUSES = frozenset({408, 429, 449, 500, 502, 503, 504})
 
 
 class PermanentError(Exception):

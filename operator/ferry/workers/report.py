@@ -17,13 +17,13 @@ from kubernetes.client.exceptions import ApiException
 
 from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
-from ferry.kube import client
+from ferry.kube.status import apply_status
+from ferry.retry import policy
 from ferry.storage.blobs import redact
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=FerryModel)
-APPLY_PATCH = "application/apply-patch+yaml"
 ATTEMPTS = 5
 
 
@@ -63,38 +63,27 @@ class StatusReporter(Generic[M]):
     def _apply(self, part: M) -> None:
         if self.gone:
             return
-        body: dict[str, Any] = {
-            "apiVersion": f"{self.kind.group}/{self.kind.version}",
-            "kind": self.kind.kind,
-            "metadata": {"name": self.name, "namespace": self.namespace},
-            "status": _redacted(part.wire()),
-        }
-        for attempt in range(ATTEMPTS):
-            try:
-                client.custom().patch_namespaced_custom_object_status(
-                    self.kind.group,
-                    self.kind.version,
-                    self.namespace,
-                    self.kind.plural,
-                    self.name,
-                    body,
-                    field_manager=self.manager,
-                    force=True,
-                    _content_type=APPLY_PATCH,
-                )
+        status = _redacted(part.wire())
+        try:
+            REPORT_RETRIES(apply_status, self.kind, self.namespace, self.name, status, self.manager)
+        except ApiException as exc:
+            if exc.status == 404:
+                self.gone = True  # deleted: the work notices and stops at its next check
                 return
-            except ApiException as exc:
-                if exc.status == 404:
-                    self.gone = True  # deleted: the work notices and stops at its next check
-                    return
-                if attempt == ATTEMPTS - 1:
-                    log.warning("status report failed (%s); the next report retries", exc.status)
-                    return
-            except (OSError, urllib3.exceptions.HTTPError) as exc:  # the API server is unreachable for now
-                if attempt == ATTEMPTS - 1:
-                    log.warning("status report failed (%s); the next report retries", type(exc).__name__)
-                    return
-            time.sleep(0.2 * 2**attempt)
+            log.warning("status report failed (%s); the next report retries", exc.status)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # the API server is unreachable for now
+            log.warning("status report failed (%s); the next report retries", type(exc).__name__)
+
+
+def _retried(exc: BaseException) -> bool:
+    """Any refusal but 404 (the object is gone), and an unreachable API server, are tried again."""
+    if isinstance(exc, ApiException):
+        return bool(exc.status != 404)
+    return isinstance(exc, OSError | urllib3.exceptions.HTTPError)
+
+
+# Five tries, 0.2s after the first failure and doubling.
+REPORT_RETRIES = policy(ATTEMPTS, _retried, first=0.2)
 
 
 def _redacted(value: Any) -> Any:

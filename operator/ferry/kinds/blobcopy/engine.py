@@ -63,6 +63,7 @@ from ferry.storage.blobs import (
     redact,
 )
 from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
+from ferry.timefmt import when
 
 __all__ = [
     "CopyOutcome",
@@ -101,7 +102,7 @@ def _same_blob(a: BlobClient, b: BlobClient) -> bool:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return when(datetime.now(UTC))
 
 
 class Reporter:

@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from ferry.api.common import DURATION_PATTERN, parse_duration, utc_text
+from ferry.api.common import DURATION_PATTERN, parse_duration
 from ferry.api.databaseaccount import (
     RETENTION,
     RETENTION_OVERRIDE,
@@ -37,7 +37,7 @@ from ferry.kinds.databaseaccount.metrics import (
     account_gauges,
     instances_of,
 )
-from ferry.kube.manifests import LABEL_ROLE, pod_name, secret_env, worker_pod
+from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import ServicePod, service_workers
 from ferry.runtime.objects import (
@@ -53,6 +53,7 @@ from ferry.runtime.objects import (
 from ferry.runtime.plan import Count, Event, Plan, PodCreation
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
+from ferry.timefmt import when
 from ferry.transfer.account_queue import BackupView, Queue, copy_jobs, restore_unfinished, restores
 
 # A role is the pod's ferry.dev/role label, its pod-name segment and its command (`ferry worker databaseaccount ROLE`).
@@ -350,7 +351,7 @@ def _set_ready(
 
 def _monitor(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:
     manifest = monitor_manifest(o)
-    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"]["ferry.dev/template"], False)
+    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"][LABEL_TEMPLATE], False)
     result = service_workers([wanted], o.monitor_pods)
     plan.delete.extend(result.delete)
     plan.create.extend(PodCreation(manifest, takes_slot=False) for _ in result.start)
@@ -390,10 +391,6 @@ def _set_backup_health(
         plan.events.append(Event(f"Backup{reason}" if ok is False else reason, message, warning=ok is False))
 
 
-def _when(t: datetime) -> str:
-    return utc_text(t)
-
-
 def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> None:
     """The capture pod while continuous backup is on, and BackupHealthy from what it reports."""
     if backup_location(o) is None:
@@ -401,7 +398,7 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
         state.conditions = without_condition(state.conditions, "BackupHealthy")
         return
     manifest = backup_manifest(o)
-    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"]["ferry.dev/template"], False)
+    wanted = ServicePod(manifest["metadata"]["name"], manifest["metadata"]["labels"][LABEL_TEMPLATE], False)
     result = service_workers([wanted], o.backup_pods)
     plan.delete.extend(result.delete)
     plan.create.extend(PodCreation(manifest, takes_slot=False) for _ in result.start)
@@ -411,9 +408,7 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
     stall_after = STALL_INTERVALS * interval + STALL_MARGIN_SECONDS
     window = ""
     if o.backup.earliest_restorable_time and o.backup.latest_restorable_time:
-        window = (
-            f"restorable from {_when(o.backup.earliest_restorable_time)} to {_when(o.backup.latest_restorable_time)}"
-        )
+        window = f"restorable from {when(o.backup.earliest_restorable_time)} to {when(o.backup.latest_restorable_time)}"
     if result.problems:
         _, why = result.problems[0]
         reason = "SecretNotFound" if "not found" in why or "couldn't find key" in why else "CapturePodFailing"
@@ -425,20 +420,20 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
         plan.after(stall_after)
     elif (o.now - last).total_seconds() > stall_after:
         message = (
-            f"no capture since {_when(last)} (interval {o.spec.backup.capture_interval}): is the capture pod running?"
+            f"no capture since {when(last)} (interval {o.spec.backup.capture_interval}): is the capture pod running?"
         )
         _set_backup_health(o, state, plan, False, "CaptureStalled", message)
     else:
         plan.after(stall_after - (o.now - last).total_seconds())
         gaps = report.gaps if report is not None else None
         if gaps:
-            spans = "; ".join(f"{_when(g.start)} to {_when(g.end)}" for g in gaps)
+            spans = "; ".join(f"{when(g.start)} to {when(g.end)}" for g in gaps)
             message = (
                 f"capturing, but the window has gaps without captures ({spans}): restores to a time in them are refused"
             )
             _set_backup_health(o, state, plan, False, "GapInWindow", message)
         else:
-            _set_backup_health(o, state, plan, True, "Capturing", window or f"last capture {_when(last)}")
+            _set_backup_health(o, state, plan, True, "Capturing", window or f"last capture {when(last)}")
 
 
 @dataclass(frozen=True)
@@ -485,7 +480,7 @@ def _instances(
                     plan.wants_slot = True
                     continue
                 budget -= 1
-            wanted.append((ServicePod(name, manifest["metadata"]["labels"]["ferry.dev/template"], True), manifest))
+            wanted.append((ServicePod(name, manifest["metadata"]["labels"][LABEL_TEMPLATE], True), manifest))
         result = service_workers([w for w, _ in wanted], pods)
         manifests = {w.name: m for w, m in wanted}
         problems = result.problems

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferry.api.common import Failure, utc_text
+from ferry.api.common import Failure
 from ferry.api.databaseaccount import AccountObservation, BackupMode, BackupObservation, DatabaseAccountSpec
 from ferry.api.inaccountrestore import (
     InAccountRestoreOperatorStatus,
@@ -33,6 +33,7 @@ from ferry.runtime.objects import ObjectMeta, meta_of
 from ferry.runtime.phases import QueuedPhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
+from ferry.timefmt import when
 from ferry.transfer.account_queue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
 from ferry.transfer.account_ref import account_and_siblings, not_ready_message, pods_running
 
@@ -124,10 +125,6 @@ class _Decision(QueuedPhaseDecision[InAccountRestoreOperatorStatus, RestorePhase
         self.o = o
 
 
-def _when(t: datetime) -> str:
-    return utc_text(t)
-
-
 def _what(spec: InAccountRestoreSpec) -> str:
     return f"container {spec.database}/{spec.container}" if spec.container else f"database {spec.database}"
 
@@ -145,7 +142,7 @@ def decide(o: Observed) -> Plan:
         state.start_time = state.start_time or transfer.start_time
     if transfer is not None and transfer.state == TransferState.SUCCEEDED:
         state.completion_time = transfer.completion_time or o.now
-        restored_to = _when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"
+        restored_to = when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"
         message = (
             f"restored {_what(o.spec)} as at {restored_to}: {progress.restored_item_count or 0} items, "
             f"instance id {progress.instance_id}"
@@ -168,7 +165,7 @@ def decide(o: Observed) -> Plan:
         wanted = o.spec.restore_timestamp
         message = "waiting for the backup's first capture"
         if wanted is not None and account.latest is not None:
-            message = f"waiting for the backup to capture up to {_when(wanted)} (captured to {_when(account.latest)})"
+            message = f"waiting for the backup to capture up to {when(wanted)} (captured to {when(account.latest)})"
         d.phase(RestorePhase.PENDING, "WaitingForCapture", message)
         return d.done()
     if position > 0:
@@ -228,13 +225,13 @@ def _admissible(d: _Decision) -> bool:
     state.write_region = account.write_region
     wanted = o.spec.restore_timestamp
     if wanted is not None and wanted > o.now:
-        d.fail(Failure(reason="FutureTimestamp", message=f"restoreTimestamp {_when(wanted)} is in the future"))
+        d.fail(Failure(reason="FutureTimestamp", message=f"restoreTimestamp {when(wanted)} is in the future"))
         return False
     if wanted is not None and account.earliest is not None and wanted < account.earliest:
         d.fail(
             Failure(
                 reason="OutsideRetentionWindow",
-                message=f"{_when(wanted)} is before the earliest restorable time {_when(account.earliest)}; "
+                message=f"{when(wanted)} is before the earliest restorable time {when(account.earliest)}; "
                 "choose a restoreTimestamp inside the window",
             )
         )

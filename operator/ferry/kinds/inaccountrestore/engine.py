@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExistsError
 
-from ferry.api.common import Failure, utc_text
+from ferry.api.common import Failure
 from ferry.api.inaccountrestore import RestoreProgress
 from ferry.backup.format import BackupIndex
 from ferry.backup.restoreplan import (
@@ -43,6 +43,7 @@ from ferry.backup.store import BackupStore
 from ferry.backup.timeline import materialize
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess, describe, is_transient, partition_key_paths, status_code
+from ferry.timefmt import when
 from ferry.transfer.item_writer import Conflict, ItemWriter
 from ferry.transfer.job_document import (
     InstanceOutcome,
@@ -353,7 +354,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 return False
             doc.update(
                 plan=recorded,
-                restoreTimestamp=utc_text(plan.timestamp),
+                restoreTimestamp=when(plan.timestamp),
                 instanceId=uuid.uuid4().hex,
                 state=JobState.RUNNING.value,
                 startTime=doc.get("startTime") or now_iso(),
