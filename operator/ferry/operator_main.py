@@ -35,6 +35,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
             cluster_role=settings.worker_cluster_role,
             service_account_annotations=tuple(sorted(settings.worker_service_account_annotations.items())),
             image_pull_secrets=tuple(settings.image_pull_secrets),
+            instance=settings.instance,
         ),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),

@@ -37,6 +37,8 @@ class OperatorSettings:
         default_factory=lambda: json.loads(os.environ.get("FERRY_WORKER_SERVICE_ACCOUNT_ANNOTATIONS") or "{}")
     )
     image_pull_secrets: list[str] = field(default_factory=lambda: _pull_secrets("FERRY_IMAGE_PULL_SECRETS"))
+    # The Helm release the operator belongs to: its worker pods' app.kubernetes.io/instance label.
+    instance: str = field(default_factory=lambda: os.environ.get("FERRY_INSTANCE") or "ferry")
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
     allow_link_local_sources: bool = field(
         default_factory=lambda: os.environ.get("FERRY_ALLOW_LINK_LOCAL_SOURCES", "").lower() == "true"

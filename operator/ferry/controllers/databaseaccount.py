@@ -193,6 +193,7 @@ def _account_pod(
         limits=limits,
         restart_policy="Always",
         takes_slot=takes_slot,
+        instance=o.workers.instance,
     )
 
 

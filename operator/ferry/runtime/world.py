@@ -28,6 +28,7 @@ class WorkerSettings:
     cluster_role: str = ""
     service_account_annotations: tuple[tuple[str, str], ...] = ()
     image_pull_secrets: tuple[str, ...] = ()
+    instance: str = "ferry"  # the Helm release: worker pods' app.kubernetes.io/instance label
 
 
 class World(Protocol):
