@@ -86,3 +86,15 @@ def test_a_key_the_sdk_accepts_is_accepted() -> None:
     with pytest.raises(InvalidAccountKey, match="not valid base64") as raised:
         CosmosAccess("https://127.0.0.1:8081/", GARBAGE_KEY)
     assert GARBAGE_KEY not in str(raised.value)
+
+
+def test_the_jobs_command_says_the_key_is_unusable_without_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferry.cli", "jobs", "list", "--endpoint", f"https://127.0.0.1:{free_port()}/"],
+        env={**os.environ, "FERRY_COSMOS_KEY": GARBAGE_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "FERRY_COSMOS_KEY" in done.stderr and "not valid base64" in done.stderr
+    assert "Traceback" not in done.stderr and GARBAGE_KEY not in done.stderr + done.stdout
