@@ -20,7 +20,7 @@ from pathlib import Path
 from ferry_dev.binaries import ensure_binaries
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig, write_kubeconfig
 from ferry_dev.emulators import Azurite, CosmosServer, free_port
-from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
+from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
 from ferry_dev.lifecycle import Service
 from ferry_dev.nodeagent.podrunner import PodRunner
 from ferry_dev.processes import ChildProcess, ProcessRegistry, start_time
@@ -207,6 +207,7 @@ class DevStack(Service):
             "PYTHONUNBUFFERED": "1",
             "FERRY_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT,
             "FERRY_WORKER_CLUSTER_ROLE": WORKER_ACCOUNT,  # the chart's worker ClusterRole has the account's name
+            "FERRY_INSTANCE": RELEASE,  # as the chart sets it: the worker pods' app.kubernetes.io/instance
             **self.operator_env,
             **(env or {}),
         }
