@@ -6,6 +6,7 @@ recorded in <dir>/procs and stopped by `stop()`, or by `ferry-dev down` when `fe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,15 +20,38 @@ from pathlib import Path
 from ferry_dev.binaries import ensure_binaries
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig, write_kubeconfig
 from ferry_dev.emulators import Azurite, CosmosServer, free_port
-from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
+from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
 from ferry_dev.lifecycle import Service
 from ferry_dev.nodeagent.podrunner import PodRunner
-from ferry_dev.processes import ChildProcess, ProcessRegistry
+from ferry_dev.processes import ChildProcess, ProcessRegistry, start_time
 
 STORAGE_ACCOUNTS = ("ferrysrc", "ferrydst")
 PID_FILE = "stack.pid"
 READY_FILE = "ready"
-STOP_TIMEOUT = 8.0
+ENDPOINTS_FILE = "endpoints.json"
+KUBECONFIG_FILE = "kubeconfig"
+# What a running stack leaves for scripts and users; none of it may outlive the stack, or it would be taken as live.
+STATE_FILES = (READY_FILE, ENDPOINTS_FILE, KUBECONFIG_FILE)
+# How long `ferry-dev down` waits for `ferry-dev up` to stop its parts itself (the operator, the node agent's
+# pods with their grace periods, the control plane, the emulators) before it stops what is left.
+STOP_TIMEOUT = 90.0
+
+
+def clear_state(directory: Path) -> None:
+    """Remove the files that say a stack runs in `directory` (ready, endpoints.json, kubeconfig)."""
+    for name in STATE_FILES:
+        (directory / name).unlink(missing_ok=True)
+
+
+def running_up(directory: Path) -> int | None:
+    """The pid of the `ferry-dev up` that runs the stack in `directory`, if it still runs."""
+    try:
+        pid_text, _, started = (directory / PID_FILE).read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    now = start_time(pid)
+    return pid if now is not None and (not started or now == started) else None
 
 
 def ferry_executable(name: str = "ferry") -> str:
@@ -76,7 +100,7 @@ class DevStack(Service):
     @property
     def kubeconfig(self) -> Path:
         """The cluster admin's kubeconfig (what `ferry-dev up` tells users to export)."""
-        return self.dir / "kubeconfig"
+        return self.dir / KUBECONFIG_FILE
 
     @property
     def logs(self) -> Path:
@@ -94,7 +118,7 @@ class DevStack(Service):
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        (self.dir / READY_FILE).unlink(missing_ok=True)
+        clear_state(self.dir)
         try:
             binaries = ensure_binaries()
             self.azurite = Azurite(self.dir / "azurite", accounts=STORAGE_ACCOUNTS, registry=self.registry)
@@ -183,6 +207,7 @@ class DevStack(Service):
             "PYTHONUNBUFFERED": "1",
             "FERRY_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT,
             "FERRY_WORKER_CLUSTER_ROLE": WORKER_ACCOUNT,  # the chart's worker ClusterRole has the account's name
+            "FERRY_INSTANCE": RELEASE,  # as the chart sets it: the worker pods' app.kubernetes.io/instance
             **self.operator_env,
             **(env or {}),
         }
@@ -209,7 +234,7 @@ class DevStack(Service):
             "cosmos": {"endpoint": self.cosmos.endpoint.endpoint, "key": self.cosmos.endpoint.key},
             "operatorMetrics": f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None,
         }
-        (self.dir / "endpoints.json").write_text(json.dumps(data, indent=2) + "\n")
+        (self.dir / ENDPOINTS_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
     def stop(self) -> None:
         (self.dir / READY_FILE).unlink(missing_ok=True)
@@ -225,6 +250,7 @@ class DevStack(Service):
                 emulator.stop()
         self.cosmos = self.azurite = None
         self.registry.stop_all(timeout=2.0)  # anything a part failed to stop
+        clear_state(self.dir)  # the kubeconfig and endpoints name servers that are gone now
 
 
 def up(directory: Path, with_operator: bool = True) -> int:
@@ -234,15 +260,24 @@ def up(directory: Path, with_operator: bool = True) -> int:
     def handler(signum: int, frame: object) -> None:
         stopping.set()
 
+    running = running_up(directory)
+    if running is not None:
+        print(
+            f"a local stack already runs in {directory} (`ferry-dev up`, pid {running}): "
+            f"stop it with `ferry-dev down --dir {directory}` or use another --dir",
+            file=sys.stderr,
+        )
+        return 1
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     stack = DevStack(directory, operator=with_operator)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / PID_FILE).write_text(f"{os.getpid()}\n")
+    _stop_leftovers(directory)  # an earlier `ferry-dev up` was killed: its files and processes are stale
+    (directory / PID_FILE).write_text(f"{os.getpid()} {start_time(os.getpid()) or ''}\n")
     try:
         stack.start()
         print(f"local stack ready: export KUBECONFIG={stack.kubeconfig}", flush=True)
-        print(f"endpoints: {stack.dir / 'endpoints.json'}", flush=True)
+        print(f"endpoints: {stack.dir / ENDPOINTS_FILE}", flush=True)
         while not stopping.wait(0.5):
             if with_operator and not stack.operator.running:
                 print("the operator exited; restarting it", file=sys.stderr, flush=True)
@@ -254,24 +289,30 @@ def up(directory: Path, with_operator: bool = True) -> int:
     return 0
 
 
-def down(directory: Path, timeout: float = STOP_TIMEOUT) -> int:
-    """Stop the stack in `directory`: ask `ferry-dev up` to stop, then stop whatever it left behind."""
-    pid_file = directory / PID_FILE
-    registry = ProcessRegistry(directory.resolve() / "procs")
-    if pid_file.exists():
-        pid = int(pid_file.read_text().strip())
-        try:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                os.kill(pid, 0)
-                time.sleep(0.1)
-        except ProcessLookupError:
-            pass
-        pid_file.unlink(missing_ok=True)
-    left = registry.stop_all()
+def _stop_leftovers(directory: Path) -> list[str]:
+    """Stop what a killed `ferry-dev up` left running in `directory` and remove its files; the names stopped."""
+    left = ProcessRegistry(directory.resolve() / "procs").stop_all()
     if left:
         print(f"stopped what an earlier `ferry-dev up` left running: {', '.join(left)}", file=sys.stderr)
-    elif not pid_file.exists() and not (directory / "procs").exists():
+    clear_state(directory)
+    (directory / PID_FILE).unlink(missing_ok=True)
+    return left
+
+
+def down(directory: Path, timeout: float = STOP_TIMEOUT) -> int:
+    """Stop the stack in `directory`: ask `ferry-dev up` to stop and wait until it has, then stop whatever a
+    killed one left behind; the files that say a stack runs (ready, endpoints.json, kubeconfig) go too."""
+    had_state = (directory / PID_FILE).exists() or (directory / "procs").exists()
+    pid = running_up(directory)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while running_up(directory) == pid and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if running_up(directory) == pid:
+            print(f"`ferry-dev up` (pid {pid}) did not stop within {timeout:.0f}s; stopping its parts", file=sys.stderr)
+    left = _stop_leftovers(directory)
+    if pid is None and not left and not had_state:
         print(f"no local stack is running in {directory}", file=sys.stderr)
     return 0

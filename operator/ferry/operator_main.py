@@ -27,6 +27,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
             service_account_annotations=tuple(sorted(settings.worker_service_account_annotations.items())),
             image_pull_secrets=tuple(settings.image_pull_secrets),
             allow_backup_retention_override=settings.allow_backup_retention_override,
+            instance=settings.instance,
         ),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),

@@ -43,6 +43,8 @@ class OperatorSettings(BaseSettings):
         default_factory=dict
     )
     image_pull_secrets: Annotated[list[str], BeforeValidator(_pull_secrets)] = Field(default_factory=list)
+    # The Helm release the operator belongs to: its worker pods' app.kubernetes.io/instance label.
+    instance: str = "ferry"
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
     allow_link_local_sources: Annotated[bool, NoDecode, BeforeValidator(_flag)] = False
     # Honour the ferry.dev/backup-retention annotation on DatabaseAccounts (a retention shorter than the tier's).

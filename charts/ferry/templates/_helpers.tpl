@@ -31,7 +31,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: ferry
 {{- end -}}
 
-{{/* Selects the operator pod only (worker pods carry component=worker and no instance label). */}}
+{{/* Selects the operator pod only: worker pods carry the same name and instance, but their role as the component
+(monitor, copy, ...) and managed-by=ferry. */}}
 {{- define "ferry.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "ferry.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}

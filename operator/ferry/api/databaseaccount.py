@@ -124,9 +124,16 @@ class DatabaseAccountSpec(FerryModel):
     backup: BackupPolicy = Field(default_factory=BackupPolicy)
 
 
+# Worker pods get the name and key of the account key's Secret (never its value) beside the value itself,
+# so that an error about the key can say where it comes from.
+KEY_SECRET_ENV = "FERRY_COSMOS_KEY_SECRET"
+KEY_SECRET_KEY_ENV = "FERRY_COSMOS_KEY_SECRET_KEY"
+
+
 class ConnectionState(StrEnum):
     CONNECTED = "Connected"
     UNAUTHORIZED = "Unauthorized"  # the account refused the key
+    INVALID_CREDENTIALS = "InvalidCredentials"  # the Secret's key cannot be an account key (not base64)
     LOCAL_AUTH_DISABLED = "LocalAuthDisabled"  # the account refuses keys altogether (401 substatus 5202)
     UNREACHABLE = "Unreachable"
 

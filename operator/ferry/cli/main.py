@@ -60,16 +60,22 @@ def _jobs_access(args: argparse.Namespace) -> CosmosAccess:
     import os
 
     from ferry.kinds.databaseaccount.access import access_for
-    from ferry.storage.cosmos import CosmosAccess
+    from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
 
     if args.endpoint:
         key = os.environ.get(args.key_env)
         if not key:
             raise SystemExit(f"set the account key in ${args.key_env} (or use --account)")
-        return CosmosAccess(endpoint=args.endpoint, key=key, verify_tls=not args.insecure_skip_tls_verify)
+        try:
+            return CosmosAccess(endpoint=args.endpoint, key=key, verify_tls=not args.insecure_skip_tls_verify)
+        except InvalidAccountKey as exc:
+            raise SystemExit(f"error: ${args.key_env}: {exc}") from None
     if not args.account:
         raise SystemExit("name the account: --account NAME [--namespace NS], or --endpoint URL")
-    return access_for(args.namespace, args.account)
+    try:
+        return access_for(args.namespace, args.account)
+    except InvalidAccountKey as exc:
+        raise SystemExit(f"error: the Secret of DatabaseAccount {args.namespace}/{args.account}: {exc}") from None
 
 
 def _cmd_jobs_list(args: argparse.Namespace) -> int:

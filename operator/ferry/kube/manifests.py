@@ -10,6 +10,8 @@ from typing import Any
 from ferry.api.kinds import Kind
 
 MANAGED_BY = "ferry"
+APP_NAME = "ferry"  # app.kubernetes.io/name, as the chart labels the operator
+DEFAULT_INSTANCE = "ferry"  # app.kubernetes.io/instance where the operator was not told its Helm release
 LABEL_KIND = "ferry.dev/kind"
 LABEL_OWNER_UID = "ferry.dev/owner-uid"
 LABEL_ROLE = "ferry.dev/role"
@@ -79,14 +81,23 @@ def worker_pod(
     name: str,
     restart_policy: str = "Never",
     takes_slot: bool = True,
+    instance: str = DEFAULT_INSTANCE,
 ) -> dict[str, Any]:
     """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource.
 
     The template hash covers everything the pod is built from, so a changed spec is noticed.
+
+    It carries the recommended labels beside the ones Ferry selects by (ferry.dev/...): the operator's name,
+    part-of and Helm release (instance), so `kubectl logs -l app.kubernetes.io/name=ferry` finds operator and
+    workers alike; its role as the component (the operator's own pod is component=operator, which is what
+    the chart's selectors add); managed-by the operator (the chart's objects say Helm), which selects
+    every worker pod and nothing else.
     """
     labels = {
-        "app.kubernetes.io/name": "ferry",
-        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": role,
+        "app.kubernetes.io/part-of": "ferry",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_KIND: kind.kind,
         LABEL_OWNER_UID: owner_uid,

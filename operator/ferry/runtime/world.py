@@ -29,6 +29,7 @@ class WorkerSettings:
     service_account_annotations: tuple[tuple[str, str], ...] = ()
     image_pull_secrets: tuple[str, ...] = ()
     allow_backup_retention_override: bool = False  # see OperatorSettings
+    instance: str = "ferry"  # the Helm release: worker pods' app.kubernetes.io/instance label
 
 
 class World(Protocol):

@@ -9,6 +9,8 @@ Texts that leave Ferry (status, Events, logs) go through redact(): account keys 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ssl
 import threading
 import warnings
@@ -35,6 +37,7 @@ __all__ = [
     "AccountUnreachable",
     "CosmosAccess",
     "CosmosAccessError",
+    "InvalidAccountKey",
     "container_properties",
     "count_items",
     "describe",
@@ -100,11 +103,27 @@ class AccountUnauthorized(CosmosAccessError):
     pass
 
 
+class InvalidAccountKey(CosmosAccessError):
+    """The key cannot be an account key at all (the SDK could not even sign a request with it): permanent."""
+
+
+def check_key(key: str) -> None:
+    """Raise InvalidAccountKey unless the SDK can decode `key` (base64) to sign with it; never quotes the key."""
+    if not key.strip():
+        raise InvalidAccountKey("the account key is empty")
+    try:
+        base64.b64decode(key)  # as the SDK decodes it: characters outside the alphabet are skipped
+    except (binascii.Error, ValueError) as error:
+        why = "it holds characters other than ASCII" if not key.isascii() else f"{error}".split(":")[0]
+        raise InvalidAccountKey(f"the account key is not valid base64 ({why})") from None
+
+
 class CosmosAccess:
     """An account's endpoint and key, and one shared, lazily built client (thread-safe)."""
 
     def __init__(self, endpoint: str, key: str, verify_tls: bool = True) -> None:
         register_secret(key)
+        check_key(key)
         self.endpoint = endpoint
         self.key = key
         self.verify_tls = verify_tls

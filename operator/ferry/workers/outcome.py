@@ -7,12 +7,14 @@ worker would fail the same way) and transient ones (throttling, timeouts, outage
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
 
+import urllib3
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -96,6 +98,9 @@ def classify(error: BaseException) -> WorkerOutcome:
         return WorkerOutcome(
             result=OutcomeResult.RETRY, reason="KubernetesAPIError", message=f"{status} {error.reason}"
         )
+    if isinstance(error, urllib3.exceptions.HTTPError):
+        # Only the Kubernetes client talks urllib3 directly (the Azure SDKs wrap its errors in their own).
+        return WorkerOutcome(result=OutcomeResult.RETRY, reason="KubernetesAPIError", message=_unreachable_api(error))
     if isinstance(error, ClientAuthenticationError):
         return WorkerOutcome(result=OutcomeResult.FAILED, reason="AccessDenied", message=text)
     if isinstance(error, ResourceNotFoundError):
@@ -110,6 +115,17 @@ def classify(error: BaseException) -> WorkerOutcome:
             return WorkerOutcome(result=OutcomeResult.RETRY, reason="ServiceBusy", message=text)
         return WorkerOutcome(result=OutcomeResult.FAILED, reason="ServiceError", message=text)
     return WorkerOutcome(result=OutcomeResult.RETRY, reason="WorkerCrashed", message=f"{type(error).__name__}: {text}")
+
+
+def _unreachable_api(error: urllib3.exceptions.HTTPError) -> str:
+    """Which API server could not be reached, and why, without the URL's path or the exception's nesting."""
+    pool = getattr(error, "pool", None)
+    server = f"{pool.host}:{pool.port}" if pool is not None and getattr(pool, "host", None) else "the API server"
+    cause = getattr(error, "reason", None) or error
+    why = f"{cause}".splitlines()[0] if f"{cause}" else type(cause).__name__
+    # "HTTPSConnection(host=..., port=...): Failed to establish ...": the server is named already.
+    why = re.sub(r"^<?[\w.]*Connection\b[^:]*?[)>]: ", "", why)
+    return redact(f"the Kubernetes API server {server} could not be reached: {why}")[:600]
 
 
 def run_worker(work: Callable[[threading.Event], WorkerOutcome]) -> int:

@@ -5,13 +5,34 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ferry.storage.cosmos import CosmosAccess
+from ferry.api.databaseaccount import KEY_SECRET_ENV, KEY_SECRET_KEY_ENV
+from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
+from ferry.workers.outcome import PermanentError
 
 
 def cosmos_access_from_env(env: Mapping[str, str] = os.environ) -> CosmosAccess:
-    """FERRY_COSMOS_ENDPOINT and FERRY_COSMOS_KEY (a Secret reference in the pod spec)."""
-    return CosmosAccess(
-        endpoint=env["FERRY_COSMOS_ENDPOINT"],
-        key=env["FERRY_COSMOS_KEY"],
-        verify_tls=env.get("FERRY_COSMOS_VERIFY_TLS", "true").lower() != "false",
-    )
+    """FERRY_COSMOS_ENDPOINT and FERRY_COSMOS_KEY (a Secret reference in the pod spec).
+
+    A key that cannot be an account key is a PermanentError (InvalidCredentials) naming its Secret: every
+    worker reading the account (monitor, capture, copy and restore instances) checks it here.
+    """
+    try:
+        return CosmosAccess(
+            endpoint=env["FERRY_COSMOS_ENDPOINT"],
+            key=env["FERRY_COSMOS_KEY"],
+            verify_tls=env.get("FERRY_COSMOS_VERIFY_TLS", "true").lower() != "false",
+        )
+    except InvalidAccountKey as error:
+        secret, key = env.get(KEY_SECRET_ENV), env.get(KEY_SECRET_KEY_ENV)
+        where = f'key "{key}" of Secret {secret}' if secret and key else "the DatabaseAccount's Secret"
+        raise PermanentError(
+            "InvalidCredentials",
+            f"{error} in {where} (spec.credentials.secretRef): put the account's primary or secondary key "
+            "there, as the portal shows it",
+        ) from None
+
+
+def restart_hint(message: str, env: Mapping[str, str] = os.environ) -> str:
+    """`message`, and how a pod that waits instead of exiting comes to read a corrected Secret."""
+    pod = env.get("HOSTNAME")
+    return f"{message}; then delete pod {pod} so that its replacement reads it" if pod else message

@@ -117,6 +117,7 @@ def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
         env=worker_env(o.spec, o.workers.allow_link_local_sources),
         requests={"cpu": "250m", "memory": "256Mi"},
         limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi"},
+        instance=o.workers.instance,
     )
 
 

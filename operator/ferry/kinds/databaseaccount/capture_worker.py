@@ -24,8 +24,8 @@ from ferry.backup.store import BackupStore, IndexConflict
 from ferry.backup.timeline import restorable_window
 from ferry.kinds.databaseaccount.capture import AccountReadFailed, Capturer, CaptureResult, CaptureSettings
 from ferry.storage import blobs
-from ferry.workers.outcome import run_worker
-from ferry.workers.podenv import cosmos_access_from_env
+from ferry.workers.outcome import PermanentError, run_worker
+from ferry.workers.podenv import cosmos_access_from_env, restart_hint
 from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,18 @@ def main(namespace: str, name: str, interval: str, retention: str, container: st
 def _capture(
     namespace: str, name: str, settings: CaptureSettings, container: str, prefix: str, stop: threading.Event
 ) -> WorkerOutcome:
-    capturer = Capturer(cosmos_access_from_env(), backup_store(container, prefix), settings)
     reporter: StatusReporter[BackupObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
+    try:
+        access = cosmos_access_from_env()
+    except PermanentError as error:
+        # Said once in the status; exiting would only crash-loop the pod (the key is read when it starts).
+        failure = Failure(reason=error.reason, message=restart_hint(error.message))
+        log.error("%s: %s", failure.reason, failure.message)
+        reporter.report(BackupObservation(backup=BackupReport(error=failure)), force=True)
+        while not stop.wait(60.0):
+            pass
+        return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
+    capturer = Capturer(access, backup_store(container, prefix), settings)
     last: BackupObservation | None = None
     swept = False
     interval = settings.interval.total_seconds()

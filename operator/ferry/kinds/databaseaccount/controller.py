@@ -20,6 +20,8 @@ from prometheus_client.core import Metric
 
 from ferry.api.common import DURATION_PATTERN, parse_duration
 from ferry.api.databaseaccount import (
+    KEY_SECRET_ENV,
+    KEY_SECRET_KEY_ENV,
     RETENTION,
     RETENTION_OVERRIDE,
     AccountObservation,
@@ -172,6 +174,8 @@ def account_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
     return [
         {"name": "FERRY_COSMOS_ENDPOINT", "value": spec.endpoint},
         secret_env("FERRY_COSMOS_KEY", ref.name, ref.key),
+        {"name": KEY_SECRET_ENV, "value": ref.name},  # where the key comes from, for errors that name it
+        {"name": KEY_SECRET_KEY_ENV, "value": ref.key},
         {"name": "FERRY_COSMOS_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
     ]
 
@@ -202,6 +206,7 @@ def _account_pod(
         limits=limits,
         restart_policy="Always",
         takes_slot=takes_slot,
+        instance=o.workers.instance,
     )
 
 
@@ -277,6 +282,7 @@ def backup_manifest(o: Observed) -> dict[str, Any]:
 READY_REASONS = {
     ConnectionState.CONNECTED: "Connected",
     ConnectionState.UNAUTHORIZED: "Unauthorized",
+    ConnectionState.INVALID_CREDENTIALS: "InvalidCredentials",
     ConnectionState.LOCAL_AUTH_DISABLED: "LocalAuthDisabled",
     ConnectionState.UNREACHABLE: "Unreachable",
 }
@@ -291,7 +297,9 @@ def _capture_interval_seconds(account: Mapping[str, Any]) -> float | None:
         return None
 
 
-NEEDS_THE_USER = frozenset({"Unauthorized", "LocalAuthDisabled", "SecretNotFound", "MonitorFailing"})
+NEEDS_THE_USER = frozenset(
+    {"Unauthorized", "InvalidCredentials", "LocalAuthDisabled", "SecretNotFound", "MonitorFailing"}
+)
 
 
 def decide(o: Observed) -> Plan:

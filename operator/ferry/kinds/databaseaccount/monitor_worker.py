@@ -14,8 +14,8 @@ from ferry.api.databaseaccount import AccountConnection, AccountObservation, Con
 from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.storage.cosmos import AccountUnauthorized, AccountUnreachable, CosmosAccess, probe, read_account_regions
-from ferry.workers.outcome import run_worker
-from ferry.workers.podenv import cosmos_access_from_env
+from ferry.workers.outcome import PermanentError, run_worker
+from ferry.workers.podenv import cosmos_access_from_env, restart_hint
 from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,11 @@ def main(namespace: str, name: str, poll_interval: str) -> int:
 
 
 def _watch(namespace: str, name: str, interval: float, stop: threading.Event) -> WorkerOutcome:
-    access = cosmos_access_from_env()
     reporter: StatusReporter[AccountObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
+    try:
+        access = cosmos_access_from_env()
+    except PermanentError as error:
+        return _unusable_key(error, reporter, stop)
     last: AccountObservation | None = None
     while not stop.is_set():
         seen = observe(access, last)
@@ -66,4 +69,22 @@ def _watch(namespace: str, name: str, interval: float, stop: threading.Event) ->
         if reporter.gone:
             return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Deleted", message="the account was deleted")
         stop.wait(interval)
+    return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
+
+
+def _unusable_key(
+    error: PermanentError, reporter: StatusReporter[AccountObservation], stop: threading.Event
+) -> WorkerOutcome:
+    """Say once that the key is unusable, then wait to be stopped: exiting would only crash-loop the pod.
+
+    The key is read when the pod starts; a new pod (delete this one) reads the corrected Secret.
+    """
+    message = restart_hint(error.message)
+    reporter.report(
+        AccountObservation(connection=AccountConnection(state=ConnectionState.INVALID_CREDENTIALS, message=message)),
+        force=True,
+    )
+    log.error("%s: %s", error.reason, message)
+    while not stop.wait(60.0):
+        pass
     return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
