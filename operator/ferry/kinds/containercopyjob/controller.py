@@ -26,11 +26,11 @@ from ferry.kinds.containercopyjob.metrics import COPYJOB_ITEMS_METRIC, THROTTLED
 from ferry.kinds.databaseaccount.controller import COPY_ROLE
 from ferry.runtime.controller import Controller
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
-from ferry.runtime.phases import QueuedPhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
 from ferry.transfer.account_queue import FINISHED_PHASES, Queue, copy_jobs
 from ferry.transfer.account_ref import account_and_siblings, not_ready_message, pods_running
+from ferry.transfer.job_decision import AccountJobDecision, JobPhases
 
 # Instances hold a work unit's lease this long without renewing it before it expires; after that no
 # instance can still be writing for a suspended job, even one that died before saying it stopped.
@@ -97,19 +97,23 @@ class ContainerCopyJobController(Controller[Observed]):
         return account_and_siblings(CONTAINER_COPY_JOB, body, world)
 
 
-class _Decision(QueuedPhaseDecision[ContainerCopyJobOperatorStatus, ContainerCopyPhase]):
+PHASES = JobPhases(
+    pending=ContainerCopyPhase.PENDING,
+    queued=ContainerCopyPhase.QUEUED,
+    running=ContainerCopyPhase.RUNNING,
+    succeeded=ContainerCopyPhase.SUCCEEDED,
+    failed=ContainerCopyPhase.FAILED,
+    finished=frozenset(FINISHED_PHASES),
+    settled=(ContainerCopyPhase.PAUSED,),
+    job="job",
+    pool="copy",
+    working="Copying",
+)
+
+
+class _Decision(AccountJobDecision[ContainerCopyJobOperatorStatus, ContainerCopyPhase]):
     def __init__(self, o: Observed) -> None:
-        state = o.state.model_copy(deep=True)
-        super().__init__(
-            CONTAINER_COPY_JOB.kind,
-            state,
-            ContainerCopyPhase.SUCCEEDED,
-            ContainerCopyPhase.FAILED,
-            FINISHED_PHASES,
-            o.meta.generation,
-            o.now,
-            settled=(ContainerCopyPhase.PAUSED,),
-        )
+        super().__init__(CONTAINER_COPY_JOB.kind, o.state.model_copy(deep=True), PHASES, o.meta.generation, o.now)
         self.o = o
 
 
@@ -125,37 +129,23 @@ def decide(o: Observed) -> Plan:
     if o.meta.deleting or state.phase in FINISHED_PHASES:
         return d.done()  # deleted: the instances record the cancellation in the job history
     transfer = progress.transfer
-    if transfer is not None and transfer.start_time is not None:
-        state.start_time = state.start_time or transfer.start_time
-    if transfer is not None and transfer.state == TransferState.SUCCEEDED:
-        state.completion_time = transfer.completion_time or o.now
-        d.phase(ContainerCopyPhase.SUCCEEDED, "Copied", f"copied {progress.processed_count or 0} items")
-        return d.done()
-    if transfer is not None and transfer.state == TransferState.FAILED:
-        state.completion_time = transfer.completion_time or o.now
-        d.fail(transfer.failure or Failure(reason="CopyFailed", message="the copy instances report a failure"))
+    copied = ("Copied", lambda: f"copied {progress.processed_count or 0} items")
+    if d.followed_transfer(
+        transfer, copied, Failure(reason="CopyFailed", message="the copy instances report a failure")
+    ):
         return d.done()
     if state.phase is None:
         d.phase(ContainerCopyPhase.PENDING, "Accepted", "the job waits for its account")
     account = o.account
     if account is None:
-        message = (
-            f'DatabaseAccount "{o.spec.account_ref.name}" does not exist in this namespace; create it or fix '
-            "spec.accountRef"
-        )
-        d.phase(ContainerCopyPhase.PENDING, "AccountNotFound", message, warning=True)
+        d.account_missing(o.spec.account_ref.name)
         return d.done()
     if account.write_region is None:
-        why = account.ready_message or "the account monitor has not reported yet"
-        d.phase(ContainerCopyPhase.PENDING, "WaitingForAccount", f"waiting for the account's write region: {why}")
+        d.waiting_for_region(account.ready_message)
         return d.done()
     if state.write_region is not None and state.write_region != account.write_region:
-        d.fail(
-            Failure(
-                reason="WriteRegionChanged",
-                message=f"the account's write region changed from {state.write_region} to {account.write_region} "
-                "while the job was incomplete; re-create the job to run it in the new write region",
-            )
+        d.region_changed(
+            state.write_region, account.write_region, "re-create the job to run it in the new write region"
         )
         return d.done()
     state.write_region = account.write_region
@@ -170,14 +160,7 @@ def decide(o: Observed) -> Plan:
     state.queue_position = position
     if position is None:
         return d.done()  # not runnable for a reason handled above on the next pass
-    if position > 0:
-        d.phase(ContainerCopyPhase.QUEUED, "Queued", f"waiting behind {position} earlier job(s) of the account")
-    elif transfer is not None and transfer.state == TransferState.RUNNING and account.instances_running:
-        d.phase(ContainerCopyPhase.RUNNING, "Copying", "the account's copy instances are copying this job")
-    elif not account.instances_running:
-        d.phase(ContainerCopyPhase.PENDING, "StartingInstances", "waiting for the account's copy instances to start")
-    else:
-        d.phase(ContainerCopyPhase.PENDING, "Starting", "the copy instances are taking the job up")
+    d.in_line(position, transfer, account.instances_running, "copying this job")
     return d.done()
 
 

@@ -25,17 +25,16 @@ from ferry.api.inaccountrestore import (
     RestoreProgress,
 )
 from ferry.api.kinds import DATABASE_ACCOUNT, IN_ACCOUNT_RESTORE
-from ferry.api.transfer import TransferState
 from ferry.kinds.databaseaccount.controller import RESTORE_ROLE
 from ferry.kinds.inaccountrestore.metrics import RESTORE_ITEMS_METRIC
 from ferry.runtime.controller import Controller
 from ferry.runtime.objects import ObjectMeta, meta_of
-from ferry.runtime.phases import QueuedPhaseDecision
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
 from ferry.timefmt import when
 from ferry.transfer.account_queue import RESTORE_FINISHED, BackupView, Queue, blocking_restore, restores
 from ferry.transfer.account_ref import account_and_siblings, not_ready_message, pods_running
+from ferry.transfer.job_decision import AccountJobDecision, JobPhases
 
 
 @dataclass(frozen=True)
@@ -110,18 +109,23 @@ class InAccountRestoreController(Controller[Observed]):
         return account_and_siblings(IN_ACCOUNT_RESTORE, body, world)
 
 
-class _Decision(QueuedPhaseDecision[InAccountRestoreOperatorStatus, RestorePhase]):
+PHASES = JobPhases(
+    pending=RestorePhase.PENDING,
+    queued=RestorePhase.QUEUED,
+    running=RestorePhase.RESTORING,
+    succeeded=RestorePhase.SUCCEEDED,
+    failed=RestorePhase.FAILED,
+    finished=frozenset(RESTORE_FINISHED),
+    settled=(),
+    job="restore",
+    pool="restore",
+    working="Restoring",
+)
+
+
+class _Decision(AccountJobDecision[InAccountRestoreOperatorStatus, RestorePhase]):
     def __init__(self, o: Observed) -> None:
-        state = o.state.model_copy(deep=True)
-        super().__init__(
-            IN_ACCOUNT_RESTORE.kind,
-            state,
-            RestorePhase.SUCCEEDED,
-            RestorePhase.FAILED,
-            RESTORE_FINISHED,
-            o.meta.generation,
-            o.now,
-        )
+        super().__init__(IN_ACCOUNT_RESTORE.kind, o.state.model_copy(deep=True), PHASES, o.meta.generation, o.now)
         self.o = o
 
 
@@ -138,20 +142,16 @@ def decide(o: Observed) -> Plan:
     if o.meta.deleting or state.phase in RESTORE_FINISHED:
         return d.done()  # deleted: the instances record the cancellation in the job history
     transfer = progress.transfer
-    if transfer is not None and transfer.start_time is not None:
-        state.start_time = state.start_time or transfer.start_time
-    if transfer is not None and transfer.state == TransferState.SUCCEEDED:
-        state.completion_time = transfer.completion_time or o.now
+
+    def restored() -> str:
         restored_to = when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"
-        message = (
+        return (
             f"restored {_what(o.spec)} as at {restored_to}: {progress.restored_item_count or 0} items, "
             f"instance id {progress.instance_id}"
         )
-        d.phase(RestorePhase.SUCCEEDED, "Restored", message)
-        return d.done()
-    if transfer is not None and transfer.state == TransferState.FAILED:
-        state.completion_time = transfer.completion_time or o.now
-        d.fail(transfer.failure or Failure(reason="RestoreFailed", message="the restore instances report a failure"))
+
+    failed = Failure(reason="RestoreFailed", message="the restore instances report a failure")
+    if d.followed_transfer(transfer, ("Restored", restored), failed):
         return d.done()
     if state.phase is None:
         d.phase(RestorePhase.PENDING, "Accepted", "the restore waits for its account")
@@ -168,14 +168,7 @@ def decide(o: Observed) -> Plan:
             message = f"waiting for the backup to capture up to {when(wanted)} (captured to {when(account.latest)})"
         d.phase(RestorePhase.PENDING, "WaitingForCapture", message)
         return d.done()
-    if position > 0:
-        d.phase(RestorePhase.QUEUED, "Queued", f"waiting behind {position} earlier restore(s) of the account")
-    elif transfer is not None and transfer.state == TransferState.RUNNING and account.instances_running:
-        d.phase(RestorePhase.RESTORING, "Restoring", f"the account's restore instances are restoring {_what(o.spec)}")
-    elif not account.instances_running:
-        d.phase(RestorePhase.PENDING, "StartingInstances", "waiting for the account's restore instances to start")
-    else:
-        d.phase(RestorePhase.PENDING, "Starting", "the restore instances are taking the restore up")
+    d.in_line(position, transfer, account.instances_running, f"restoring {_what(o.spec)}")
     return d.done()
 
 
@@ -184,11 +177,7 @@ def _admissible(d: _Decision) -> bool:
     o, state = d.o, d.state
     account = o.account
     if account is None:
-        message = (
-            f'DatabaseAccount "{o.spec.account_ref.name}" does not exist in this namespace; create it or fix '
-            "spec.accountRef"
-        )
-        d.phase(RestorePhase.PENDING, "AccountNotFound", message, warning=True)
+        d.account_missing(o.spec.account_ref.name)
         return False
     if not account.backup_enabled:
         d.fail(
@@ -209,18 +198,14 @@ def _admissible(d: _Decision) -> bool:
         )
         return False
     if account.write_region is None:
-        why = account.ready_message or "the account monitor has not reported yet"
-        d.phase(RestorePhase.PENDING, "WaitingForAccount", f"waiting for the account's write region: {why}")
+        d.waiting_for_region(account.ready_message)
         return False
     if state.write_region is not None and state.write_region != account.write_region:
-        d.fail(
-            Failure(
-                reason="WriteRegionChanged",
-                message=f"the account's write region changed from {state.write_region} to {account.write_region} "
-                f"while the restore was incomplete; delete what it restored so far ({_what(o.spec)}, if it was "
-                "created), then create the restore again to restore in the new write region",
-            )
+        then = (
+            f"delete what it restored so far ({_what(o.spec)}, if it was created), then create the restore again "
+            "to restore in the new write region"
         )
+        d.region_changed(state.write_region, account.write_region, then)
         return False
     state.write_region = account.write_region
     wanted = o.spec.restore_timestamp
