@@ -3,7 +3,7 @@ instance, recording a failure once, and the first instance's start."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -44,13 +44,28 @@ def fail_job(store: StateStore, job_id: str, failure: Failure) -> dict[str, Any]
 MAX_JOB_ERRORS = 3
 
 
-def invalid_names(names: dict[str, str | None]) -> Failure | None:
+def invalid_names(names: Mapping[str, str | None]) -> Failure | None:
     """InvalidResourceName for the first field whose name Cosmos DB forbids (objects stored before the CRD's rule,
     or written around it): checked before any request, so the job fails with the field named."""
     for field, name in names.items():
         if name is not None and (why := COSMOS_NAME.problem(name)) is not None:
             return Failure(reason="InvalidResourceName", message=f"{field} {name!r}: {why}")
     return None
+
+
+def open_job(
+    store: StateStore, doc: dict[str, Any], names: Mapping[str, str | None], reporter: Reporter[Any]
+) -> InstanceOutcome | None:
+    """Make sure the job has its document; the job's failure, recorded and reported, when a name in the spec is one
+    Cosmos DB refuses (checked before any request, so that the field is named)."""
+    store.ensure()
+    store.create_job(doc)
+    invalid = invalid_names(names)
+    if invalid is None:
+        return None
+    failed = fail_job(store, str(doc["id"]), invalid)
+    reporter.send(failed, force=True)
+    return outcome_of(failed) or InstanceOutcome("failed", invalid)
 
 
 def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException) -> dict[str, Any] | None:

@@ -49,8 +49,8 @@ from ferry.transfer.job_document import (
     TransientJobError,
     complete_job,
     fail_job,
-    invalid_names,
     mark_running,
+    open_job,
     outcome_of,
 )
 from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
@@ -97,21 +97,15 @@ def run_instance(
         page_size = max(5, min(page_size, int(share * 2)))
     store = StateStore(access)
     try:
-        store.ensure()
-        store.create_job(_new_job_doc(job))
         reporter = _reporter(report, store, job.job_id, previous)
-        invalid = invalid_names(
-            {
-                "spec.source.database": job.source_db,
-                "spec.source.container": job.source_container,
-                "spec.destination.database": job.dest_db,
-                "spec.destination.container": job.dest_container,
-            }
-        )
-        if invalid is not None:
-            doc = fail_job(store, job.job_id, invalid)
-            reporter.send(doc, force=True)
-            return outcome_of(doc) or InstanceOutcome("failed", invalid)
+        names = {
+            "spec.source.database": job.source_db,
+            "spec.source.container": job.source_container,
+            "spec.destination.database": job.dest_db,
+            "spec.destination.container": job.dest_container,
+        }
+        if (refused := open_job(store, _new_job_doc(job), names, reporter)) is not None:
+            return refused
         return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds).run(
             concurrency, page_size
         )

@@ -51,8 +51,8 @@ from ferry.transfer.job_document import (
     TransientJobError,
     complete_job,
     fail_job,
-    invalid_names,
     mark_running,
+    open_job,
     outcome_of,
 )
 from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
@@ -109,21 +109,15 @@ def run_restore_instance(
     rate = ((previous.items_per_second if previous else None), None)
     reporter = Reporter(report, restore_progress, store, job.job_id, rate)
     try:
-        store.ensure()
-        store.create_job(_new_job_doc(job))
         request = job.request
-        invalid = invalid_names(
-            {
-                "spec.database": request.database,
-                "spec.container": request.container,
-                "spec.target.database": request.target_database,
-                "spec.target.container": request.target_container,
-            }
-        )
-        if invalid is not None:
-            doc = fail_job(store, job.job_id, invalid)
-            reporter.send(doc, force=True)
-            return outcome_of(doc) or InstanceOutcome("failed", invalid)
+        names = {
+            "spec.database": request.database,
+            "spec.container": request.container,
+            "spec.target.database": request.target_database,
+            "spec.target.container": request.target_container,
+        }
+        if (refused := open_job(store, _new_job_doc(job), names, reporter)) is not None:
+            return refused
         store.create_unit(_unit(job.job_id, INIT, -1))
         worker = _Restorer(access, backup, store, job, instance_id, reporter, should_stop, lease_seconds)
         return worker.run(concurrency, page_size, one_unit)
