@@ -182,13 +182,14 @@ def test_delete_terminates_process_and_pod_disappears(node: Node) -> None:
 
 
 def test_graceful_deletion_is_completed_by_the_agent(node: Node, tmp_path: Path) -> None:
-    marker = tmp_path / "got-term"
-    script = f"trap 'echo term > {marker}; sleep 0.5; exit 0' TERM; while true; do sleep 0.05; done"
+    marker, trapping = tmp_path / "got-term", tmp_path / "trapping"
+    script = f"trap 'echo term > {marker}; sleep 0.5; exit 0' TERM; touch {trapping}; while true; do sleep 0.05; done"
     pod = make_pod("graceful", script, grace=5)
     pod["metadata"]["finalizers"] = ["test.ferry.dev/hold"]  # keeps the pod visible after the agent's delete
     node.kube.create("pods", pod)
     node.kube.wait_phase("graceful", "Running")
     pid = wait_for(lambda: node.pid("graceful"))
+    wait_for(trapping.exists)  # a SIGTERM before the shell sets its trap would end it without the marker
     node.kube.delete("pods", "graceful", grace=5)
     finished = node.kube.wait_phase("graceful", "Succeeded", "Failed")
     assert marker.read_text() == "term\n"
