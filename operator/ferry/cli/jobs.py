@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
+from ferry.cli.tables import text_table
 from ferry.storage.cosmos import CosmosAccess
-from ferry.texttable import text_table
 from ferry.transfer.state import get_job
 from ferry.transfer.state import list_jobs as stored_jobs
 

@@ -17,7 +17,7 @@ from typing import Any
 from ferry.backup.format import BackupIndex, ResourceKind
 from ferry.backup.restoreplan import restorable_at
 from ferry.backup.timeline import Incarnation, incarnations, restorable_window
-from ferry.texttable import text_table
+from ferry.cli.tables import text_table
 from ferry.timefmt import when
 
 
