@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the SDK is imported only by the commands that use it
     from ferry.storage.cosmos import CosmosAccess
 
 
-def _logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _logging(args.verbose)
+    configure_logging(args.verbose)
     code: int = args.func(args)
     return code
 
