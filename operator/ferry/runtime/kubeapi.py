@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ferry.api.kinds import Kind
 from ferry.kube import client
-from ferry.kube import status as status_writer
+from ferry.kube import status_apply as status_writer
 from ferry.kube.events import event_body
 from ferry.metrics import API_WRITES
 from ferry.runtime.lifecycle import PodDeletion

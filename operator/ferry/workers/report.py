@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ferry.api.common import FerryModel
 from ferry.api.kinds import Kind
-from ferry.kube.status import apply_status
+from ferry.kube.status_apply import apply_status
 from ferry.retry import policy
 from ferry.storage.blobs import redact
 
