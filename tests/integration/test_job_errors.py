@@ -103,3 +103,16 @@ def test_a_job_on_which_the_instances_keep_crashing_fails_with_the_cause_after_a
     outcome = run_instance(access, job, "i-1", reports, never)
     assert outcome.kind == "failed" and outcome.failure is not None and outcome.failure.reason == "WorkerCrashed"
     assert reports.merged()["transfer"]["state"] == "Failed"
+
+
+def test_transient_errors_are_retried_without_counting_against_the_job(access: CosmosAccess) -> None:
+    from azure.core.exceptions import ServiceResponseError
+
+    job = job_spec(unique("db"), "src", "dst")
+    store = StateStore(access)
+    store.ensure()
+    store.create_job({"id": job.job_id, "jobId": job.job_id, "name": job.name, "state": "Running"})
+    for hiccup in [ServiceResponseError("read timed out"), TimeoutError("timed out")] * MAX_JOB_ERRORS:
+        assert job_error(access, job.job_id, job.name, hiccup) is None  # retried: nothing recorded
+    kept = store.read_job(job.job_id)
+    assert kept is not None and kept["state"] == "Running" and "errors" not in kept

@@ -71,6 +71,7 @@ def open_job(
 def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException) -> dict[str, Any] | None:
     """Record an unexpected error met on one job in its document, so that it fails the job and no other: at once
     when another try would fail the same way, else after MAX_JOB_ERRORS of them, with the error as the cause.
+    Transient errors (throttling, timeouts, an unreachable service or API server) are retried and not counted.
     Returns the job document (one made for the failure when the job never got one), or None when the job has no
     document and may yet succeed."""
     verdict = classify(error)
@@ -93,8 +94,9 @@ def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException
         doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso())
         return True
 
-    if verdict.result == OutcomeResult.STOPPED or verdict.reason == "KubernetesAPIError":
-        return None  # the object is gone, or the cluster hiccuped: nothing about this job
+    known_transient = verdict.result == OutcomeResult.RETRY and verdict.reason != "WorkerCrashed"
+    if verdict.result == OutcomeResult.STOPPED or known_transient:
+        return None  # the object is gone, or a transient error the next try may not meet: nothing against the job
     if store.read_job(job_id) is None:
         if not final:
             return None
