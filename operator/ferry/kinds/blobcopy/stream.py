@@ -27,14 +27,18 @@ from ferry.kinds.blobcopy.items import (
     MARK_KEY,
     MARK_STATE,
     PENDING,
+    AlreadyCopied,
     BlobFailure,
     CopyItem,
     RunContext,
     conflict,
+    copied_by_us,
     dest_properties,
+    final_metadata,
     pending_copy,
 )
-from ferry.storage.sources import APPEND_BLOB, PAGE_BLOB, page_ranges, read_range
+from ferry.storage.blobs import error_code
+from ferry.storage.sources import APPEND_BLOB, BLOCK_BLOB, PAGE_BLOB, page_ranges, read_range
 
 MiB = 1024 * 1024
 PAGE_CHUNK = 4 * MiB  # Put Page's maximum
@@ -42,6 +46,7 @@ APPEND_CHUNK = 4 * MiB  # Append Block's classic maximum, accepted everywhere
 # Blocks submitted ahead of the one being hashed: enough that no worker idles while the oldest
 # block finishes, few enough that memory stays at a few blocks per worker.
 IN_FLIGHT_PER_WORKER = 2
+SMALL_BLOB_MAX = 4 * MiB  # the clients' max_single_put_size: one Put Blob
 
 
 def block_id(copy_key: str, etag: str, index: int) -> str:
@@ -79,6 +84,8 @@ def write_conditions(ctx: RunContext, item: CopyItem, created_by_us: bool) -> di
 def copy_stream(ctx: RunContext, item: CopyItem) -> str | None:
     """Copy one object by streaming; returns a skip reason, or None when copied."""
     props = dest_properties(item.dest)
+    if copied_by_us(ctx, item, props):
+        raise AlreadyCopied(item.dest_name)
     pending = pending_copy(props)
     ours = pending is not None and pending[1] == ctx.copy_key
     if pending is not None and not ours:
@@ -122,6 +129,59 @@ def copy_stream(ctx: RunContext, item: CopyItem) -> str | None:
         _finalize(ctx, item, lease)
     else:
         _copy_blocks(ctx, item, lease)
+    return None
+
+
+def is_small(ctx: RunContext, item: CopyItem) -> bool:
+    """Whether one Put Blob copies it: a block blob of at most one block, with nothing to lock or verify."""
+    spec = ctx.spec
+    return (
+        item.source.blob_type == BLOCK_BLOB
+        and item.source.size <= min(spec.block_size_mi_b * MiB, SMALL_BLOB_MAX)
+        and not (spec.lock_source or spec.lock_destination or spec.verify_content_md5)
+    )
+
+
+def copy_small(ctx: RunContext, item: CopyItem, check: bool) -> str | None:
+    """Copy a small block blob with one read and one Put Blob; returns a skip reason, or None when copied.
+
+    The destination is looked at first only when the overwrite policy needs it or when the blob may
+    have been copied before a restart (`check`); otherwise the write itself is the only request.
+    """
+    props = dest_properties(item.dest) if check or ctx.spec.overwrite != Overwrite.ALWAYS else None
+    if copied_by_us(ctx, item, props):
+        raise AlreadyCopied(item.dest_name)
+    pending = pending_copy(props)
+    if pending is not None and pending[1] != ctx.copy_key:
+        raise conflict(item.dest_name, pending[0])
+    if pending is None and (reason := skip_reason(ctx, item, props)):
+        return reason
+    conditions: dict[str, Any] = {}
+    overwrite = ctx.spec.overwrite == Overwrite.ALWAYS or pending is not None
+    if not overwrite and props is not None and ctx.spec.overwrite == Overwrite.IF_SOURCE_NEWER:
+        overwrite = True
+        if item.source.last_modified is not None:
+            conditions["if_unmodified_since"] = item.source.last_modified
+    data = read_range(item.source, 0, item.source.size) if item.source.size else b""
+    ctx.check_stop()
+    try:
+        item.dest.upload_blob(
+            data,
+            length=len(data),
+            overwrite=overwrite,  # False is If-None-Match:*: a blob that appeared since is not replaced
+            metadata=final_metadata(ctx, item),
+            content_settings=_settings(item.source.content_settings, item.source.content_md5),
+            **conditions,
+        )
+    except (ResourceExistsError, ResourceModifiedError) as error:
+        return (
+            f"destination blob {item.dest_name} appeared or changed concurrently; not overwritten ({error.status_code})"
+        )
+    except HttpResponseError as error:
+        if error_code(error) == "PendingCopyOperation":
+            raise conflict(item.dest_name, "of the storage service") from None
+        raise
+    ctx.add_bytes(len(data))
     return None
 
 
@@ -201,7 +261,10 @@ def _copy_blocks(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
     digest = md5.digest() if hashing else None
     settings = _settings(source.content_settings, digest or source.content_md5)
     item.dest.commit_block_list(
-        [BlobBlock(block_id=i) for i in ids], content_settings=settings, metadata=source.metadata, lease=lease
+        [BlobBlock(block_id=i) for i in ids],
+        content_settings=settings,
+        metadata=final_metadata(ctx, item),
+        lease=lease,
     )
     if digest is not None:
         verify_md5(item, expected=source.content_md5 or digest, actual=digest)
@@ -275,7 +338,7 @@ def _finalize(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
     """Give page and append copies the source's settings and metadata (replacing the marker)."""
     ctx.check_stop()
     item.dest.set_http_headers(_settings(item.source.content_settings, item.source.content_md5), lease=lease)
-    item.dest.set_blob_metadata(item.source.metadata, lease=lease)
+    item.dest.set_blob_metadata(final_metadata(ctx, item), lease=lease)
     if ctx.spec.verify_content_md5:
         expected = item.source.content_md5 or md5_of_blob(item.source)
         verify_md5(item, expected=expected, actual=md5_of_blob(item.dest))
