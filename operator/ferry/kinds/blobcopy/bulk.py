@@ -31,6 +31,7 @@ from ferry.kinds.blobcopy import locks as leases
 from ferry.kinds.blobcopy import serverside
 from ferry.kinds.blobcopy.items import (
     MARK_ID,
+    PAGE_SIZE,
     PENDING,
     AlreadyCopied,
     BlobFailure,
@@ -89,7 +90,9 @@ class BulkCopy:
         source: ContainerClient,
         previous_id: str | None,
         send: ProgressFn,
+        page_size: int = PAGE_SIZE,
     ) -> None:
+        self.page_size = page_size
         self.ctx = ctx
         self.spec = ctx.spec
         self.endpoints = endpoints
@@ -181,7 +184,7 @@ class BulkCopy:
                 if not self._acquire(self.page_slots):
                     return
                 opened = self.state.open[index]
-                sources, _next = list_page(self.spec, self.source, opened.marker)
+                sources, _next = list_page(self.spec, self.source, opened.marker, self.page_size)
                 with self.manifest.lock:
                     if len(sources) != opened.count:  # the source changed in this page's range since
                         with self.lock:
@@ -194,7 +197,7 @@ class BulkCopy:
                 if not self._acquire(self.page_slots):
                     return
                 marker = self.state.next_marker
-                sources, following = list_page(self.spec, self.source, marker)
+                sources, following = list_page(self.spec, self.source, marker, self.page_size)
                 size = sum(s.size for s in sources)
                 with self.manifest.lock:
                     with self.lock:

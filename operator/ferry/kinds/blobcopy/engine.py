@@ -164,15 +164,30 @@ def run_copy(
     stop: threading.Event,
     copy_key: str,
     owner: str | None = None,
+    page_size: int = PAGE_SIZE,
 ) -> CopyOutcome:
-    """Perform or resume one BlobCopy; `owner` ("namespace/name") places a multi-blob copy's manifest."""
+    """Perform or resume one BlobCopy; `owner` ("namespace/name") places a multi-blob copy's manifest, whose
+    source is listed `page_size` blobs at a time."""
     recorder = RetryRecorder()
     reporter = Reporter(report, recorder, BlobCopyProgress.part_of(previous.wire()) if previous else None)
     resuming = previous is not None and previous.copy_id is not None
     copy_id = ferry_copy_id(copy_key)
     start_time = (previous.start_time if previous is not None else None) or datetime.now(UTC)
     try:
-        return _run(spec, previous, endpoints, reporter, recorder, stop, copy_key, copy_id, start_time, resuming, owner)
+        return _run(
+            spec,
+            previous,
+            endpoints,
+            reporter,
+            recorder,
+            stop,
+            copy_key,
+            copy_id,
+            start_time,
+            resuming,
+            owner,
+            page_size,
+        )
     except CopyStopped:
         reporter.send({"statusDescription": "stopped; the copy resumes from its checkpoint"}, force=True)
         raise
@@ -197,6 +212,7 @@ def _run(
     start_time: datetime,
     resuming: bool,
     owner: str | None,
+    page_size: int,
 ) -> CopyOutcome:
     dest_container = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
     ctx = RunContext(
@@ -215,7 +231,7 @@ def _run(
     )
     started: dict[str, Any] = {"copyId": copy_id, "copyStatus": "pending"}
     if not is_single(spec):
-        return _run_many(ctx, endpoints, previous, reporter, started, owner)
+        return _run_many(ctx, endpoints, previous, reporter, started, owner, page_size)
     try:
         sources = list_sources(spec, endpoints, recorder)
     except BlobFailure as failure:
@@ -298,6 +314,7 @@ def _run_many(
     reporter: Reporter,
     started: dict[str, Any],
     owner: str | None,
+    page_size: int,
 ) -> CopyOutcome:
     """A prefix or whole-container copy: listed page by page, checkpointed in the manifest (see bulk)."""
     spec = ctx.spec
@@ -328,7 +345,8 @@ def _run_many(
         reporter.send({**started, "blobs": blobs, "failures": failures or None}, force)
 
     try:
-        BulkCopy(ctx, endpoints, manifest, state, source, previous.copy_id if previous else None, send).run()
+        previous_id = previous.copy_id if previous else None
+        BulkCopy(ctx, endpoints, manifest, state, source, previous_id, send, page_size).run()
     except BlobFailure as failure:
         return _fail(reporter, started, failure)
     counts = {"total": state.listed, "pending": 0, "succeeded": state.succeeded, "failed": state.failed}

@@ -194,12 +194,12 @@ def source_container(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRe
 
 
 def list_page(
-    spec: BlobCopySpec, container: ContainerClient, marker: str | None
+    spec: BlobCopySpec, container: ContainerClient, marker: str | None, size: int = PAGE_SIZE
 ) -> tuple[list[SourceObject], str | None]:
-    """One page of the source listing (PAGE_SIZE blobs) from `marker`, and the marker of the next page."""
+    """One page of the source listing (`size` blobs) from `marker`, and the marker of the next page."""
     with source_errors(spec):
         pager = container.list_blobs(
-            name_starts_with=spec.source.prefix, include=["metadata"], results_per_page=PAGE_SIZE
+            name_starts_with=spec.source.prefix, include=["metadata"], results_per_page=size
         ).by_page(continuation_token=marker)
         page = [listed(props) for props in next(pager)]
         following: str | None = getattr(pager, "continuation_token", None)  # set by the SDK's pager
