@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 REPORT_INTERVAL = 1.0
+SEND_EVERY = 0.1
 
 # Receives the worker's whole part of the status; True forces it out now (a state change).
 ReportFn = Callable[[BlobCopyProgress, bool], None]
@@ -118,6 +120,8 @@ class Reporter:
         self._recorder = recorder
         self._lock = threading.Lock()
         self._retries_seen = 0
+        self._sent_at = 0.0
+        self._held: dict[str, Any] = {}  # unforced patches held back until the next send
         self._fields: dict[str, Any] = previous.wire() if previous is not None else {}
         self.bytes_copied = 0
         self.total_bytes = 0
@@ -138,6 +142,14 @@ class Reporter:
 
     def send(self, patch: dict[str, Any], force: bool = False) -> None:
         with self._lock:
+            # Progress of many small blobs arrives hundreds of times a second: build the status part at
+            # most every SEND_EVERY unless a state change forces it.
+            now = time.monotonic()
+            if not force and now - self._sent_at < SEND_EVERY:
+                self._held.update(patch)
+                return
+            self._sent_at = now
+            patch, self._held = {**self._held, **patch}, {}
             if self._recorder.count != self._retries_seen and self._recorder.last:
                 self._retries_seen = self._recorder.count
                 self.description = f"{self._recorder.last} ({self._recorder.count} retried so far)"
