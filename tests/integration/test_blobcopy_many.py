@@ -249,3 +249,44 @@ def test_serverside_follows_pending_copies_by_listing(
     assert reports.merged()["blobs"]["succeeded"] == 24
     for name in names:
         assert dst_container.get_blob_client(name).download_blob().readall() == data[name]
+
+
+def test_serverside_restarts_failed_copies_and_a_failed_blob_holds_back_no_other(
+    azurite, src_account, dst_account, src_container, dst_container, reports, make_spec
+):
+    names = [f"r/{i}" for i in range(4)]
+    data = fill(src_container, names, size=30_000)
+    with AsyncCopyService(azurite.accounts, rate=0).running() as service:  # every copy held pending at first
+        spec = make_spec(
+            source={"container": src_container.container_name, "prefix": "r/"},
+            destination={"container": dst_container.container_name},
+            mode="ServerSide",
+            maxRetries=1,
+        )
+        destination = service.connection_string(dst_account)
+        ep = Endpoints(src_account.connection_string, None, destination)
+        outcomes: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: outcomes.append(run_copy(spec, None, ep, reports, threading.Event(), "restarts"))
+        )
+        runner.start()
+        deadline = time.monotonic() + 30
+        while any(service.copy_of(dst_container.container_name, n) is None for n in names):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        aborted = BlobServiceClient.from_connection_string(destination).get_blob_client(
+            dst_container.container_name, "r/0"
+        )
+        aborted.abort_copy(str(aborted.get_blob_properties().copy.id))  # someone aborts one copy
+        service.fail_next(5, lambda name: name == "r/1")  # and the service keeps failing another
+        service.rate = 4 * 1024 * 1024
+        runner.join(timeout=60)
+        assert outcomes and not outcomes[0].succeeded
+        assert outcomes[0].failure.reason == "CopyFailed" and "1 of 4 blobs failed" in outcomes[0].failure.message
+        assert service.copy_requests("/r/0") == 2 and service.copy_requests("/r/1") == 2
+        assert service.copy_requests("/r/2") == service.copy_requests("/r/3") == 1
+    status = reports.merged()
+    assert status["blobs"] == {"total": 4, "pending": 0, "succeeded": 3, "failed": 1, "skipped": 0}
+    assert [f["name"] for f in status["failures"]] == ["r/1"]
+    for name in ("r/0", "r/2", "r/3"):
+        assert dst_container.get_blob_client(name).download_blob().readall() == data[name]

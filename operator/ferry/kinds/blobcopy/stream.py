@@ -148,6 +148,7 @@ def copy_small(ctx: RunContext, item: CopyItem, check: bool) -> str | None:
     The destination is looked at first only when the overwrite policy needs it or when the blob may
     have been copied before a restart (`check`); otherwise the write itself is the only request.
     """
+    ctx.check_lifetime()
     props = dest_properties(item.dest) if check or ctx.spec.overwrite != Overwrite.ALWAYS else None
     if copied_by_us(ctx, item, props):
         raise AlreadyCopied(item.dest_name)
