@@ -30,6 +30,8 @@ from azure.storage.blob import (
     ExponentialRetry,
     generate_blob_sas,
 )
+from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
+from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 from requests.adapters import HTTPAdapter
 
 # Transient statuses the service asks clients to retry (throttling, busy, timeouts, 5xx).
@@ -137,9 +139,11 @@ class RetryRecorder:
 
 
 # Backoff 0.5 s, 2.5 s, 4.5 s, 8.5 s, 16.5 s: bounded, a little under half a minute in all.
+_BACKOFF: dict[str, Any] = {"initial_backoff": 0.5, "random_jitter_range": 0.25}  # floats work; stubs say int
+
+
 def _retry_policy() -> ExponentialRetry:
-    tuning: dict[str, Any] = {"initial_backoff": 0.5, "random_jitter_range": 0.25}  # floats work; stubs say int
-    return ExponentialRetry(increment_base=2, retry_total=5, **tuning)
+    return ExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
 
 
 class PooledTransport(RequestsTransport):  # type: ignore[misc]  # azure-core re-exports it untyped
@@ -204,6 +208,22 @@ def service_client(connection_string: str, recorder: RetryRecorder | None = None
 
 def container_client(connection_string: str, container: str, recorder: RetryRecorder | None = None) -> ContainerClient:
     return service_client(connection_string, recorder).get_container_client(container)
+
+
+def async_container_client(
+    connection_string: str, container: str, recorder: RetryRecorder | None = None
+) -> AsyncContainerClient:
+    """The asynchronous (aiohttp) client of a container, with the same retries, timeouts and recording."""
+    info = parse_connection_string(connection_string)  # registers the key for redaction
+    kwargs = {k: v for k, v in _client_kwargs(recorder).items() if k != "transport"}
+    kwargs["retry_policy"] = AsyncExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
+    try:
+        return AsyncContainerClient.from_connection_string(connection_string, container, **kwargs)
+    except ValueError as error:
+        name = f" of account {info.account_name}" if info.account_name else ""
+        raise InvalidConnectionString(
+            f"the storage connection string{name} is not usable: {redact(str(error))}; fix it in its Secret"
+        ) from None
 
 
 def blob_client_from_url(url: str, recorder: RetryRecorder | None = None) -> BlobClient:

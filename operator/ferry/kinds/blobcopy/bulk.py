@@ -14,12 +14,13 @@ copied again) and then continues the listing from the saved marker.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +46,8 @@ from ferry.kinds.blobcopy.items import (
     list_page,
 )
 from ferry.kinds.blobcopy.manifest import Manifest, ManifestState, OpenPage, add_first_failures
-from ferry.kinds.blobcopy.stream import abort_pending, copy_small, copy_stream, is_small
+from ferry.kinds.blobcopy.smallblobs import SmallBlobMover
+from ferry.kinds.blobcopy.stream import abort_pending, copy_stream, is_small
 from ferry.storage.blobs import describe, is_transient
 from ferry.storage.sources import SourceChangedError, SourceObject, SourceUnavailableError, bind
 
@@ -112,6 +114,13 @@ class BulkCopy:
         self.pending: dict[str, tuple[PageRun, serverside.ServerCopy]] = {}
         self.scheduled = threading.Event()
         self.last_report = 0.0
+        self.small: SmallBlobMover | None = None
+        if self.spec.mode == BlobCopyMode.STREAM and endpoints.source_connection_string:
+            self.small = SmallBlobMover(
+                ctx,
+                (endpoints.source_connection_string, self.spec.source.container or ""),
+                (endpoints.destination_connection_string, self.spec.destination.container),
+            )
 
     # -- the flow ---------------------------------------------------------------------------------------------
 
@@ -133,18 +142,26 @@ class BulkCopy:
                     for source in page.sources:
                         if not self._acquire(self.blob_slots):
                             break
-                        pool.submit(self._copy, run, source)
+                        if self.small is not None and is_small(self.spec, source):
+                            moving = self.small.submit(source, destination_name(self.spec, source.name), run.redo)
+                            moving.add_done_callback(functools.partial(self._small_done, run, source))
+                        else:
+                            pool.submit(self._copy, run, source)
                     else:
                         self._submitted(run)
                     page.sources = []  # the tasks hold what they need
                     if self._halted():
                         self._drain(pages)
                         break
+            for _ in range(self.spec.parallelism):  # every blob in flight has settled
+                self.blob_slots.acquire()
         finally:
             self.scheduled.set()
             lister.join()
             if monitor is not None:
                 monitor.join()
+            if self.small is not None:
+                self.small.close()
         if self.error is not None:
             raise self.error
         self.ctx.check_stop()
@@ -243,33 +260,45 @@ class BulkCopy:
                 self._stream(run, item)
             else:
                 self._schedule(run, item)
-        except CopyStopped:
-            with self.lock:
-                run.stopped = True
-        except BlobFailure as failure:
-            if failure.reason == "MaxLifetimeExceeded":
-                self._abort_expired(self._item(source))
-            self._settle(run, source, failure=failure)
-        except (SourceChangedError, SourceUnavailableError) as error:
-            code = "SourceChanged" if isinstance(error, SourceChangedError) else "SourceUnavailable"
-            self._settle(run, source, failure=BlobFailure(code, str(error)))
-        except HttpResponseError as error:
-            if is_transient(error):
-                self._fail(error)  # outlasted the retries: the worker runs again from the checkpoint
-            else:
-                self._settle(run, source, failure=BlobFailure("StorageError", describe(error)))
-        except BaseException as error:
-            self._fail(error)
+        except BaseException as error:  # each blob's outcome, or the worker's end: see _failed
+            self._failed(run, source, error, written=True)
         finally:
             self.blob_slots.release()
 
+    def _small_done(self, run: PageRun, source: SourceObject, done: Future[str | None]) -> None:
+        try:
+            try:
+                reason = done.result()
+            except AlreadyCopied:
+                self.ctx.add_bytes(source.size)
+                reason = None
+            self._settle(run, source, skipped=reason)
+        except BaseException as error:  # each blob's outcome, or the worker's end: see _failed
+            self._failed(run, source, error, written=False)
+        finally:
+            self.blob_slots.release()
+
+    def _failed(self, run: PageRun, source: SourceObject, error: BaseException, written: bool) -> None:
+        """A blob's failure is settled and recorded; a stop or an error that ends the worker is not."""
+        if isinstance(error, CopyStopped):
+            with self.lock:
+                run.stopped = True
+        elif isinstance(error, BlobFailure):
+            if error.reason == "MaxLifetimeExceeded" and written:
+                self._abort_expired(self._item(source))
+            self._settle(run, source, failure=error)
+        elif isinstance(error, SourceChangedError | SourceUnavailableError):
+            code = "SourceChanged" if isinstance(error, SourceChangedError) else "SourceUnavailable"
+            self._settle(run, source, failure=BlobFailure(code, str(error)))
+        elif isinstance(error, HttpResponseError) and not is_transient(error):
+            self._settle(run, source, failure=BlobFailure("StorageError", describe(error)))
+        else:  # transient past the retries, or unexpected: the worker runs again from the checkpoint
+            self._fail(error)
+
     def _stream(self, run: PageRun, item: CopyItem) -> None:
         try:
-            if is_small(self.ctx, item):
-                reason = copy_small(self.ctx, item, check=run.redo)
-            else:
-                with self.large:
-                    reason = copy_stream(self.ctx, item)
+            with self.large:
+                reason = copy_stream(self.ctx, item)
         except AlreadyCopied:
             self.ctx.add_bytes(item.source.size)
             reason = None

@@ -241,22 +241,20 @@ def dest_properties(client: BlobClient) -> BlobProperties | None:
         return None
 
 
-def final_metadata(ctx: RunContext, item: CopyItem) -> dict[str, str]:
+def final_metadata(ctx: RunContext, source: SourceObject) -> dict[str, str]:
     """The metadata a finished copy carries: the source's, plus Ferry's mark for multi-blob copies."""
     if not ctx.mark_done:
-        return item.source.metadata
-    return {**item.source.metadata, MARK_ID: ctx.copy_id, MARK_ETAG: item.source.etag}
+        return source.metadata
+    return {**source.metadata, MARK_ID: ctx.copy_id, MARK_ETAG: source.etag}
 
 
-def copied_by_us(ctx: RunContext, item: CopyItem, props: BlobProperties | None) -> bool:
+def copied_by_us(ctx: RunContext, source: SourceObject, props: BlobProperties | None) -> bool:
     """Whether this destination is this copy's finished copy of this very source (ETag) version."""
     if props is None or not ctx.mark_done:
         return False
     metadata = props.metadata or {}
     return (
-        metadata.get(MARK_ID) == ctx.copy_id
-        and metadata.get(MARK_ETAG) == item.source.etag
-        and MARK_STATE not in metadata
+        metadata.get(MARK_ID) == ctx.copy_id and metadata.get(MARK_ETAG) == source.etag and MARK_STATE not in metadata
     )
 
 
