@@ -45,7 +45,8 @@ def report(part, force=False):
         first.append(time.perf_counter() - started)
 outcome = run_copy(spec, None, endpoints, report, threading.Event(), os.environ["KEY"])
 elapsed = time.perf_counter() - started
-assert outcome.succeeded, outcome.failure
+if not outcome.succeeded:
+    sys.exit(f"the copy failed: {outcome.failure}")
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 hwm = int(status["VmHWM"].strip().split()[0]) * 1024
 print(json.dumps({"seconds": elapsed, "first": first[0] if first else None, "hwm": hwm}))
@@ -69,7 +70,9 @@ def ferry(src: StorageAccount, dst: StorageAccount, source: str, prefix: str, ta
         "DST": dst.connection_string,
         "KEY": f"bench-{target}-{mode}",
     }
-    out = subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the Ferry worker ended with {out.returncode}: {out.stderr.strip()[-2000:]}")
     result: dict = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
