@@ -77,6 +77,23 @@ def test_blobcopy_crd_carries_enums_immutability_and_columns() -> None:
     assert columns["Age"] == ".metadata.creationTimestamp"
 
 
+def test_blobcopy_parallelism_and_status_failures_are_bounded_in_the_crd() -> None:
+    version = crd_for(BLOB_COPY)["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]["properties"]
+    parallelism = schema["spec"]["properties"]["parallelism"]
+    assert (parallelism["minimum"], parallelism["maximum"]) == (1, 64)  # the API server refuses others, naming it
+    assert schema["status"]["properties"]["failures"]["maxItems"] == 5
+    blobs = schema["status"]["properties"]["blobs"]["properties"]
+    assert blobs["listing"]["type"] == "boolean" and blobs["listed"]["type"] == "integer"
+
+
+def test_the_blobcopy_failures_command_parses() -> None:
+    from ferry.cli.main import build_parser
+
+    args = build_parser().parse_args(["blobcopy", "failures", "photos", "-n", "media"])
+    assert (args.name, args.namespace, args.func.__name__) == ("photos", "media", "_cmd_blobcopy_failures")
+
+
 def test_durations_are_bounded_in_the_models_too() -> None:
     from ferry.api.databaseaccount import DatabaseAccountSpec
 

@@ -14,6 +14,7 @@ from ferry.api.common import (
     DurationBounds,
     Failure,
     FerryModel,
+    Printable,
     SecretKeySelector,
     StorageAccountRef,
     WorkerStatus,
@@ -175,7 +176,12 @@ class BlobCopySpec(FerryModel):
     block_size_mi_b: int = Field(
         default=4, ge=1, le=4000, alias="blockSizeMiB", description="Stream mode: block size in MiB."
     )
-    parallelism: int = Field(default=8, ge=1, le=64, description="Blocks or blobs in flight at once.")
+    parallelism: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Blobs in flight at once (a multi-blob copy), or blocks in flight within one large blob.",
+    )
     max_lifetime: Annotated[str, DurationBounds("1s", "8760h")] = Field(
         default="336h",
         description="A copy still pending after this long is aborted and fails (default 14 days).",
@@ -196,6 +202,21 @@ class BlobCounts(FerryModel):
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    listing: bool | None = Field(
+        default=None, description="True while the source is still being listed: total grows until then."
+    )
+    listed: int | None = Field(default=None, description="Source blobs listed so far, while listing.")
+
+
+class BlobFailureEntry(FerryModel):
+    """One blob that failed to copy (the full list is in the manifest: `ferry blobcopy failures`)."""
+
+    name: Printable
+    reason: str
+    message: Printable
+
+
+FIRST_FAILURES = 5  # failures kept in the status; the manifest keeps them all
 
 
 class BlobCopyProgress(FerryModel):
@@ -209,6 +230,11 @@ class BlobCopyProgress(FerryModel):
     source_e_tag: str | None = Field(default=None, alias="sourceETag")
     status_description: str | None = None
     blobs: BlobCounts | None = None
+    failures: list[BlobFailureEntry] | None = Field(
+        default=None,
+        max_length=FIRST_FAILURES,
+        description="The first failed blobs of a multi-blob copy; `ferry blobcopy failures` lists them all.",
+    )
     last_update_time: datetime | None = Field(default=None, description="When the worker last reported.")
 
 

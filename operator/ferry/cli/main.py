@@ -96,6 +96,25 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_blobcopy_failures(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+    from rich.console import Console
+
+    from ferry.cli.blobcopy import print_failures
+    from ferry.kinds.blobcopy.access import manifest_for
+
+    try:
+        manifest = manifest_for(args.namespace, args.name)
+    except ApiException as exc:
+        print(f"error: reading BlobCopy {args.namespace}/{args.name} or its Secret: {exc.reason}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_failures(manifest, Console())
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
@@ -186,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--key-env", default="FERRY_COSMOS_KEY", help="environment variable holding the key")
         sub.add_argument("--insecure-skip-tls-verify", action="store_true", help="only for local emulators")
         sub.set_defaults(func=_cmd_jobs_list if action == "list" else _cmd_jobs_show)
+
+    blobcopy = commands.add_parser("blobcopy", help="a BlobCopy's records beyond its status")
+    blobcopy_cmds = blobcopy.add_subparsers(dest="blobcopy_command", required=True, metavar="ACTION")
+    failures = blobcopy_cmds.add_parser(
+        "failures",
+        help="every failed blob (name, reason, message), from the manifest in the destination account",
+        description="Reads the BlobCopy and its destination Secret with your kubeconfig and prints every failed "
+        "blob its workers recorded. Also `kubectl ferry blobcopy failures`.",
+    )
+    failures.add_argument("name", help="the BlobCopy")
+    failures.add_argument("-n", "--namespace", default="default", help="its namespace (default: default)")
+    failures.set_defaults(func=_cmd_blobcopy_failures)
 
     status = commands.add_parser(
         "status",

@@ -6,6 +6,7 @@ the same everywhere; nothing else in Ferry imports azure.storage.blob client con
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -14,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import requests
 from azure.core.exceptions import (
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import (
     BlobClient,
     BlobSasPermissions,
@@ -27,10 +30,16 @@ from azure.storage.blob import (
     ExponentialRetry,
     generate_blob_sas,
 )
+from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
+from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
+from requests.adapters import HTTPAdapter
 
 from ferry.retry import TRANSIENT_STATUSES
 
 DATA_BLOCK_SIZE = 256 * 1024
+# Connections kept per host: a worker has at most parallelism (64) requests in flight, plus its listing
+# and its checkpoint writes.
+POOL_SIZE = 72
 
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
@@ -129,20 +138,52 @@ class RetryRecorder:
 
 
 # Backoff 0.5 s, 2.5 s, 4.5 s, 8.5 s, 16.5 s: bounded, a little under half a minute in all.
+_BACKOFF: dict[str, Any] = {"initial_backoff": 0.5, "random_jitter_range": 0.25}  # floats work; stubs say int
+
+
 def _retry_policy() -> ExponentialRetry:
-    tuning: dict[str, Any] = {"initial_backoff": 0.5, "random_jitter_range": 0.25}  # floats work; stubs say int
-    return ExponentialRetry(increment_base=2, retry_total=5, **tuning)
+    return ExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
+
+
+class PooledTransport(RequestsTransport):  # type: ignore[misc]  # azure-core re-exports it untyped
+    """azure-core's requests transport with a connection pool as large as a worker's concurrency.
+
+    requests keeps 10 connections per host by default: with more requests in flight, every extra one
+    opens a connection and throws it away afterwards, which costs the worker (and the service) a TCP
+    handshake per request when many small blobs are copied.
+    """
+
+    def _init_session(self, session: requests.Session) -> None:
+        super()._init_session(session)
+        for prefix in self._protocols:
+            adapter = session.get_adapter(prefix)
+            if isinstance(adapter, HTTPAdapter):
+                adapter.init_poolmanager(connections=4, maxsize=POOL_SIZE)
+
+
+# What requests reads from the environment on every request when allowed to (proxies, CA bundles, netrc).
+_ENV_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")
+
+
+def _env_settings_matter() -> bool:
+    """Whether the environment configures proxies or CA bundles. Without any, requests' per-request look at
+    the whole environment and for a netrc file only costs CPU, which counts when many small blobs move."""
+    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in _ENV_SETTINGS)
 
 
 def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "retry_policy": _retry_policy(),
+    connection: dict[str, Any] = {
         "connection_timeout": 20,
         "read_timeout": 120,
-        "max_single_put_size": 4 * 1024 * 1024,
         # azure-core moves bodies through the socket in 4 KiB pieces by default; block-sized bodies
         # then cost more Python CPU than bytes on the wire, so use larger pieces.
         "connection_data_block_size": DATA_BLOCK_SIZE,
+    }
+    kwargs: dict[str, Any] = {
+        "retry_policy": _retry_policy(),
+        "max_single_put_size": 4 * 1024 * 1024,
+        "transport": PooledTransport(use_env_settings=_env_settings_matter(), **connection),
+        **connection,
     }
     if recorder is not None:
         kwargs["raw_response_hook"] = recorder.hook
@@ -166,6 +207,22 @@ def service_client(connection_string: str, recorder: RetryRecorder | None = None
 
 def container_client(connection_string: str, container: str, recorder: RetryRecorder | None = None) -> ContainerClient:
     return service_client(connection_string, recorder).get_container_client(container)
+
+
+def async_container_client(
+    connection_string: str, container: str, recorder: RetryRecorder | None = None
+) -> AsyncContainerClient:
+    """The asynchronous (aiohttp) client of a container, with the same retries, timeouts and recording."""
+    info = parse_connection_string(connection_string)  # registers the key for redaction
+    kwargs = {k: v for k, v in _client_kwargs(recorder).items() if k != "transport"}
+    kwargs["retry_policy"] = AsyncExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
+    try:
+        return AsyncContainerClient.from_connection_string(connection_string, container, **kwargs)
+    except ValueError as error:
+        name = f" of account {info.account_name}" if info.account_name else ""
+        raise InvalidConnectionString(
+            f"the storage connection string{name} is not usable: {redact(str(error))}; fix it in its Secret"
+        ) from None
 
 
 def blob_client_from_url(url: str, recorder: RetryRecorder | None = None) -> BlobClient:

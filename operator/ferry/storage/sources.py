@@ -7,7 +7,7 @@ a source that changes mid-copy answers 412 and surfaces as SourceChangedError.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -80,7 +80,18 @@ class SourceObject:
 
 
 def from_blob_properties(client: BlobClient, props: BlobProperties, name: str) -> SourceObject:
+    return bind(replace(listed(props), name=name), client)
+
+
+def bind(source: SourceObject, client: BlobClient) -> SourceObject:
+    """The listed source with its client, for the time it is copied (clients are not kept per blob)."""
+    return replace(source, client=client, display_url=credential_free_url(client.url))
+
+
+def listed(props: BlobProperties) -> SourceObject:
+    """A source as a listing describes it, without a client (display_url is set by bind())."""
     settings = props.content_settings
+    name = str(props.name)
     return SourceObject(
         name=name,
         size=int(props.size or 0),
@@ -96,8 +107,7 @@ def from_blob_properties(client: BlobClient, props: BlobProperties, name: str) -
             content_md5=settings.content_md5,
         ),
         metadata=dict(props.metadata or {}),
-        display_url=credential_free_url(client.url),
-        client=client,
+        display_url=name,
     )
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.storage.blob import BlobClient
+from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
 
 from ferry.api.blobcopy import (
     ALLOW_LINK_LOCAL_ENV,
@@ -33,9 +34,11 @@ from ferry.api.blobcopy import (
 from ferry.api.common import Failure, parse_duration
 from ferry.kinds.blobcopy import locks as leases
 from ferry.kinds.blobcopy import serverside
+from ferry.kinds.blobcopy.bulk import BulkCopy
 from ferry.kinds.blobcopy.items import (
     MARK_ID,
     MARK_STATE,
+    PAGE_SIZE,
     PENDING,
     BlobFailure,
     CopyItem,
@@ -50,9 +53,11 @@ from ferry.kinds.blobcopy.items import (
     is_single,
     list_sources,
     source_account_key,
+    source_container,
     source_lease_id,
     url_object_name,
 )
+from ferry.kinds.blobcopy.manifest import Manifest, ManifestState
 from ferry.kinds.blobcopy.stream import abort_pending, copy_stream
 from ferry.storage.blobs import (
     RetryRecorder,
@@ -61,6 +66,7 @@ from ferry.storage.blobs import (
     describe,
     is_transient,
     redact,
+    service_client,
 )
 from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
 from ferry.timefmt import when
@@ -76,6 +82,7 @@ __all__ = [
 ]
 
 REPORT_INTERVAL = 1.0
+SEND_EVERY = 0.1
 
 # Receives the worker's whole part of the status; True forces it out now (a state change).
 ReportFn = Callable[[BlobCopyProgress, bool], None]
@@ -114,6 +121,8 @@ class Reporter:
         self._recorder = recorder
         self._lock = threading.Lock()
         self._retries_seen = 0
+        self._sent_at = 0.0
+        self._held: dict[str, Any] = {}  # unforced patches held back until the next send
         self._fields: dict[str, Any] = previous.wire() if previous is not None else {}
         self.bytes_copied = 0
         self.total_bytes = 0
@@ -134,6 +143,14 @@ class Reporter:
 
     def send(self, patch: dict[str, Any], force: bool = False) -> None:
         with self._lock:
+            # Progress of many small blobs arrives hundreds of times a second: build the status part at
+            # most every SEND_EVERY unless a state change forces it.
+            now = time.monotonic()
+            if not force and now - self._sent_at < SEND_EVERY:
+                self._held.update(patch)
+                return
+            self._sent_at = now
+            patch, self._held = {**self._held, **patch}, {}
             if self._recorder.count != self._retries_seen and self._recorder.last:
                 self._retries_seen = self._recorder.count
                 self.description = f"{self._recorder.last} ({self._recorder.count} retried so far)"
@@ -159,14 +176,31 @@ def run_copy(
     report: ReportFn,
     stop: threading.Event,
     copy_key: str,
+    owner: str | None = None,
+    page_size: int = PAGE_SIZE,
 ) -> CopyOutcome:
+    """Perform or resume one BlobCopy; `owner` ("namespace/name") places a multi-blob copy's manifest, whose
+    source is listed `page_size` blobs at a time."""
     recorder = RetryRecorder()
     reporter = Reporter(report, recorder, BlobCopyProgress.part_of(previous.wire()) if previous else None)
     resuming = previous is not None and previous.copy_id is not None
     copy_id = ferry_copy_id(copy_key)
     start_time = (previous.start_time if previous is not None else None) or datetime.now(UTC)
     try:
-        return _run(spec, previous, endpoints, reporter, recorder, stop, copy_key, copy_id, start_time, resuming)
+        return _run(
+            spec,
+            previous,
+            endpoints,
+            reporter,
+            recorder,
+            stop,
+            copy_key,
+            copy_id,
+            start_time,
+            resuming,
+            owner,
+            page_size,
+        )
     except CopyStopped:
         reporter.send({"statusDescription": "stopped; the copy resumes from its checkpoint"}, force=True)
         raise
@@ -190,6 +224,8 @@ def _run(
     copy_id: str,
     start_time: datetime,
     resuming: bool,
+    owner: str | None,
+    page_size: int,
 ) -> CopyOutcome:
     dest_container = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
     ctx = RunContext(
@@ -207,6 +243,8 @@ def _run(
         note=reporter.note,
     )
     started: dict[str, Any] = {"copyId": copy_id, "copyStatus": "pending"}
+    if not is_single(spec):
+        return _run_many(ctx, endpoints, previous, reporter, started, owner, page_size)
     try:
         sources = list_sources(spec, endpoints, recorder)
     except BlobFailure as failure:
@@ -280,6 +318,70 @@ def _run(
         done["statusDescription"] = "copied"  # otherwise the final send records the retries
     reporter.send(done, force=True)
     return CopyOutcome(succeeded=True, stats=dict(ctx.stats))
+
+
+def _run_many(
+    ctx: RunContext,
+    endpoints: Endpoints,
+    previous: BlobCopyStatus | None,
+    reporter: Reporter,
+    started: dict[str, Any],
+    owner: str | None,
+    page_size: int,
+) -> CopyOutcome:
+    """A prefix or whole-container copy: listed page by page, checkpointed in the manifest (see bulk)."""
+    spec = ctx.spec
+    try:
+        source = source_container(spec, endpoints, ctx.recorder)
+    except BlobFailure as failure:
+        return _fail(reporter, started, failure)
+    if _same_container(spec, source, ctx.dest_container):
+        # Two Secrets of one account: CEL could not tell. Every blob would be copied onto itself.
+        message = (
+            f"the destination is the source (container {spec.destination.container}, the same blob names): "
+            "choose another container or prefix"
+        )
+        return _fail(reporter, started, BlobFailure("DestinationIsSource", message))
+    manifest = Manifest(service_client(endpoints.destination_connection_string, ctx.recorder), ctx.copy_key, owner)
+    state = manifest.load()
+    if state is None:
+        state = ManifestState(started_at=ctx.start_time)
+    else:
+        ctx.resuming = True
+        if state.started_at is not None:
+            ctx.start_time = min(state.started_at, ctx.start_time)
+    ctx.mark_done = spec.mode == BlobCopyMode.STREAM
+    reporter.bytes_copied = state.bytes_copied
+
+    def send(blobs: dict[str, Any], failures: list[dict[str, Any]], total_bytes: int, force: bool) -> None:
+        reporter.total_bytes = total_bytes
+        reporter.send({**started, "blobs": blobs, "failures": failures or None}, force)
+
+    try:
+        previous_id = previous.copy_id if previous else None
+        BulkCopy(ctx, endpoints, manifest, state, source, previous_id, send, page_size).run()
+    except BlobFailure as failure:
+        return _fail(reporter, started, failure)
+    counts = {"total": state.listed, "pending": 0, "succeeded": state.succeeded, "failed": state.failed}
+    counts["skipped"] = state.skipped
+    first = [f.wire() for f in state.first_failures] or None
+    done: dict[str, Any] = {"blobs": counts, "failures": first}
+    if state.failed:
+        head = state.first_failures[0]
+        message = f"{state.failed} of {state.listed} blobs failed; first, {head.name}: {head.message}"
+        return _fail(reporter, done, BlobFailure(head.reason, message), ctx.stats)
+    done["copyStatus"] = "success"
+    if state.skipped:
+        done["statusDescription"] = f"{state.skipped} blob(s) skipped under overwrite {spec.overwrite.value}"
+    elif reporter.description is None and ctx.recorder.count == 0:
+        done["statusDescription"] = "copied"
+    reporter.send(done, force=True)
+    return CopyOutcome(succeeded=True, stats=dict(ctx.stats))
+
+
+def _same_container(spec: BlobCopySpec, source: ContainerClient, dest: ContainerClient) -> bool:
+    same_names = spec.destination.prefix is None or spec.destination.prefix == (spec.source.prefix or "")
+    return same_names and credential_free_url(source.url).lower() == credential_free_url(dest.url).lower()
 
 
 def _fail(
@@ -371,53 +473,30 @@ def cleanup(
     copy_id = ferry_copy_id(copy_key)
     recorder = RetryRecorder()
     dest = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
+    lease = dest_lease_id(copy_id)
+    aborted = 0
     if is_single(spec):
         name = spec.destination.blob or spec.source.blob or url_object_name(endpoints.source_url or "")
-        names = [name]
-    else:
-        prefix = spec.destination.prefix if spec.destination.prefix is not None else spec.source.prefix
-        names = [p.name for p in dest.list_blobs(name_starts_with=prefix)]
-    aborted = 0
-    lease = dest_lease_id(copy_id)
-    for name in names:
-        client = dest.get_blob_client(name)
         try:
-            props = client.get_blob_properties()
+            props = dest.get_blob_client(name).get_blob_properties()
         except HttpResponseError:
-            continue
-        held = spec.lock_destination and str(props.lease.state or "") == "leased"
-        kwargs: dict[str, Any] = {"lease": lease} if held else {}
-        metadata = dict(props.metadata or {})
-        try:
-            if metadata.get(MARK_STATE) == PENDING and metadata.get(MARK_ID) == copy_id:
-                abort_pending(client, props, lease if held else None)
-                aborted += 1
-            elif (
-                props.copy is not None
-                and str(props.copy.status or "") == PENDING
-                and props.copy.id
-                in (
-                    copy_id,
-                    previous.copy_id,
-                    *([props.copy.id] if _from_our_source(spec, props.copy.source) else []),
-                )
-            ):
-                client.abort_copy(str(props.copy.id), **kwargs)
-                aborted += 1
-        except HttpResponseError as error:
-            if error.status_code not in (404, 409, 412):
-                raise
-        if spec.lock_destination:
-            leases.release(client, lease)
+            props = None
+        found: Iterable[BlobProperties] = [props] if props is not None else []
+    else:
+        # Page by page: the listing carries metadata, copy details and lease state, so no blob is read twice
+        # and nothing but the current page is in memory.
+        prefix = spec.destination.prefix if spec.destination.prefix is not None else spec.source.prefix
+        found = dest.list_blobs(name_starts_with=prefix, include=["metadata", "copy"], results_per_page=PAGE_SIZE)
+    for props in found:
+        aborted += _clean_blob(spec, dest, props, copy_id, previous.copy_id, lease)
     if spec.lock_source and endpoints.source_connection_string and spec.source.container:
         src = container_client(endpoints.source_connection_string, spec.source.container, recorder)
-        sources = (
-            [spec.source.blob]
-            if spec.source.blob
-            else [p.name for p in src.list_blobs(name_starts_with=spec.source.prefix)]
-        )
-        for name in sources:
-            leases.release(src.get_blob_client(name), source_lease_id(copy_id))
+        if spec.source.blob:
+            leases.release(src.get_blob_client(spec.source.blob), source_lease_id(copy_id))
+        else:
+            for props in src.list_blobs(name_starts_with=spec.source.prefix, results_per_page=PAGE_SIZE):
+                if str(props.lease.state or "") == "leased":
+                    leases.release(src.get_blob_client(props.name), source_lease_id(copy_id))
     part = BlobCopyProgress.part_of(previous.wire())
     part.last_update_time = datetime.now(UTC)
     if aborted:
@@ -427,6 +506,38 @@ def cleanup(
         part.copy_status = CopyStatus.ABORTED
         part.status_description = "nothing was left pending on the destination; Ferry's leases are released"
     report(part, True)
+
+
+def _clean_blob(
+    spec: BlobCopySpec, dest: ContainerClient, props: BlobProperties, copy_id: str, previous_id: str, lease: str
+) -> int:
+    """Abort this copy's pending copy of one destination blob and release Ferry's lease on it; 1 if aborted."""
+    held = spec.lock_destination and str(props.lease.state or "") == "leased"
+    metadata = dict(props.metadata or {})
+    ours_pending = metadata.get(MARK_STATE) == PENDING and metadata.get(MARK_ID) == copy_id
+    service_pending = (
+        props.copy is not None
+        and str(props.copy.status or "") == PENDING
+        and props.copy.id
+        in (copy_id, previous_id, *([props.copy.id] if _from_our_source(spec, props.copy.source) else []))
+    )
+    if not (ours_pending or service_pending or held):
+        return 0
+    client = dest.get_blob_client(props.name)
+    aborted = 0
+    try:
+        if ours_pending:
+            abort_pending(client, props, lease if held else None)
+            aborted = 1
+        elif service_pending:
+            client.abort_copy(str(props.copy.id), **({"lease": lease} if held else {}))
+            aborted = 1
+    except HttpResponseError as error:
+        if error.status_code not in (404, 409, 412):
+            raise
+    if held:
+        leases.release(client, lease)
+    return aborted
 
 
 def _from_our_source(spec: BlobCopySpec, copy_source: str | None) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from ferry.storage.blobs import (
     parse_connection_string,
     redact,
 )
-from ferry.storage.sources import SourceObject, SourceUnavailableError, from_blob_properties, open_url_source
+from ferry.storage.sources import SourceObject, SourceUnavailableError, from_blob_properties, listed, open_url_source
 
 # Metadata of Ferry's Stream-mode placeholder: the destination shows Ferry's pending copy the way
 # the service shows its own (a zero-length blob with copy properties) until the final commit.
@@ -35,6 +36,8 @@ MARK_ETAG = "ferrysourceetag"
 PENDING = "pending"
 ABORTED = "aborted"
 
+PAGE_SIZE = 5000  # blobs per listing page: the service's maximum, and a multi-blob copy's unit of work
+
 
 class BlobFailure(Exception):
     """A terminal failure of one blob's copy, with a machine reason."""
@@ -43,6 +46,10 @@ class BlobFailure(Exception):
         super().__init__(redact(message))
         self.reason = reason
         self.message = redact(message)
+
+
+class AlreadyCopied(Exception):
+    """The destination already holds this copy's finished copy of the source (found again after a restart)."""
 
 
 class CopyStopped(Exception):
@@ -82,6 +89,10 @@ class RunContext:
     resuming: bool
     add_bytes: Callable[[int], None]
     note: Callable[[str], None]
+    # Multi-blob Stream copies keep Ferry's id and the source ETag in the copied blob's metadata, so that a
+    # restarted worker recognises (and counts once) the blobs it finished before; the service's own copy
+    # properties serve that purpose for ServerSide copies.
+    mark_done: bool = False
     stats: dict[str, int] = field(default_factory=lambda: {"blocksStaged": 0, "blocksReused": 0})
     stats_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -154,8 +165,8 @@ def _source_label(spec: BlobCopySpec) -> str:
 
 
 def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecorder) -> list[SourceObject]:
-    """The source objects, described once (size, ETag, type, settings, metadata)."""
-    try:
+    """The source object of a single-blob copy, described once (size, ETag, type, settings, metadata)."""
+    with source_errors(spec):
         if spec.source.account is None:
             if not endpoints.source_url:
                 raise BlobFailure("InvalidSource", "the source URL is not configured (FERRY_SOURCE_URL)")
@@ -168,18 +179,38 @@ def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecord
                     "workers.allowLinkLocalSources)",
                 )
             return [open_url_source(endpoints.source_url, recorder, url_object_name(endpoints.source_url))]
-        if not endpoints.source_connection_string:
-            raise BlobFailure(
-                "InvalidSource", "the source connection string is not configured (FERRY_SOURCE_CONNECTION_STRING)"
-            )
-        container = container_client(endpoints.source_connection_string, spec.source.container or "", recorder)
-        if spec.source.blob is not None:
-            client = container.get_blob_client(spec.source.blob)
-            return [from_blob_properties(client, client.get_blob_properties(), spec.source.blob)]
-        objects = []
-        for props in container.list_blobs(name_starts_with=spec.source.prefix, include=["metadata"]):
-            objects.append(from_blob_properties(container.get_blob_client(props.name), props, props.name))
-        return objects
+        container = source_container(spec, endpoints, recorder)
+        assert spec.source.blob is not None, "multi-blob copies list page by page (list_page)"
+        client = container.get_blob_client(spec.source.blob)
+        return [from_blob_properties(client, client.get_blob_properties(), spec.source.blob)]
+
+
+def source_container(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecorder) -> ContainerClient:
+    if not endpoints.source_connection_string:
+        raise BlobFailure(
+            "InvalidSource", "the source connection string is not configured (FERRY_SOURCE_CONNECTION_STRING)"
+        )
+    return container_client(endpoints.source_connection_string, spec.source.container or "", recorder)
+
+
+def list_page(
+    spec: BlobCopySpec, container: ContainerClient, marker: str | None, size: int = PAGE_SIZE
+) -> tuple[list[SourceObject], str | None]:
+    """One page of the source listing (`size` blobs) from `marker`, and the marker of the next page."""
+    with source_errors(spec):
+        pager = container.list_blobs(
+            name_starts_with=spec.source.prefix, include=["metadata"], results_per_page=size
+        ).by_page(continuation_token=marker)
+        page = [listed(props) for props in next(pager)]
+        following: str | None = getattr(pager, "continuation_token", None)  # set by the SDK's pager
+        return page, following or None
+
+
+@contextmanager
+def source_errors(spec: BlobCopySpec) -> Iterator[None]:
+    """Permanent errors of reading the source as the BlobFailures users see."""
+    try:
+        yield
     except ResourceNotFoundError as error:
         raise BlobFailure(
             "SourceNotFound", f"the source {_source_label(spec)} does not exist: {describe(error)}"
@@ -208,6 +239,23 @@ def dest_properties(client: BlobClient) -> BlobProperties | None:
         return client.get_blob_properties()
     except ResourceNotFoundError:
         return None
+
+
+def final_metadata(ctx: RunContext, source: SourceObject) -> dict[str, str]:
+    """The metadata a finished copy carries: the source's, plus Ferry's mark for multi-blob copies."""
+    if not ctx.mark_done:
+        return source.metadata
+    return {**source.metadata, MARK_ID: ctx.copy_id, MARK_ETAG: source.etag}
+
+
+def copied_by_us(ctx: RunContext, source: SourceObject, props: BlobProperties | None) -> bool:
+    """Whether this destination is this copy's finished copy of this very source (ETag) version."""
+    if props is None or not ctx.mark_done:
+        return False
+    metadata = props.metadata or {}
+    return (
+        metadata.get(MARK_ID) == ctx.copy_id and metadata.get(MARK_ETAG) == source.etag and MARK_STATE not in metadata
+    )
 
 
 def pending_copy(props: BlobProperties | None) -> tuple[str, str | None] | None:

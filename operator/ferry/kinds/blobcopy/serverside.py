@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobProperties
+from azure.storage.blob import BlobProperties, ContainerClient
 
+from ferry.api.blobcopy import Overwrite
 from ferry.kinds.blobcopy import locks as leases
 from ferry.kinds.blobcopy.contentmd5 import verify_server_copy
 from ferry.kinds.blobcopy.items import (
+    PAGE_SIZE,
     PENDING,
     BlobFailure,
     CopyItem,
@@ -42,6 +44,7 @@ class ServerCopy:
     failure: BlobFailure | None = None
     skipped: str | None = None
     copied: int = 0
+    finished: bool = False  # Copy Blob answered success: the monitor need not look
 
 
 def _copy_url(ctx: RunContext, item: CopyItem, source_url: str | None) -> str:
@@ -52,10 +55,17 @@ def _copy_url(ctx: RunContext, item: CopyItem, source_url: str | None) -> str:
     return item.source.display_url
 
 
-def start(ctx: RunContext, copy: ServerCopy, source_url: str | None, previous_id: str | None) -> None:
-    """Schedule (or adopt a pending copy of ours for) one blob."""
+def start(
+    ctx: RunContext, copy: ServerCopy, source_url: str | None, previous_id: str | None, check: bool = True
+) -> None:
+    """Schedule (or adopt a pending copy of ours for) one blob.
+
+    Without `check` (a blob not tried before, overwrite Always) the destination is not looked at first:
+    the Copy Blob request is the only one, and the service refuses it if a copy is pending there.
+    """
     item = copy.item
-    props = dest_properties(item.dest)
+    look = check or copy.retries > 0 or ctx.spec.overwrite != Overwrite.ALWAYS or ctx.spec.lock_destination
+    props = dest_properties(item.dest) if look else None
     if copy.retries == 0 and props is not None and _ours(ctx, item, props, previous_id):
         copy.copy_id = str(props.copy.id)  # the monitor follows it: done, restarted, or waited for
         return
@@ -83,6 +93,7 @@ def start(ctx: RunContext, copy: ServerCopy, source_url: str | None, previous_id
     copy.copy_id = str(result.get("copy_id"))
     if str(result.get("copy_status", "")).lower() == "success":
         copy.copied = item.source.size
+        copy.finished = True  # the service copied it synchronously: nothing to monitor
 
 
 def _ours(ctx: RunContext, item: CopyItem, props: BlobProperties, previous_id: str | None) -> bool:
@@ -170,59 +181,91 @@ def monitor(ctx: RunContext, copies: list[ServerCopy], source_url: str | None, o
         seen = poll(ctx, active)
         now = datetime.now(UTC)
         for copy in active:
-            props = seen.get(copy.item.dest_name)
-            state = props.copy if props is not None else None
-            status = str(state.status or "").lower() if state is not None else ""
-            if state is None or state.id != copy.copy_id:
-                copy.state = "failed"
-                copy.failure = BlobFailure(
-                    "CopyLost", f"the copy {copy.copy_id} to {copy.item.dest_name} is no longer on the destination"
-                )
-            elif status == "success":
-                copy.copied = copy.item.source.size
-                if ctx.spec.verify_content_md5:
-                    try:
-                        verify_server_copy(copy.item)
-                    except BlobFailure as failure:
-                        copy.state, copy.failure = "failed", failure
-                        continue
-                copy.state = "success"
-            elif status in ("failed", "aborted"):
-                why = describe_status(state.status_description)
-                if copy.retries < ctx.spec.max_retries:
-                    copy.retries += 1
-                    ctx.note(f"copy to {copy.item.dest_name} {status} ({why}); restart {copy.retries}")
-                    copy.copy_id = None
-                    try:
-                        start(ctx, copy, source_url, None)
-                    except BlobFailure as failure:
-                        copy.state, copy.failure = "failed", failure
-                else:
-                    copy.state = "failed"
-                    copy.failure = BlobFailure(
-                        "CopyFailed", f"copy to {copy.item.dest_name} {status} after {copy.retries} restarts: {why}"
-                    )
-            else:  # pending
-                copy.copied = _progress(state.progress)
-                if state.status_description:
-                    ctx.note(describe_status(state.status_description))
-                if now - ctx.start_time > ctx.max_lifetime:
-                    try:
-                        copy.item.dest.abort_copy(str(copy.copy_id))
-                    except HttpResponseError as error:
-                        ctx.note(f"abort of {copy.copy_id} failed: {describe(error)}")
-                    copy.state = "failed"
-                    copy.failure = BlobFailure(
-                        "MaxLifetimeExceeded",
-                        f"copy {copy.copy_id} to {copy.item.dest_name} was pending longer than "
-                        f"{ctx.spec.max_lifetime} and was aborted",
-                    )
+            advance(ctx, copy, seen.get(copy.item.dest_name), source_url, now)
         if callable(on_progress):
             on_progress()
         if any(c.state == PENDING for c in copies):
             if ctx.stop.wait(delay):
                 ctx.check_stop()
             delay = min(delay * 2, MAX_POLL)
+
+
+def settle(ctx: RunContext, copy: ServerCopy) -> None:
+    """A copy the service finished when it was scheduled: verify it if asked, else it succeeded."""
+    if ctx.spec.verify_content_md5:
+        try:
+            verify_server_copy(copy.item)
+        except BlobFailure as failure:
+            copy.state, copy.failure = "failed", failure
+            return
+    copy.state = "success"
+
+
+def advance(
+    ctx: RunContext, copy: ServerCopy, props: BlobProperties | None, source_url: str | None, now: datetime
+) -> None:
+    """Move one scheduled copy on from what the destination shows: done, restarted, aborted or still pending."""
+    state = props.copy if props is not None else None
+    status = str(state.status or "").lower() if state is not None else ""
+    if state is None or state.id != copy.copy_id:
+        copy.state = "failed"
+        copy.failure = BlobFailure(
+            "CopyLost", f"the copy {copy.copy_id} to {copy.item.dest_name} is no longer on the destination"
+        )
+    elif status == "success":
+        copy.copied = copy.item.source.size
+        settle(ctx, copy)
+    elif status in ("failed", "aborted"):
+        why = describe_status(state.status_description)
+        if copy.retries < ctx.spec.max_retries:
+            copy.retries += 1
+            ctx.note(f"copy to {copy.item.dest_name} {status} ({why}); restart {copy.retries}")
+            copy.copy_id = None
+            try:
+                start(ctx, copy, source_url, None)
+            except BlobFailure as failure:
+                copy.state, copy.failure = "failed", failure
+            else:
+                if copy.finished and copy.state == PENDING:
+                    settle(ctx, copy)
+        else:
+            copy.state = "failed"
+            copy.failure = BlobFailure(
+                "CopyFailed", f"copy to {copy.item.dest_name} {status} after {copy.retries} restarts: {why}"
+            )
+    else:  # pending
+        copy.copied = _progress(state.progress)
+        if state.status_description:
+            ctx.note(describe_status(state.status_description))
+        if now - ctx.start_time > ctx.max_lifetime:
+            try:
+                copy.item.dest.abort_copy(str(copy.copy_id))
+            except HttpResponseError as error:
+                ctx.note(f"abort of {copy.copy_id} failed: {describe(error)}")
+            copy.state = "failed"
+            copy.failure = BlobFailure(
+                "MaxLifetimeExceeded",
+                f"copy {copy.copy_id} to {copy.item.dest_name} was pending longer than "
+                f"{ctx.spec.max_lifetime} and was aborted",
+            )
+
+
+def list_copies(container: ContainerClient, names: list[str]) -> dict[str, BlobProperties]:
+    """The destination blobs of `names` with their copy details, from a listing (one request per 5,000
+    blobs) of the range the names span, not one property read per blob."""
+    if not names:
+        return {}
+    wanted = set(names)
+    last = max(names)
+    found: dict[str, BlobProperties] = {}
+    for props in container.list_blobs(
+        name_starts_with=common_prefix(names) or None, include=["copy", "metadata"], results_per_page=PAGE_SIZE
+    ):
+        if props.name in wanted:
+            found[props.name] = props
+        if props.name >= last:
+            break  # listings are in name order: nothing further is wanted
+    return found
 
 
 def common_prefix(names: list[str]) -> str:

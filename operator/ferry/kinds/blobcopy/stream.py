@@ -17,7 +17,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 from azure.storage.blob import BlobBlock, BlobClient, BlobProperties, ContentSettings
 
-from ferry.api.blobcopy import Overwrite
+from ferry.api.blobcopy import BlobCopySpec, Overwrite
 from ferry.kinds.blobcopy import locks as leases
 from ferry.kinds.blobcopy.contentmd5 import md5_of_blob, verify_md5
 from ferry.kinds.blobcopy.items import (
@@ -27,14 +27,17 @@ from ferry.kinds.blobcopy.items import (
     MARK_KEY,
     MARK_STATE,
     PENDING,
+    AlreadyCopied,
     BlobFailure,
     CopyItem,
     RunContext,
     conflict,
+    copied_by_us,
     dest_properties,
+    final_metadata,
     pending_copy,
 )
-from ferry.storage.sources import APPEND_BLOB, PAGE_BLOB, page_ranges, read_range
+from ferry.storage.sources import APPEND_BLOB, BLOCK_BLOB, PAGE_BLOB, SourceObject, page_ranges, read_range
 
 MiB = 1024 * 1024
 PAGE_CHUNK = 4 * MiB  # Put Page's maximum
@@ -42,6 +45,7 @@ APPEND_CHUNK = 4 * MiB  # Append Block's classic maximum, accepted everywhere
 # Blocks submitted ahead of the one being hashed: enough that no worker idles while the oldest
 # block finishes, few enough that memory stays at a few blocks per worker.
 IN_FLIGHT_PER_WORKER = 2
+SMALL_BLOB_MAX = 4 * MiB  # the clients' max_single_put_size: one Put Blob
 
 
 def block_id(copy_key: str, etag: str, index: int) -> str:
@@ -51,15 +55,19 @@ def block_id(copy_key: str, etag: str, index: int) -> str:
 
 def skip_reason(ctx: RunContext, item: CopyItem, props: BlobProperties | None) -> str | None:
     """Why this blob is not copied under the overwrite policy, or None."""
+    return skip_reason_of(ctx, item.source, item.dest_name, props)
+
+
+def skip_reason_of(ctx: RunContext, source: SourceObject, dest_name: str, props: BlobProperties | None) -> str | None:
     if props is None:
         return None
     mode = ctx.spec.overwrite
     if mode == Overwrite.NEVER:
-        return f"destination blob {item.dest_name} exists and overwrite is Never"
+        return f"destination blob {dest_name} exists and overwrite is Never"
     if mode == Overwrite.IF_SOURCE_NEWER:
-        src, dst = item.source.last_modified, props.last_modified
+        src, dst = source.last_modified, props.last_modified
         if src is not None and dst is not None and src <= dst:
-            return f"destination blob {item.dest_name} is not older than the source and overwrite is IfSourceNewer"
+            return f"destination blob {dest_name} is not older than the source and overwrite is IfSourceNewer"
     return None
 
 
@@ -79,6 +87,8 @@ def write_conditions(ctx: RunContext, item: CopyItem, created_by_us: bool) -> di
 def copy_stream(ctx: RunContext, item: CopyItem) -> str | None:
     """Copy one object by streaming; returns a skip reason, or None when copied."""
     props = dest_properties(item.dest)
+    if copied_by_us(ctx, item.source, props):
+        raise AlreadyCopied(item.dest_name)
     pending = pending_copy(props)
     ours = pending is not None and pending[1] == ctx.copy_key
     if pending is not None and not ours:
@@ -123,6 +133,15 @@ def copy_stream(ctx: RunContext, item: CopyItem) -> str | None:
     else:
         _copy_blocks(ctx, item, lease)
     return None
+
+
+def is_small(spec: BlobCopySpec, source: SourceObject) -> bool:
+    """Whether one Put Blob copies it: a block blob of at most one block, with nothing to lock or verify."""
+    return (
+        source.blob_type == BLOCK_BLOB
+        and source.size <= min(spec.block_size_mi_b * MiB, SMALL_BLOB_MAX)
+        and not (spec.lock_source or spec.lock_destination or spec.verify_content_md5)
+    )
 
 
 def _marker(ctx: RunContext, item: CopyItem) -> dict[str, str]:
@@ -199,15 +218,18 @@ def _copy_blocks(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
                 pending.cancel()
     ctx.check_stop()
     digest = md5.digest() if hashing else None
-    settings = _settings(source.content_settings, digest or source.content_md5)
+    settings = settings_with_md5(source.content_settings, digest or source.content_md5)
     item.dest.commit_block_list(
-        [BlobBlock(block_id=i) for i in ids], content_settings=settings, metadata=source.metadata, lease=lease
+        [BlobBlock(block_id=i) for i in ids],
+        content_settings=settings,
+        metadata=final_metadata(ctx, item.source),
+        lease=lease,
     )
     if digest is not None:
         verify_md5(item, expected=source.content_md5 or digest, actual=digest)
 
 
-def _settings(settings: ContentSettings, md5: bytes | None) -> ContentSettings:
+def settings_with_md5(settings: ContentSettings, md5: bytes | None) -> ContentSettings:
     return ContentSettings(
         content_type=settings.content_type,
         content_encoding=settings.content_encoding,
@@ -274,8 +296,8 @@ def _copy_append(ctx: RunContext, item: CopyItem, lease: str | None, resume: boo
 def _finalize(ctx: RunContext, item: CopyItem, lease: str | None) -> None:
     """Give page and append copies the source's settings and metadata (replacing the marker)."""
     ctx.check_stop()
-    item.dest.set_http_headers(_settings(item.source.content_settings, item.source.content_md5), lease=lease)
-    item.dest.set_blob_metadata(item.source.metadata, lease=lease)
+    item.dest.set_http_headers(settings_with_md5(item.source.content_settings, item.source.content_md5), lease=lease)
+    item.dest.set_blob_metadata(final_metadata(ctx, item.source), lease=lease)
     if ctx.spec.verify_content_md5:
         expected = item.source.content_md5 or md5_of_blob(item.source)
         verify_md5(item, expected=expected, actual=md5_of_blob(item.dest))

@@ -34,7 +34,9 @@ def _work(namespace: str, name: str, do_cleanup: bool, stop: threading.Event) ->
         return WorkerOutcome(result=OutcomeResult.SUCCEEDED)
     log.info("BlobCopy %s/%s: %s copy, resuming from %s", namespace, name, spec.mode.value, previous.progress or "0")
     try:
-        outcome = run_copy(spec, previous, endpoints, reporter.report, stop, copy_key=copy_key)
+        outcome = run_copy(
+            spec, previous, endpoints, reporter.report, stop, copy_key=copy_key, owner=f"{namespace}/{name}"
+        )
     except CopyStopped:
         return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="stopped at a checkpoint")
     except TransientWorkerError as error:

@@ -3,15 +3,11 @@ credentials (for the CLI)."""
 
 from __future__ import annotations
 
-import base64
-from typing import Any
-
-from ferry.api.common import SecretKeySelector
 from ferry.api.databaseaccount import BackupMode, DatabaseAccountSpec
 from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.backup.store import BackupStore
-from ferry.kube import client
 from ferry.kube.client import ObjectRef
+from ferry.kube.secrets import secret_value
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
 
@@ -20,19 +16,11 @@ def _spec(namespace: str, name: str) -> DatabaseAccountSpec:
     return DatabaseAccountSpec.model_validate(ObjectRef(DATABASE_ACCOUNT, namespace, name).get()["spec"])
 
 
-def _secret_value(namespace: str, ref: SecretKeySelector) -> str:
-    secret: Any = client.core().read_namespaced_secret(ref.name, namespace)
-    encoded = (secret.data or {}).get(ref.key)
-    if encoded is None:
-        raise ValueError(f'Secret {namespace}/{ref.name} has no key "{ref.key}"')
-    return base64.b64decode(encoded).decode()
-
-
 def access_for(namespace: str, name: str) -> CosmosAccess:
     spec = _spec(namespace, name)
     if spec.credentials.secret_ref is None:
         raise ValueError(f"DatabaseAccount {namespace}/{name} has no credentials.secretRef")
-    key = _secret_value(namespace, spec.credentials.secret_ref)
+    key = secret_value(namespace, spec.credentials.secret_ref)
     return CosmosAccess(endpoint=spec.endpoint, key=key, verify_tls=not spec.insecure_skip_tls_verify)
 
 
@@ -42,6 +30,6 @@ def backup_for(namespace: str, name: str) -> BackupStore:
     location = spec.backup.location
     if spec.backup.mode != BackupMode.CONTINUOUS or location is None:
         raise ValueError(f"DatabaseAccount {namespace}/{name} has no continuous backup (spec.backup.mode)")
-    connection = _secret_value(namespace, location.account.secret_ref)
+    connection = secret_value(namespace, location.account.secret_ref)
     prefix = location.prefix if location.prefix is not None else f"{namespace}/{name}"
     return BackupStore(blobs.container_client(connection, location.container), prefix)
