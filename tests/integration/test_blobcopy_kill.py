@@ -5,45 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ferry.api.blobcopy import BlobCopyStatus
+from support.blobcopy_worker import merged, worker
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 BLOCKS = 6
-
-# The worker as a process: endpoints from the environment, status patches appended as JSON lines.
-WORKER = """
-import json, os, sys, threading
-from ferry.api.blobcopy import BlobCopySpec, BlobCopyStatus
-from ferry.kinds.blobcopy.engine import endpoints_from_env, run_copy
-spec = BlobCopySpec.model_validate(json.loads(os.environ["SPEC"]))
-previous = BlobCopyStatus.model_validate(json.loads(os.environ["PREVIOUS"])) if os.environ.get("PREVIOUS") else None
-with open(os.environ["REPORTS"], "a") as out:
-    def report(part, force=False):
-        out.write(json.dumps(part.wire()) + "\\n")
-        out.flush()
-    outcome = run_copy(spec, previous, endpoints_from_env(), report, threading.Event(), "kill-key")
-sys.exit(0 if outcome.succeeded else 1)
-"""
-
-
-def worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", WORKER], env={**os.environ, **env}, start_new_session=True)
-
-
-def merged(path: Path) -> dict[str, Any]:
-    status: dict[str, Any] = {}
-    for line in path.read_text().splitlines():
-        status.update(json.loads(line))
-    return status
 
 
 def test_sigkill_then_resume(
@@ -62,6 +33,7 @@ def test_sigkill_then_resume(
     env = {
         "SPEC": json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True)),
         "REPORTS": str(reports),
+        "KEY": "kill-key",
         "FERRY_SOURCE_CONNECTION_STRING": src_account.connection_string,
         "FERRY_DESTINATION_CONNECTION_STRING": proxied(dst_account, fault_proxy),
     }

@@ -7,11 +7,8 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,37 +20,11 @@ from ferry.kinds.blobcopy.engine import Endpoints, run_copy
 from ferry.kinds.blobcopy.manifest import Manifest
 from ferry_dev.emulators import StorageAccount
 from support.asynccopy import AsyncCopyService
+from support.blobcopy_worker import merged, worker
 
 pytestmark = pytest.mark.integration
 
 # The worker as a process: endpoints from the environment, status patches appended as JSON lines.
-WORKER = """
-import json, os, sys, threading
-from ferry.api.blobcopy import BlobCopySpec, BlobCopyStatus
-from ferry.kinds.blobcopy.engine import endpoints_from_env, run_copy
-spec = BlobCopySpec.model_validate(json.loads(os.environ["SPEC"]))
-previous = BlobCopyStatus.model_validate(json.loads(os.environ["PREVIOUS"])) if os.environ.get("PREVIOUS") else None
-with open(os.environ["REPORTS"], "a") as out:
-    def report(part, force=False):
-        out.write(json.dumps(part.wire()) + "\\n")
-        out.flush()
-    outcome = run_copy(
-        spec, previous, endpoints_from_env(), report, threading.Event(), os.environ["KEY"],
-        page_size=int(os.environ["PAGE_SIZE"]),
-    )
-sys.exit(0 if outcome.succeeded else 1)
-"""
-
-
-def worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", WORKER], env={**os.environ, **env}, start_new_session=True)
-
-
-def merged(path: Path) -> dict[str, Any]:
-    status: dict[str, Any] = {}
-    for line in path.read_text().splitlines():
-        status.update(json.loads(line))
-    return status
 
 
 def fill(container: ContainerClient, names: list[str], size: int = 1024) -> dict[str, bytes]:
