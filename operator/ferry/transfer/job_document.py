@@ -3,6 +3,7 @@ instance, recording a failure once, and the first instance's start."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -10,11 +11,12 @@ from typing import Any, Generic, Literal, TypeVar
 from ferry.api.common import COSMOS_NAME, Failure, FerryModel
 from ferry.api.outcome import OutcomeResult
 from ferry.storage.cosmos import CosmosAccess
-from ferry.transfer.progress import Reporter
+from ferry.transfer.progress import Reporter, transfer_record
 from ferry.transfer.state import TERMINAL_STATES, JobState, StateStore, now_iso
 from ferry.workers.outcome import classify
 
 M = TypeVar("M", bound=FerryModel)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,6 +104,23 @@ def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException
             return None
         store.create_job({"id": job_id, "jobId": job_id, "name": name, "state": JobState.PENDING.value})
     return store.update_job(job_id, change)
+
+
+def report_job_error(
+    access: CosmosAccess,
+    job_id: str,
+    name: str,
+    error: Exception,
+    current: M,
+    report: Callable[[M, bool], None],
+) -> None:
+    """Count an error an instance met on one job against that job (which fails when the error is permanent or keeps
+    coming) and, once it has failed, show the failure in the object's status (`current`, the instances' part)."""
+    log.warning("%s: %s: %s", name, type(error).__name__, error)
+    doc = job_error(access, job_id, name, error)
+    record = transfer_record(doc) if doc is not None else None
+    if record is not None and record.failure is not None:
+        report(current.model_copy(update={"transfer": record}), True)
 
 
 def outcome_of(doc: dict[str, Any]) -> InstanceOutcome | None:

@@ -21,7 +21,7 @@ from ferry.kinds.containercopyjob.engine import JobSpec, run_instance
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer.account_follow import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
-from ferry.transfer.job_document import TransientJobError, job_error
+from ferry.transfer.job_document import TransientJobError, report_job_error
 from ferry.transfer.progress import transfer_record
 from ferry.transfer.state import JobState, set_job_state
 from ferry.workers.outcome import run_worker
@@ -102,13 +102,8 @@ def _work_on(
         stop.wait(RETRY_SECONDS)
         return None
     except Exception as error:  # the job's, not the instance's: it fails, and the account's next job runs
-        log.warning("%s: %s: %s", work.name, type(error).__name__, error)
-        doc = job_error(access, work.job_id, work.name, error)
-        record = transfer_record(doc) if doc is not None else None
-        if record is not None and record.failure is not None:
-            current = ContainerCopyProgress.part_of(job.get("status"))
-            current.transfer = record
-            reporter.report(current, True)
+        current = ContainerCopyProgress.part_of(job.get("status"))
+        report_job_error(access, work.job_id, work.name, error, current, reporter.report)
         return RETRY_SECONDS
     finally:
         reporter.flush()

@@ -24,8 +24,7 @@ from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer.account_follow import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
-from ferry.transfer.job_document import TransientJobError, job_error
-from ferry.transfer.progress import transfer_record
+from ferry.transfer.job_document import TransientJobError, report_job_error
 from ferry.transfer.state import JobState, set_job_state
 from ferry.workers.outcome import run_worker
 from ferry.workers.podenv import cosmos_access_from_env
@@ -123,7 +122,8 @@ def _work_on(
         stop.wait(RETRY_SECONDS)
         return RETRY_SECONDS
     except Exception as error:  # this restore's, not the instance's: the account's other restores go on
-        _report_error(access, restore, job_id, f"{namespace}/{name}", error, reporter)
+        current = RestoreProgress.part_of(restore.get("status"))
+        report_job_error(access, job_id, f"{namespace}/{name}", error, current, reporter.report)
         return RETRY_SECONDS
     finally:
         reporter.flush()
@@ -135,24 +135,6 @@ def _work_on(
     if outcome.kind == "idle":
         return outcome.retry_after or RETRY_SECONDS
     return 0.0
-
-
-def _report_error(
-    access: CosmosAccess,
-    restore: dict[str, Any],
-    job_id: str,
-    name: str,
-    error: Exception,
-    reporter: StatusReporter[RestoreProgress],
-) -> None:
-    """Count the error against the restore (which fails when it is permanent or keeps coming) and show it."""
-    log.warning("%s: %s: %s", name, type(error).__name__, error)
-    doc = job_error(access, job_id, name, error)
-    record = transfer_record(doc) if doc is not None else None
-    if record is not None and record.failure is not None:
-        current = RestoreProgress.part_of(restore.get("status"))
-        current.transfer = record
-        reporter.report(current, True)
 
 
 def _record_why_stopped(access: CosmosAccess, ref: ObjectRef, job_id: str) -> None:
