@@ -27,7 +27,9 @@ Plays
   - Start: no If-None-Match = beginning, `If-None-Match: *` = now, `If-Modified-Since` = changes
     at or after that time (seconds); a continuation is `If-None-Match: "<lsn>"`.
   - `x-ms-max-item-count` pages (default 100); response {"_rid", "Documents", "_count"} with the
-    continuation in `etag`; `304 Not Modified` with the current LSN as etag when nothing is new.
+    continuation in `etag` and the range's latest LSN in `lsn` (and the session token), as
+    change feed estimators read it; `304 Not Modified` with the current LSN as etag when
+    nothing is new.
   - `x-ms-documentdb-partitionkeyrangeid` chooses the range; a feed range narrower than a range
     (x-ms-start-epk / x-ms-end-epk) is honoured too.
 - Queries carrying a partition key range id (query_items(feed_range=...)) are forwarded without
@@ -285,7 +287,7 @@ class ChangeFeedProxy(CosmosProxy):
         with self._feeds_lock:
             current = feed.lsns[index]
             if token == "*":
-                return 304, {"etag": f'"{current}"', "Content-Type": "application/json"}, b""
+                return 304, {"etag": f'"{current}"', "lsn": str(current)}, b""
             after = int(token) if token else 0
             log = feed.logs[index]
             start = bisect.bisect_right([c.lsn for c in log], after)
@@ -304,12 +306,14 @@ class ChangeFeedProxy(CosmosProxy):
                 else:
                     documents.append(_full_fidelity(change))
             if not documents:
-                return 304, {"etag": f'"{max(after, current)}"'}, b""
+                return 304, {"etag": f'"{max(after, current)}"', "lsn": str(current)}, b""
         payload = {"_rid": feed.rid, "Documents": documents, "_count": len(documents)}
         reply_headers = {
             "etag": f'"{last}"',
             "Content-Type": "application/json",
             "x-ms-item-count": str(len(documents)),
+            "lsn": str(current),  # the range's latest LSN: how far behind the reader is
+            "x-ms-session-token": f"{index}:-1#{current}",
         }
         return 200, reply_headers, _dump(payload)
 
@@ -357,3 +361,22 @@ def _dump(payload: dict[str, Any]) -> bytes:
 
 def _error(status: int, code: str, message: str) -> Reply:
     return status, {"Content-Type": "application/json"}, _dump({"code": code, "message": message})
+
+
+def main() -> None:
+    """Serve the stand-in in its own process: prints its endpoint on one line, then serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The change feed stand-in in front of cosmosdb-server.")
+    parser.add_argument("--upstream", required=True, help="cosmosdb-server's endpoint, https://host:port/")
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--ranges", type=int, default=1)
+    parser.add_argument("--all-versions", action="store_true", help="the account has the all-versions-and-deletes feed")
+    args = parser.parse_args()
+    proxy = ChangeFeedProxy(args.upstream, args.key, args.ranges, args.all_versions).start()
+    print(proxy.endpoint, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
