@@ -119,7 +119,10 @@ class CatalogEntry(FerryModel):
 class ContainerCursor(FerryModel):
     """Where a container's capture continues: a few continuations, whatever the container's size."""
 
-    latest: list[str] = Field(description="The latest-version change feed's continuation of each feed range.")
+    latest: list[str] = Field(
+        default_factory=list,
+        description="The latest-version change feed's continuation of each feed range (without the deletes feed).",
+    )
     deletes: list[str] | None = Field(
         default=None, description="The all-versions-and-deletes feed's, where the account has it; else swept."
     )

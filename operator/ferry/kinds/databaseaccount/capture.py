@@ -277,9 +277,11 @@ def capture_items(
     """A container's versions and feed deletions since the last capture into `found`, from the change feed's
     continuations; its cursor afterwards, and whether its deletions need a sweep in this capture.
 
-    Creates and replaces come from the latest-version feed, deletions from the all-versions-and-deletes feed
-    where the account has it (dated by the service's crts), else from a sweep (see sweep_deletions) every
-    deletion sweep interval. Requests are a few per feed range, plus one per page of changes.
+    A container first seen is read from its latest-version feed's beginning. After that, where the account
+    has the all-versions-and-deletes feed, every version and deletion comes from it (deletions dated by the
+    service's crts); elsewhere the latest versions come from the latest-version feed and deletions from a
+    sweep (see sweep_deletions) every deletion sweep interval. Requests: one per feed range, plus one per
+    page of changes.
     """
     container = access.container(entry.database, entry.name)
     if cursor is None:
@@ -300,28 +302,32 @@ def capture_items(
                     found.extend(_version(rid, item) for item in page)
                 latest.append(counter.continuation or now)
         return ContainerCursor(latest=latest, deletes=deletes, last_sweep=at), False
-    latest = []
-    for token in cursor.latest:
-        for page in _feed(container, token, None, counter, LATEST_VERSION):
-            found.extend(_version(rid, item) for item in page)
-        latest.append(counter.continuation or token)
+    if cursor.deletes is None:  # no deletes feed: the latest version of what changed; deletions are swept
+        latest = []
+        for token in cursor.latest:
+            for page in _feed(container, token, None, counter, LATEST_VERSION):
+                found.extend(_version(rid, item) for item in page)
+            latest.append(counter.continuation or token)
+        return ContainerCursor(latest=latest, last_sweep=cursor.last_sweep), False
+    # The all-versions-and-deletes feed: every version (not only the latest, so that a restore is exact
+    # between any two changes) and every deletion, from one feed per range.
     sweep = False
-    deleting: list[str] | None = None
-    if cursor.deletes is not None:
-        deleting = []
-        for token in cursor.deletes:
-            for page in _feed(container, token, None, counter, ALL_VERSIONS_AND_DELETES):
-                for change in page:
-                    metadata = change.get("metadata") or {}
-                    if metadata.get("operationType") != "delete":
-                        continue  # creates and replaces: from the latest-version feed
-                    previous = change.get("previous") or {}
-                    if "_rid" in previous:
-                        found.add(deletion(rid, str(previous["_rid"]), int(metadata.get("crts") or 0)))
-                    else:
-                        sweep = True  # no previous image to name the item by: the sweep finds it
-            deleting.append(counter.continuation or token)
-    return ContainerCursor(latest=latest, deletes=deleting, last_sweep=cursor.last_sweep), sweep
+    deleting = []
+    for token in cursor.deletes:
+        for page in _feed(container, token, None, counter, ALL_VERSIONS_AND_DELETES):
+            for change in page:
+                metadata = change.get("metadata") or {}
+                if metadata.get("operationType") != "delete":
+                    if change.get("current"):
+                        found.add(_version(rid, change["current"]))
+                    continue
+                previous = change.get("previous") or {}
+                if "_rid" in previous:
+                    found.add(deletion(rid, str(previous["_rid"]), int(metadata.get("crts") or 0)))
+                else:
+                    sweep = True  # no previous image to name the item by: the sweep finds it
+        deleting.append(counter.continuation or token)
+    return ContainerCursor(latest=[], deletes=deleting, last_sweep=cursor.last_sweep), sweep
 
 
 def live_item_rids(access: CosmosAccess, entry: CatalogEntry, counter: _Counter) -> SortedRuns:
