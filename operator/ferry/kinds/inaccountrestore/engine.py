@@ -37,6 +37,7 @@ from ferry.backup.restoreplan import (
     RestorePlan,
     RestoreRefused,
     RestoreRequest,
+    deletion_note,
 )
 from ferry.backup.restoreplan import plan_restore as make_plan
 from ferry.backup.store import BackupStore
@@ -80,6 +81,7 @@ def restore_progress(job: dict[str, Any], totals: Totals) -> RestoreProgress:
     return RestoreProgress(
         restore_timestamp=job.get("restoreTimestamp"),
         instance_id=job.get("instanceId"),
+        note=job.get("note"),
         total_count=totals.total,
         restored_item_count=totals.processed,
         percent=totals.percent,
@@ -156,6 +158,7 @@ def _new_job_doc(job: RestoreJob) -> dict[str, Any]:
         "plan": None,
         "restoreTimestamp": None,
         "instanceId": None,
+        "note": None,
     }
 
 
@@ -328,6 +331,9 @@ class _Restorer(JobInstance[RestoreProgress]):
             raise TransientJobError(str(behind)) from None
         lease.check()
         recorded = plan_to_doc(plan)
+        index = self._backup_index()
+        precision = self.backup.read_state(index.state_blob).deletion_precision_seconds if index.state_blob else None
+        note = deletion_note(precision, plan.timestamp)
 
         def record(doc: dict[str, Any]) -> bool:
             if doc.get("plan"):
@@ -336,6 +342,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 plan=recorded,
                 restoreTimestamp=when(plan.timestamp),
                 instanceId=uuid.uuid4().hex,
+                note=note,
                 state=JobState.RUNNING.value,
                 startTime=doc.get("startTime") or now_iso(),
             )
