@@ -3,17 +3,14 @@
 Catalog: every database and container with its settings, compared by _rid with the last capture: Create,
 Replace (settings changed), Delete, and Recreate (a new _rid under a name that was deleted).
 
-Items, per live container, by polling (the path every account supports; the service's
-all-versions-and-deletes change feed would replace the first two steps where an account offers it):
-- a projection of every item's _rid and _etag tells new and changed items and, by what is missing,
-  deleted ones; item _rids are stable across replaces and new after a delete and re-create;
-- the bodies of new and changed items come from one query on `_ts`, from the oldest changed `_ts` on
-  (`_ts` is whole seconds: items of that second already captured are told apart by their `_etag`);
-- a deletion leaves no trace in the container: it is dated one second before this capture's read time, the
-  latest the window reaches after this capture, so that the window ends as the capture saw the container.
-  The backup knows a deletion to within one capture interval: a restore to a time between a deletion and
-  the capture that saw it still brings the item back, and a deletion made in the capture's own first second
-  (after its read time was taken, before its listing) is dated up to a second early.
+Items, per live container, from its change feed, continuing from the continuation of each feed range kept in
+the cursor (the work follows what changed, not the container's size; see capture_items):
+- with the account's all-versions-and-deletes feed: every version and every deletion, dated by the service;
+- without it: the latest version of each changed item from the latest-version feed, and deletions from a
+  sweep every deletion sweep interval, which lists every item's _rid and compares it, as two sorted streams,
+  with what the backup holds; a swept deletion is dated one second before this capture's read time, so the
+  backup knows it to within the sweep interval.
+Records are gathered sorted on disk (SortedRuns) and written as one sorted segment: memory stays bounded.
 
 The capture's read time is taken before anything is read (whole seconds, like _ts): every item version
 stamped before it was written before any read, so the window reaches one second before it.
