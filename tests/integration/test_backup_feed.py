@@ -142,3 +142,41 @@ def test_a_capture_that_fails_part_way_through_the_feeds_loses_and_duplicates_no
         done = capture.run_once()
         assert done.records == 20 + 5
         assert _at(backup_store, rid, done.read_time - timedelta(seconds=1)) == contents(orders)
+
+
+def test_a_version_1_cursor_is_read_once_then_the_feed_takes_over(
+    own_account: CosmosAccess, backup_store: BackupStore
+) -> None:
+    """A backup made before the change feed cursor (each item's _etag in the cursor) goes on without losing or
+    repeating a change."""
+    from ferry.backup.format import CaptureState
+
+    orders = own_account.client().create_database("shop").create_container("orders", PartitionKey("/tenant"))
+    rid = str(orders.read()["_rid"])
+    fill(orders, make_items(20))
+    capture = capturer(own_account, backup_store)
+    first = capture.run_once()
+    # The cursor as version 1 wrote it: every item's _etag, no continuations.
+    listed = orders.query_items("SELECT c._rid, c._etag FROM c", enable_cross_partition_query=True)
+    state = backup_store.read_state(str(first.index.state_blob))
+    old = CaptureState(
+        time=state.time,
+        catalog=state.catalog,
+        items={rid: {str(i["_rid"]): str(i["_etag"]) for i in listed}},
+        deleted=state.deleted,
+    )
+    backup_store.write_state(str(first.index.state_blob), old)
+    for item in make_items(20)[:3]:
+        orders.upsert_item({**item, "n": -7})
+    for item in make_items(20)[10:12]:
+        orders.delete_item(item["id"], partition_key=item["tenant"])
+    tick()
+    moved = capture.run_once()
+    assert moved.records == 3 + 2
+    state = backup_store.read_state(str(moved.index.state_blob))
+    assert not state.items and state.feeds[rid].deletes
+    orders.upsert_item({"id": "after", "tenant": "t1"})
+    tick()
+    later = capture.run_once()
+    assert later.records == 1
+    assert _at(backup_store, rid, later.read_time - timedelta(seconds=1)) == contents(orders)
