@@ -571,9 +571,10 @@ def prune(index: BackupIndex, now: datetime) -> list[str]:
     if keep == 0:
         return []
     first = index.bases[keep]
-    dropped = [b.blob for b in index.bases[:keep]] + [s.blob for s in index.segments if s.seq <= first.seq]
+    # The first base's own segment stays: what it holds stamped after the base's time is read with the base.
+    dropped = [b.blob for b in index.bases[:keep]] + [s.blob for s in index.segments if s.seq < first.seq]
     index.bases = index.bases[keep:]
-    index.segments = [s for s in index.segments if s.seq > first.seq]
+    index.segments = [s for s in index.segments if s.seq >= first.seq]
     index.gaps = [g for g in index.gaps if g.end > first.time]
     gone = {i.rid for i in incarnations(index.events) if i.deleted is not None and i.deleted <= first.time}
     index.events = [e for e in index.events if e.owner_resource_id not in gone]
