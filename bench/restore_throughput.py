@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -118,9 +117,19 @@ def restore_ratio(access: CosmosAccess, store: BackupStore, n: int, concurrency:
     print(f"  ratio restore/ceiling: {rate / ceiling:.2f} (goal >= 0.9)")
 
 
+def memory_kb(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak RSS) of this process in KB. Not getrusage's ru_maxrss: on Linux it carries
+    the parent's peak across fork and exec, so a child would report the benchmark's own size."""
+    with open("/proc/self/status") as status:
+        for row in status:
+            if row.startswith(field + ":"):
+                return int(row.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def child(kind: str, endpoint: str, connection: str, prefix: str, concurrency: int) -> None:
     """A first capture or a whole restore in this process; prints its figures and peak RSS as JSON."""
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = memory_kb("VmRSS")
     access = CosmosAccess(endpoint, COSMOS_EMULATOR_KEY, verify_tls=False)
     store = BackupStore(blobs.container_client(connection, "bench-capture"), prefix)
     figures: dict[str, Any] = {}
@@ -132,7 +141,7 @@ def child(kind: str, endpoint: str, connection: str, prefix: str, concurrency: i
         elapsed, outcome = restore(access, store, concurrency, "captured", "c")
         assert outcome.kind == "completed", outcome
         figures = {"seconds": elapsed}
-    figures.update(baseline_kb=baseline, peak_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    figures.update(baseline_kb=baseline, peak_kb=memory_kb("VmHWM"))
     print(json.dumps(figures), flush=True)
 
 
@@ -240,9 +249,15 @@ def main() -> None:
         connection = azurite.accounts["backup"].connection_string
         if not args.skip_restore_ratio:
             with CosmosServer(Path(tmp) / "restore") as server:
-                access = CosmosAccess(server.endpoint.endpoint, server.endpoint.key, verify_tls=False)
-                store = BackupStore(blobs.container_client(connection, "bench-restore"), "bench/acct")
-                restore_ratio(access, store, args.items, args.concurrency)
+                # Through the change feed stand-in, as captures need (cosmosdb-server's own feed is a stub).
+                feed = ChangeFeedProxy(server.endpoint.endpoint, server.endpoint.key, ranges=4, all_versions=True)
+                feed.start()
+                try:
+                    access = CosmosAccess(feed.endpoint, server.endpoint.key, verify_tls=False)
+                    store = BackupStore(blobs.container_client(connection, "bench-restore"), "bench/acct")
+                    restore_ratio(access, store, args.items, args.concurrency)
+                finally:
+                    feed.stop()
         small = capture_cost(Path(tmp), connection, args.small, args.changing, args.captures, "small")
         large = capture_cost(Path(tmp), connection, args.large, args.changing, args.captures, "large")
         compare(small, large, args.small, args.large)
