@@ -180,3 +180,59 @@ def test_a_version_1_cursor_is_read_once_then_the_feed_takes_over(
     later = capture.run_once()
     assert later.records == 1
     assert _at(backup_store, rid, later.read_time - timedelta(seconds=1)) == contents(orders)
+
+
+CAPTURE = """
+import os, sys, urllib3
+from datetime import timedelta
+urllib3.disable_warnings()
+from ferry.backup.store import BackupStore
+from ferry.kinds.databaseaccount.capture import Capturer, CaptureSettings
+from ferry.storage import blobs
+from ferry.storage.cosmos import CosmosAccess
+access = CosmosAccess(os.environ["ENDPOINT"], os.environ["KEY"], verify_tls=False)
+store = BackupStore(blobs.container_client(os.environ["CONNECTION"], os.environ["CONTAINER"]), os.environ["PREFIX"])
+capturer = Capturer(access, store, CaptureSettings(retention=timedelta(hours=1), interval=timedelta(seconds=2)))
+print("ready", flush=True)
+while True:
+    capturer.run_once()
+"""
+
+
+def test_capture_processes_killed_at_any_moment_lose_and_duplicate_nothing(
+    own_account: CosmosAccess, backup_store: BackupStore, azurite: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    orders = own_account.client().create_database("shop").create_container("orders", PartitionKey("/tenant"))
+    rid = str(orders.read()["_rid"])
+    fill(orders, make_items(300))
+    capturer(own_account, backup_store).run_once()
+    for item in make_items(300)[:200]:
+        orders.upsert_item({**item, "n": -9})
+    for item in make_items(300)[250:270]:
+        orders.delete_item(item["id"], partition_key=item["tenant"])
+    tick()
+    account = azurite.accounts["ferrydst"]
+    env = {
+        **os.environ,
+        "ENDPOINT": own_account.endpoint,
+        "KEY": own_account.key,
+        "CONNECTION": account.connection_string,
+        "CONTAINER": backup_store.container.container_name,
+        "PREFIX": backup_store.prefix,
+    }
+    for delay in (0.3, 0.9, 1.6, 4.0):  # at different points of a capture, before or after a commit
+        process = subprocess.Popen([sys.executable, "-c", CAPTURE], env=env, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    tick()
+    done = capturer(own_account, backup_store).run_once()
+    assert done.index.captures >= 3  # some killed process had committed captures
+    assert done.index.versions_captured == 300 + 200 + 20  # each version and deletion once, whoever committed it
+    assert _at(backup_store, rid, done.read_time - timedelta(seconds=1)) == contents(orders)
