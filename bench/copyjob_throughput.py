@@ -4,18 +4,25 @@ Both figures are measured in the same run, with the same items and the same tota
 the ceiling with plain SDK upserts from a thread pool, the copy with run_instance() (N instances as
 threads, each with concurrency/N write threads). Also prints the copy's process CPU time per item.
 
-    python bench/copyjob_throughput.py [--items 800 --concurrency 8 --instances 1]
+The copy reads the source's change feed, so every request (the ceiling's too) goes through the
+change feed stand-in (tests/support/changefeed.py), run in its own process with --ranges partition
+key ranges: the ceiling and the copy pay the same proxy.
+
+    python bench/copyjob_throughput.py [--items 800 --concurrency 8 --instances 1 --ranges 1]
 
 A job pays a fixed start (about fifteen requests: the state database, the job, its work units, the count),
 which weighs about 5% at 400 items on this server and half that at 800.
 
-cosmosdb-server has one feed range, so one instance does the work while the others stay idle:
-with several instances the copy uses only concurrency/N threads, and the ratio shows it.
+With one feed range one instance does the work while the others stay idle: with several instances
+the copy uses only concurrency/N threads, and the ratio shows it; --ranges N gives N work units.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -80,29 +87,49 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=800)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--ranges", type=int, default=1)
     args = parser.parse_args()
     docs = items(args.items)
     with tempfile.TemporaryDirectory() as tmp, CosmosServer(Path(tmp)) as server:
-        access = CosmosAccess(server.endpoint.endpoint, server.endpoint.key, verify_tls=False)
-        database = access.client().create_database("bench")
-        source = database.create_container("src", PartitionKey("/tenant"))
-        ceiling_target = database.create_container("ceiling", PartitionKey("/city"))
-        database.create_container("dst", PartitionKey("/city"))
-        upsert_all(source, docs, args.concurrency)  # the source; also warms the server up
-        # The ceiling is measured before and after the copy: the mean evens out a drifting machine.
-        before, ceiling_cpu = upsert_all(ceiling_target, docs, args.concurrency)
-        elapsed, cpu, kinds = copy(access, "bench", args.instances, args.concurrency)
-        after, _ = upsert_all(ceiling_target, docs, args.concurrency)
-        ceiling = (before + after) / 2
-        copied = sum(
-            1
-            for _ in database.get_container_client("dst").query_items(
-                "SELECT c.id FROM c", enable_cross_partition_query=True
-            )
+        argv = ["--upstream", server.endpoint.endpoint, "--key", server.endpoint.key, "--ranges", str(args.ranges)]
+        standin = subprocess.Popen(
+            [sys.executable, "-m", "support.changefeed", *argv],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
+        try:
+            assert standin.stdout is not None
+            endpoint = standin.stdout.readline().strip()
+            run(args, docs, CosmosAccess(endpoint, server.endpoint.key, verify_tls=False))
+        finally:
+            standin.kill()
+            standin.wait()
+
+
+def run(args: argparse.Namespace, docs: list[dict[str, Any]], access: CosmosAccess) -> None:
+    database = access.client().create_database("bench")
+    source = database.create_container("src", PartitionKey("/tenant"))
+    ceiling_target = database.create_container("ceiling", PartitionKey("/city"))
+    database.create_container("dst", PartitionKey("/city"))
+    upsert_all(source, docs, args.concurrency)  # the source; also warms the server up
+    # The ceiling is measured before and after the copy: the mean evens out a drifting machine.
+    before, ceiling_cpu = upsert_all(ceiling_target, docs, args.concurrency)
+    elapsed, cpu, kinds = copy(access, "bench", args.instances, args.concurrency)
+    after, _ = upsert_all(ceiling_target, docs, args.concurrency)
+    ceiling = (before + after) / 2
+    copied = sum(
+        1
+        for _ in database.get_container_client("dst").query_items(
+            "SELECT c.id FROM c", enable_cross_partition_query=True
+        )
+    )
     assert copied == args.items, f"copied {copied} of {args.items}"
     rate = args.items / elapsed
-    print(f"items={args.items} concurrency={args.concurrency} instances={args.instances} outcomes={kinds}")
+    print(
+        f"items={args.items} concurrency={args.concurrency} instances={args.instances} "
+        f"ranges={args.ranges} outcomes={kinds}"
+    )
     print(f"raw upsert ceiling: {ceiling:.1f} items/s (before {before:.1f}, after {after:.1f})")
     print(f"copy job:           {rate:.1f} items/s in {elapsed:.2f}s")
     print(f"ratio copy/ceiling: {rate / ceiling:.2f} (goal >= 0.9)")

@@ -12,6 +12,7 @@ from restore_fixtures import OwnCosmos
 
 from ferry_dev.emulators import CosmosServer
 from ferry_dev.stack import DevStack
+from support.changefeed import ChangeFeedProxy
 from support.kubectl import Kubectl
 
 # Small worker-slot limits, so that the tests see objects wait in line (and the machine is not flooded).
@@ -54,8 +55,24 @@ def kubectl(stack: DevStack) -> Iterator[Kubectl]:
     client.run("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def _own_cosmos(path: Path, all_versions: bool) -> Iterator[OwnCosmos]:
+    with CosmosServer(path) as server:
+        feed = ChangeFeedProxy(server.endpoint.endpoint, server.endpoint.key, ranges=2, all_versions=all_versions)
+        feed.start()
+        try:
+            yield OwnCosmos(server, feed.endpoint)
+        finally:
+            feed.stop()
+
+
 @pytest.fixture
 def cosmos(tmp_path: Path) -> Iterator[OwnCosmos]:
-    """A cosmosdb-server of the test's own: a backup captures the whole account, and only this test's data."""
-    with CosmosServer(tmp_path / "cosmos") as server:
-        yield OwnCosmos(server)
+    """A cosmosdb-server of the test's own (a backup captures the whole account, and only this test's data),
+    through the change feed stand-in, with the all-versions-and-deletes feed."""
+    yield from _own_cosmos(tmp_path / "cosmos", all_versions=True)
+
+
+@pytest.fixture(params=[True, False], ids=["deletes-feed", "deletion-sweep"])
+def either_cosmos(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OwnCosmos]:
+    """The same, with the all-versions-and-deletes feed and without it (deletions swept)."""
+    yield from _own_cosmos(tmp_path / "cosmos", all_versions=bool(request.param))

@@ -20,11 +20,15 @@ INTERVAL = "2s"
 
 @dataclass
 class OwnCosmos:
+    """The test's cosmosdb-server, reached (by the test and by Ferry) through the change feed stand-in, whose
+    feed captures read (cosmosdb-server's own is a stub); `endpoint` is the stand-in's."""
+
     server: CosmosServer
+    endpoint: str
 
     @property
     def client(self) -> CosmosClient:
-        return CosmosClient(self.server.endpoint.endpoint, credential=self.server.endpoint.key, connection_verify=False)
+        return CosmosClient(self.endpoint, credential=self.server.endpoint.key, connection_verify=False)
 
     def database(self, name: str) -> DatabaseProxy:
         return self.client.create_database_if_not_exists(name)
@@ -84,7 +88,7 @@ def backed_up_account(
         "kind": "DatabaseAccount",
         "metadata": {"name": name, "annotations": annotations or {}},
         "spec": {
-            "endpoint": endpoint or cosmos.server.endpoint.endpoint,
+            "endpoint": endpoint or cosmos.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
             "copyInstances": {"count": 2, "resources": {"cpu": "100m", "memory": "256Mi"}},

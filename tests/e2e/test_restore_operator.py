@@ -219,7 +219,7 @@ def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
     stack: DevStack, kubectl: Kubectl, cosmos: OwnCosmos, request: pytest.FixtureRequest
 ) -> None:
     big = cosmos.container("tough", "big", items=800)
-    proxy = CosmosProxy(cosmos.server.endpoint.endpoint).start()  # to slow the restore's writes down
+    proxy = CosmosProxy(cosmos.endpoint).start()  # to slow the restore's writes down
     request.addfinalizer(proxy.stop)
     backed_up_account(kubectl, stack, cosmos, endpoint=proxy.endpoint)
     captured(kubectl)
@@ -305,7 +305,7 @@ def test_a_pause_in_the_backup_is_a_gap_and_a_restore_into_it_is_refused(
 def test_a_write_region_change_fails_the_incomplete_restores_of_the_account(
     stack: DevStack, kubectl: Kubectl, cosmos: OwnCosmos
 ) -> None:
-    proxy = CosmosProxy(cosmos.server.endpoint.endpoint).start()
+    proxy = CosmosProxy(cosmos.endpoint).start()
     try:
         proxy.set_regions(["West US"], ["West US", "East US"])
         cosmos.container("moving", "done", items=5)
@@ -331,3 +331,41 @@ def test_a_write_region_change_fails_the_incomplete_restores_of_the_account(
         assert kubectl.status("inaccountrestore", "done")["phase"] == "Succeeded"
     finally:
         proxy.stop()
+
+
+def test_item_deletions_come_back_exactly_under_either_deletion_path(
+    stack: DevStack, kubectl: Kubectl, either_cosmos: OwnCosmos, request: pytest.FixtureRequest
+) -> None:
+    swept = "deletion-sweep" in request.node.name
+    cosmos = either_cosmos
+    orders = cosmos.container("shop", "orders", items=30)
+    policy = {
+        "mode": "Continuous",
+        "tier": "Continuous7Days",
+        "captureInterval": "2s",
+        "deletionSweepInterval": "1s",  # every capture sweeps, where deletions are swept
+        "location": {
+            "account": {"secretRef": {"name": "backup-storage", "key": "connectionString"}},
+            "container": "backups",
+        },
+    }
+    backed_up_account(kubectl, stack, cosmos, backup=policy)
+    captured(kubectl)
+    for i in range(0, 4):
+        orders.upsert_item(item(i, version=2))
+    for i in range(10, 16):
+        orders.delete_item(f"item-{i:04d}", partition_key=f"t{i % 5}")
+    t = captured(kubectl, past=moment())
+    expected = contents(orders)
+    for i in range(20, 25):
+        orders.delete_item(f"item-{i:04d}", partition_key=f"t{i % 5}")
+    captured(kubectl, past=moment())
+    account = kubectl.status("databaseaccount", "acct")
+    assert account["backup"]["deletionPrecisionSeconds"] == (1 if swept else 0)
+    cosmos.client.get_database_client("shop").delete_container("orders")
+
+    kubectl.apply(restore("orders-back", "shop", "orders", restoreTimestamp=when(t)))
+    status = kubectl.wait_phase("inaccountrestore", "orders-back", "Succeeded", timeout=150)["status"]
+    back = cosmos.client.get_database_client("shop").get_container_client("orders")
+    assert contents(back) == expected and len(expected) == 24
+    assert ("deletionSweepInterval" in status.get("note", "")) if swept else "note" not in status

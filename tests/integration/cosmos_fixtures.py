@@ -1,5 +1,9 @@
 """Cosmos DB integration fixtures: one cosmosdb-server per session, proxies, seeded containers.
 
+Every client reaches cosmosdb-server through one change feed stand-in (support/changefeed.py), as
+every Cosmos endpoint of the local stack does: its feed then holds every write of the session. The
+fault-injecting `proxy` sits in front of the stand-in.
+
 Import the fixtures a test module uses explicitly (`from cosmos_fixtures import cosmos, ...`).
 """
 
@@ -19,6 +23,7 @@ from azure.cosmos import ContainerProxy, PartitionKey
 from ferry.kinds.containercopyjob.engine import JobSpec
 from ferry.storage.cosmos import CosmosAccess, strip_system
 from ferry_dev.emulators import CosmosServer
+from support.changefeed import ChangeFeedProxy
 from support.cosmosproxy import CosmosProxy
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the emulator's self-signed certificate
@@ -37,13 +42,23 @@ def cosmos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosServer]:
 
 
 @pytest.fixture(scope="session")
-def access(cosmos: CosmosServer) -> CosmosAccess:
-    return CosmosAccess(cosmos.endpoint.endpoint, cosmos.endpoint.key, verify_tls=False)
+def changefeed(cosmos: CosmosServer) -> Iterator[ChangeFeedProxy]:
+    """The session's account: four partition key ranges, with the all-versions-and-deletes feed."""
+    server = ChangeFeedProxy(cosmos.endpoint.endpoint, cosmos.endpoint.key, ranges=4, all_versions=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def access(cosmos: CosmosServer, changefeed: ChangeFeedProxy) -> CosmosAccess:
+    return CosmosAccess(changefeed.endpoint, cosmos.endpoint.key, verify_tls=False)
 
 
 @pytest.fixture
-def proxy(cosmos: CosmosServer) -> Iterator[CosmosProxy]:
-    server = CosmosProxy(cosmos.endpoint.endpoint).start()
+def proxy(changefeed: ChangeFeedProxy) -> Iterator[CosmosProxy]:
+    server = CosmosProxy(changefeed.endpoint).start()
     try:
         yield server
     finally:

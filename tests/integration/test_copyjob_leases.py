@@ -19,6 +19,7 @@ from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_in
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer import state as transferstate
 from ferry_dev.emulators import CosmosServer
+from support.changefeed import ChangeFeedProxy
 from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]
@@ -58,7 +59,7 @@ def run_until_done(
 def test_second_instance_is_idle_then_takes_over_at_the_checkpoint(access: CosmosAccess) -> None:
     db = unique("db")
     source = create_container(access, db, "src", "/tenant")
-    fill(source, make_items(120))
+    fill(source, make_items(120, groups=1))  # one partition key: one unit holds every item
     destination = create_container(access, db, "dst", "/city")
     job = job_spec(db, "src", "dst", instances=2, rate=60)  # 30 items/s per instance: slow enough to watch
     stop_first = threading.Event()
@@ -75,15 +76,16 @@ def test_second_instance_is_idle_then_takes_over_at_the_checkpoint(access: Cosmo
                 if transferstate.get_job(access, job.job_id)
                 else []
             )
-            if units and units[0].get("owner") == "a" and units[0].get("processedCount", 0) > 0:
+            if any(u.get("owner") == "a" and u.get("processedCount", 0) > 0 for u in units):
                 break
             time.sleep(0.1)
-        assert run_instance(access, job, "b", Reports(), never).kind == "idle"  # "a" holds the only unit
+        # "b" finishes the empty units, then waits for the one "a" holds.
+        assert run_instance(access, job, "b", Reports(), never).kind == "idle"
     finally:
         stop_first.set()
         thread.join(timeout=20)
     assert first and first[0].kind == "stopped"
-    handed_over = transferstate.StateStore(access).job_units(job.job_id)[0]
+    handed_over = next(u for u in transferstate.StateStore(access).job_units(job.job_id) if u["processedCount"])
     assert handed_over["owner"] is None and 0 < handed_over["processedCount"] < 120
 
     reports = Reports()
@@ -92,7 +94,9 @@ def test_second_instance_is_idle_then_takes_over_at_the_checkpoint(access: Cosmo
     assert reports.merged()["processedCount"] == reports.merged()["totalCount"] == 120
 
 
-def test_killed_instances_resume_from_checkpoints(access: CosmosAccess, cosmos: CosmosServer) -> None:
+def test_killed_instances_resume_from_checkpoints(
+    access: CosmosAccess, cosmos: CosmosServer, changefeed: ChangeFeedProxy
+) -> None:
     db = unique("db")
     source = create_container(access, db, "src", "/tenant")
     fill(source, make_items(160))
@@ -101,7 +105,7 @@ def test_killed_instances_resume_from_checkpoints(access: CosmosAccess, cosmos: 
     lease = 1.0
     env = {
         **os.environ,
-        "ENDPOINT": cosmos.endpoint.endpoint,
+        "ENDPOINT": changefeed.endpoint,  # the instances read the stand-in's change feed
         "KEY": cosmos.endpoint.key,
         "JOB": json.dumps(asdict(job)),
         "LEASE": str(lease),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from azure.cosmos import PartitionKey
-from backup_fixtures import backup_store, capturer, own_account
+from backup_fixtures import backup_store, capturer, either_account, own_account
 from cosmos_fixtures import contents, fill, make_items
 
 from ferry.backup.restoreplan import RestoreRequest
@@ -28,7 +28,7 @@ from ferry.transfer.state import StateStore
 from support.reports import Reports
 from support.seconds import moment, tick
 
-__all__ = ["backup_store", "own_account"]
+__all__ = ["backup_store", "either_account", "own_account"]
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(120),
@@ -302,3 +302,49 @@ def _job_exists(access: CosmosAccess, work: RestoreJob) -> bool:
         return StateStore(access).read_job(work.job_id) is not None
     except Exception:
         return False
+
+
+def test_a_restore_is_exact_under_either_deletion_path(
+    either_account: CosmosAccess, backup_store: BackupStore, request: pytest.FixtureRequest
+) -> None:
+    """From the deletes feed, a restore is exact to any second; where deletions are swept, exact to the sweeps'
+    times, and its status says how closely deletions are known."""
+    from ferry.kinds.databaseaccount.capture import CaptureSettings
+
+    swept = "deletion-sweep" in request.node.name
+    settings = CaptureSettings(
+        retention=timedelta(hours=1), interval=timedelta(seconds=2), deletion_sweep=timedelta(seconds=1)
+    )
+    database = either_account.client().create_database("shop")
+    orders = database.create_container("orders", PartitionKey("/tenant"))
+    fill(orders, make_items(30))
+    capture = capturer(either_account, backup_store, settings)
+    capture.run_once()
+    for item in make_items(30)[:4]:
+        orders.delete_item(item["id"], partition_key=item["tenant"])
+    tick()
+    swept_at = capture.run_once().read_time - timedelta(seconds=1)
+    at_sweep = contents(orders)
+    for item in make_items(30)[10:13]:
+        orders.upsert_item({**item, "n": -3})
+    for item in make_items(30)[20:22]:
+        orders.delete_item(item["id"], partition_key=item["tenant"])
+    between = moment()
+    at_between = contents(orders)
+    for item in make_items(30)[25:28]:
+        orders.delete_item(item["id"], partition_key=item["tenant"])
+    orders.upsert_item({**make_items(30)[10], "n": -4})
+    tick()
+    capture.run_once()
+    database.delete_container("orders")
+    tick()
+    capture.run_once()
+
+    when, expected = (swept_at, at_sweep) if swept else (between, at_between)
+    reports = Reports()
+    outcome = restore(either_account, backup_store, job(RestoreRequest("shop", "orders", timestamp=when)), reports)
+    assert outcome.kind == "completed", outcome
+    fresh = CosmosAccess(either_account.endpoint, either_account.key, verify_tls=False)
+    assert contents(fresh.container("shop", "orders")) == expected
+    note = reports.merged().get("note")
+    assert ("deletionSweepInterval" in note) if swept else note is None

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from ferry_dev.emulators import find_node_bin
 
 Match = Callable[[str, str, dict[str, str]], bool]  # (method, path, lower-cased headers) -> bool
+Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
 
 OFFER_HEADERS = ("x-ms-offer-throughput", "x-ms-cosmos-offer-autopilot-settings", "x-ms-offer-type")
 SERVERLESS_MESSAGE = "Shared throughput database creation is not supported for serverless accounts."
@@ -143,6 +144,28 @@ class CosmosProxy:
                     return fault
         return None
 
+    def exchange(
+        self, method: str, path: str, raw_headers: dict[str, str], headers: dict[str, str], body: bytes | None
+    ) -> Reply:
+        """Answer one request (headers: lower-cased copy of raw_headers); here by forwarding it upstream.
+
+        Subclasses answer some requests themselves or look at what passes through.
+        """
+        return self.forward(method, path, raw_headers, body)
+
+    def forward(self, method: str, path: str, raw_headers: dict[str, str], body: bytes | None) -> Reply:
+        conn = http.client.HTTPSConnection(
+            self.upstream_host, self.upstream_port, timeout=60, context=self._upstream_tls
+        )
+        try:
+            conn.request(method, path, body=body, headers=raw_headers)
+            response = conn.getresponse()
+            payload = response.read()
+        finally:
+            conn.close()
+        skip = ("transfer-encoding", "content-length", "connection")
+        return response.status, {k: v for k, v in response.getheaders() if k.lower() not in skip}, payload
+
     def _rewrite_account(self, payload: bytes) -> bytes:
         account: dict[str, Any] = json.loads(payload)
         with self._lock:
@@ -180,19 +203,12 @@ class CosmosProxy:
                     payload = json.dumps({"code": code, "message": fault.message}).encode()
                     self._send(fault.status, {"Content-Type": "application/json", **fault.headers}, payload)
                     return
-                conn = http.client.HTTPSConnection(
-                    proxy.upstream_host, proxy.upstream_port, timeout=60, context=proxy._upstream_tls
+                status, reply_headers, payload = proxy.exchange(
+                    self.command, self.path, dict(self.headers.items()), headers, body
                 )
-                try:
-                    conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-                    response = conn.getresponse()
-                    payload = response.read()
-                finally:
-                    conn.close()
-                if self.command == "GET" and urlsplit(self.path).path in ("", "/") and response.status == 200:
+                if self.command == "GET" and urlsplit(self.path).path in ("", "/") and status == 200:
                     payload = proxy._rewrite_account(payload)
-                skip = ("transfer-encoding", "content-length", "connection")
-                self._send(response.status, {k: v for k, v in response.getheaders() if k.lower() not in skip}, payload)
+                self._send(status, reply_headers, payload)
 
             do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = do_PATCH = _forward
 

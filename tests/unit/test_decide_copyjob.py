@@ -189,3 +189,33 @@ def test_a_waiting_message_repeats_nothing() -> None:
     assert not again.events
     ready = condition(first.status.conditions, "Complete")
     assert ready is not None and "waiting behind 2" in ready.message
+
+
+def online(progress: dict[str, Any], state: dict[str, Any] | None = None) -> Observed:
+    base = observe(Case("online", state=state or RUNNING, progress=progress))
+    return Observed(**{**base.__dict__, "spec": base.spec.model_copy(update={"mode": "Online"})})
+
+
+def test_an_online_job_is_caught_up_when_nothing_is_pending() -> None:
+    behind = decide(online({**WORKING, "pendingChanges": 12, "secondsBehind": 3})).status
+    assert isinstance(behind, ContainerCopyJobOperatorStatus)
+    lag = condition(behind.conditions, "CaughtUp")
+    assert lag is not None and lag.status == "False" and lag.reason == "Behind"
+    assert "12 source changes" in lag.message and "3s behind" in lag.message
+
+    caught_up = decide(online({**WORKING, "pendingChanges": 0, "secondsBehind": 0})).status
+    assert isinstance(caught_up, ContainerCopyJobOperatorStatus)
+    done = condition(caught_up.conditions, "CaughtUp")
+    assert done is not None and done.status == "True" and done.reason == "CaughtUp"
+    # An offline job, or one still copying, has no such condition.
+    assert condition(decide(online(WORKING)).status.conditions, "CaughtUp") is None  # type: ignore[union-attr]
+
+
+def test_an_online_job_that_cut_over_says_clients_can_move() -> None:
+    finished = {**WORKING, "pendingChanges": 0, "transfer": {"state": "Succeeded", "startTime": NOW.isoformat()}}
+    plan = decide(online(finished))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert plan.status.phase == "Succeeded"
+    complete = condition(plan.status.conditions, "Complete")
+    assert complete is not None and complete.reason == "CutOver"
+    assert "safe to repoint clients" in complete.message

@@ -231,3 +231,12 @@ def test_a_deletion_the_backup_has_not_seen_yet_waits_for_the_next_capture() -> 
         plan_restore(index, RestoreRequest("shop", "orders"), LIVE, NOW)
     at_a_time = plan_restore(index, RestoreRequest("shop", "orders", timestamp=at(5)), LIVE, NOW)
     assert at_a_time.source_rid == "C1"
+
+
+def test_a_swept_backup_says_how_closely_deletions_are_known() -> None:
+    from ferry.backup.restoreplan import deletion_note
+
+    assert deletion_note(None, at(0, 5)) is None
+    assert deletion_note(0.0, at(0, 5)) is None  # from the deletes feed: to the second
+    note = deletion_note(600.0, at(0, 5))
+    assert note is not None and "600s" in note and "deletionSweepInterval" in note

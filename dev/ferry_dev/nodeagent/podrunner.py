@@ -53,6 +53,8 @@ def _default_env(api_server: str) -> dict[str, str]:
         "HOME": "/tmp",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "PYTHONUNBUFFERED": "1",
+        # A work tree's code, where the agent was started with one (the installation's otherwise).
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
         # What the kubelet sets from the `kubernetes` Service: in-cluster clients find the API server.
         "KUBERNETES_SERVICE_HOST": address.hostname or "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": str(address.port or 443),

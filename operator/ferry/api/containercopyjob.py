@@ -1,4 +1,8 @@
-"""ContainerCopyJob: an offline copy of every item of one container into another of the same account."""
+"""ContainerCopyJob: a copy of every item of one container into another of the same account.
+
+Offline (the default) copies a source nobody writes to; Online keeps applying the source's changes
+until spec.cutover.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from ferry.api.transfer import TransferRecord
 
 class CopyMode(StrEnum):
     OFFLINE = "Offline"
+    ONLINE = "Online"  # needs the source account's all-versions-and-deletes change feed
 
 
 class ContainerCopyPhase(StrEnum):
@@ -43,12 +48,27 @@ class ContainerCopyJobSpec(FerryModel):
             "|| self.source.container != self.destination.container",
             "message": "source and destination must differ",
         },
+        {
+            "rule": "!has(self.cutover) || !self.cutover || (has(self.mode) && self.mode == 'Online')",
+            "message": "cutover is allowed only when mode is Online: an offline copy completes by itself",
+            "fieldPath": ".cutover",
+        },
     ]
 
     account_ref: LocalObjectReference
     source: ContainerPath
     destination: ContainerPath
-    mode: CopyMode = Field(default=CopyMode.OFFLINE)
+    mode: CopyMode = Field(
+        default=CopyMode.OFFLINE,
+        description="Offline: copy a source nobody writes to. Online: after the copy, keep applying the source's "
+        "creates, replaces and deletes until spec.cutover (the account needs the all-versions-and-deletes "
+        "change feed).",
+    )
+    cutover: bool = Field(
+        default=False,
+        description="Online only: stop writing to the source, then set true; the job applies what is left "
+        "and completes, after which clients can use the destination.",
+    )
     suspend: bool = Field(default=False, description="Pause at the next checkpoint; false resumes.")
     max_items_per_second: int | None = Field(
         default=None, ge=1, description="Upper bound on the job's write rate across all instances."
@@ -64,6 +84,12 @@ class ContainerCopyProgress(FerryModel):
     items_per_second: float | None = None
     estimated_seconds_remaining: int | None = None
     throttled_requests: int | None = Field(default=None, description="429 responses met (and retried).")
+    pending_changes: int | None = Field(
+        default=None, description="Online: source changes not yet applied to the destination."
+    )
+    seconds_behind: int | None = Field(
+        default=None, description="Online: age of the oldest source change not yet applied (0: caught up)."
+    )
     last_update_time: datetime | None = Field(default=None, description="When an instance last reported.")
     transfer: TransferRecord | None = None
 

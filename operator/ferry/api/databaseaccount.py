@@ -94,6 +94,11 @@ class BackupPolicy(FerryModel):
     capture_interval: Annotated[str, DurationBounds("1s", "1h")] = Field(
         default="30s", description="How often changes are captured: the finest time a restore can tell apart."
     )
+    deletion_sweep_interval: Annotated[str, DurationBounds("1s", "24h")] = Field(
+        default="10m",
+        description="Where the account has no all-versions-and-deletes change feed: how often item deletions are "
+        "found by listing every item's id; a deletion is then dated to within this interval.",
+    )
     location: BackupLocation | None = None
 
 
@@ -165,6 +170,11 @@ class BackupReport(FerryModel):
         default=None, description="How far the latest restorable time was behind the end of the last capture."
     )
     versions_captured: int | None = Field(default=None, description="Item versions and deletions recorded so far.")
+    deletion_precision_seconds: float | None = Field(
+        default=None,
+        description="How closely item deletions are dated: 0 from the all-versions-and-deletes change feed, "
+        "spec.backup.deletionSweepInterval where a container's deletions are swept.",
+    )
     gaps: list[BackupGap] | None = Field(default=None, description="Gaps in the restorable window.")
     error: Failure | None = Field(default=None, description="Why the last capture failed, if it did.")
 

@@ -66,6 +66,11 @@ class RestoreProgress(FerryModel):
 
     restore_timestamp: datetime | None = Field(default=None, description="The time actually restored to.")
     instance_id: str | None = Field(default=None, description="The id of the incarnation the restore created.")
+    note: str | None = Field(
+        default=None,
+        description="What to know about the restored state: where item deletions were swept, how closely they "
+        "are dated.",
+    )
     total_count: int | None = None
     restored_item_count: int | None = None
     percent: int | None = None

@@ -1,11 +1,13 @@
-"""The backup's format in blob storage, version 1. Users keep it for weeks: change it only compatibly.
+"""The backup's format in blob storage, version 2 (reads version 1). Users keep it for weeks: change it only
+compatibly.
 
 Under the location's prefix:
 
     index.json                    the window: bases, segments, gaps, the catalog's history, the cursor
-    segments/<seq>-<id>.jsonl.gz  what one capture saw change (immutable once the index names it)
-    bases/<seq>-<id>.jsonl.gz     everything as it was at one capture: the live catalog and every item
-    state/<seq>-<id>.json.gz      the capture cursor: the live catalog and each item's last _etag
+    segments/<seq>-<id>[.sorted].jsonl.gz  what one capture saw change (immutable once the index names it)
+    bases/<seq>-<id>[.sorted].jsonl.gz     every item as it was at one capture
+    state/<seq>-<id>.json.gz      the capture cursor: the live catalog and each container's change feed
+                                  continuations (version 1: each item's last _etag)
     restores/<rid>.json           written by a restore: the incarnation it created and its instance id
 
 Records are JSON lines:
@@ -15,7 +17,13 @@ Bases begin with {"t": "base", "seq": N, "time": T}. Catalog events (databases a
 replaced, deleted, re-created) are kept in the index, shaped like Azure's restorableSqlDatabases and
 restorableSqlContainers events.
 
-A restore to time T reads the index, the last base at or before T and the segments after it up to T.
+A restore to time T reads the index, the last base at or before T, the records of the base's own segment
+stamped after the base's time, and the segments after it up to T.
+
+Version 2 (compatible: the records and the index keep their shape, so version 1 readers still read it):
+segments and bases named `*.sorted.jsonl.gz` hold their records sorted by `record_key` (container, item,
+time, version before deletion), so that readers merge them as streams in bounded memory; version 1 blobs
+(unsorted) are sorted on reading. The cursor holds change feed continuations instead of every item's _etag.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from pydantic import Field
 from ferry.api.common import FerryModel
 from ferry.api.databaseaccount import BackupGap
 
-FORMAT = 1
+FORMAT = 2
+SORTED = ".sorted.jsonl.gz"
 
 
 class Operation(StrEnum):
@@ -107,13 +116,32 @@ class CatalogEntry(FerryModel):
     modified: int | None = Field(default=None, description="The resource's _ts: when it was created or last replaced.")
 
 
+class ContainerCursor(FerryModel):
+    """Where a container's capture continues: a few continuations, whatever the container's size."""
+
+    latest: list[str] = Field(
+        default_factory=list,
+        description="The latest-version change feed's continuation of each feed range (without the deletes feed).",
+    )
+    deletes: list[str] | None = Field(
+        default=None, description="The all-versions-and-deletes feed's, where the account has it; else swept."
+    )
+    last_sweep: datetime | None = Field(default=None, description="The deletion sweep's last read (sweep path).")
+
+
 class CaptureState(FerryModel):
     """The capture cursor: where the next capture continues from."""
 
     time: datetime
     catalog: dict[str, CatalogEntry] = Field(default_factory=dict, description="By _rid.")
-    items: dict[str, dict[str, str]] = Field(default_factory=dict, description="Container rid: item rid: _etag.")
+    items: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Version 1: container rid: item rid: _etag (read once, then dropped)."
+    )
+    feeds: dict[str, ContainerCursor] = Field(default_factory=dict, description="Version 2: by container rid.")
     deleted: list[str] = Field(default_factory=list, description="kind/database/name of deleted incarnations.")
+    deletion_precision_seconds: float | None = Field(
+        default=None, description="How closely item deletions are dated: 0 from the feed, the sweep interval else."
+    )
 
 
 def new_id() -> str:
@@ -121,11 +149,21 @@ def new_id() -> str:
 
 
 def segment_blob(seq: int) -> str:
-    return f"segments/{seq:010d}-{new_id()}.jsonl.gz"
+    return f"segments/{seq:010d}-{new_id()}{SORTED}"
 
 
 def base_blob(seq: int) -> str:
-    return f"bases/{seq:010d}-{new_id()}.jsonl.gz"
+    return f"bases/{seq:010d}-{new_id()}{SORTED}"
+
+
+def is_sorted(blob: str) -> bool:
+    """Version 2 blobs hold their records in `record_key` order; version 1 blobs in no order."""
+    return blob.endswith(SORTED)
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str, int, int]:
+    """Container, item, time, and a version before a deletion of the same second."""
+    return str(record["c"]), str(record["r"]), int(record["ts"]), 0 if record["t"] == "v" else 1
 
 
 def state_blob(seq: int) -> str:

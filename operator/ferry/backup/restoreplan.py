@@ -90,6 +90,18 @@ def default_timestamp(found: list[Incarnation], latest: datetime) -> datetime:
     return max(deleted) - ONE_SECOND if deleted else latest
 
 
+def deletion_note(precision_seconds: float | None, t: datetime) -> str | None:
+    """Where the backup's item deletions come from a sweep, a restore to `t` may bring back items deleted up to
+    one sweep interval before it: said in the restore's status."""
+    if not precision_seconds:
+        return None
+    return (
+        f"item deletions are known to within {precision_seconds:g}s (the account has no all-versions-and-deletes "
+        f"change feed: they are found by a sweep every spec.backup.deletionSweepInterval); items deleted up to "
+        f"{precision_seconds:g}s before {when(t)} may be restored"
+    )
+
+
 def plan_restore(index: BackupIndex, request: RestoreRequest, live: LiveCatalog, now: datetime) -> RestorePlan:
     """The restore to carry out, or RestoreRefused naming the rule it breaks."""
     what = request.describe()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from ferry.backup.format import BackupIndex, CaptureState, load_lines, restore_marker
+from ferry.backup.format import BackupIndex, CaptureState, restore_marker
+from ferry.backup.stream import read_lines
 
 INDEX = "index.json"
 
@@ -75,6 +78,11 @@ class BackupStore:
     def put(self, name: str, data: bytes) -> None:
         self.container.get_blob_client(self._name(name)).upload_blob(data, overwrite=True)
 
+    def put_file(self, name: str, path: str) -> None:
+        """Upload from disk, in blocks: memory does not grow with the blob."""
+        with open(path, "rb") as data:
+            self.container.get_blob_client(self._name(name)).upload_blob(data, overwrite=True)
+
     def get(self, name: str) -> bytes:
         return bytes(self.container.get_blob_client(self._name(name)).download_blob().readall())
 
@@ -88,7 +96,15 @@ class BackupStore:
         return [b.name[cut:] for b in self.container.list_blobs(name_starts_with=start)]
 
     def records(self, name: str) -> Iterator[dict[str, Any]]:
-        return load_lines(self.get(name))
+        """A blob's records, streamed: downloaded to a temporary file (in chunks) when first read, then read
+        line by line; the file goes when the reading ends."""
+        handle, path = tempfile.mkstemp(prefix="ferry-backup-", suffix=".jsonl.gz")
+        try:
+            with os.fdopen(handle, "wb") as target:
+                self.container.get_blob_client(self._name(name)).download_blob().readinto(target)
+            yield from read_lines(path)
+        finally:
+            os.unlink(path)
 
     # The cursor.
 

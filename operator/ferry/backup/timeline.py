@@ -3,12 +3,13 @@ which settings, and every item of a container as it was at a time. Pure: blobs c
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ferry.backup.format import BackupIndex, CatalogEvent, Operation, ResourceKind
+from ferry.backup.format import BackupIndex, CatalogEvent, Operation, ResourceKind, is_sorted, record_key
 
 Records = Callable[[str], Iterator[dict[str, Any]]]  # blob name -> its records
 
@@ -95,37 +96,66 @@ def gap_at(index: BackupIndex, t: datetime) -> tuple[datetime, datetime] | None:
 
 
 def items_at(index: BackupIndex, records: Records, container_rid: str, t: datetime) -> dict[str, dict[str, Any]]:
-    """Every item of a container incarnation as it was at `t`, by item _rid."""
+    """Every item of a container incarnation as it was at `t`, by item _rid (for tests: it holds them all)."""
     return {record["r"]: record["d"] for record in materialize(index, records, [container_rid], t)}
+
+
+def sorted_records(records: Records, blob: str, wanted: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """A blob's records in `record_key` order, kept to the wanted containers: version 2 blobs are streamed as
+    they are; version 1 blobs (unsorted) are sorted in memory, as version 1 readers held them."""
+    found = (r for r in records(blob) if wanted is None or r.get("c") in wanted)
+    return found if is_sorted(blob) else iter(sorted(found, key=record_key))
+
+
+def history(
+    index: BackupIndex, records: Records, containers: Iterable[str], t: datetime
+) -> list[Iterable[dict[str, Any]]]:
+    """The sorted streams that say what the items of these container incarnations were at `t`: the last base
+    at or before `t`, the records of the base's own segment stamped after the base's time (changes read
+    while that capture ran), and the segments after it; in that order, so that a merge keeps it for equal
+    keys."""
+    wanted = set(containers)
+    cutoff = seconds(t)
+    base = next((b for b in reversed(index.bases) if b.time <= t), None)
+    streams: list[Iterable[dict[str, Any]]] = []
+    if base is not None:
+        streams.append(r for r in sorted_records(records, base.blob, wanted) if r["t"] == "v")
+    after = base.seq if base is not None else -1
+    for segment in index.segments:
+        # A segment holds what changed after its start (the previous capture's read time, less the one
+        # second of overlap): one that starts after `t` holds nothing older.
+        if segment.seq < after or seconds(segment.start) - 1 > cutoff:
+            continue
+        found = sorted_records(records, segment.blob, wanted)
+        if base is not None and segment.seq == after:
+            since = seconds(base.time)
+            found = (r for r in found if r["ts"] > since)
+        streams.append(found)
+    return streams
+
+
+def latest(merged: Iterable[dict[str, Any]], cutoff: float) -> Iterator[dict[str, Any]]:
+    """Each item's last version at or before `cutoff` from a merged stream, unless a deletion came after it."""
+    current: dict[str, Any] | None = None
+    key: tuple[str, str] | None = None
+    for record in merged:
+        here = (record["c"], record["r"])
+        if here != key:
+            if current is not None:
+                yield current
+            current, key = None, here
+        if record["ts"] > cutoff:
+            continue
+        current = record if record["t"] == "v" else None
+    if current is not None:
+        yield current
 
 
 def materialize(
     index: BackupIndex, records: Records, containers: Iterable[str], t: datetime
 ) -> Iterator[dict[str, Any]]:
-    """The version records of every item of these container incarnations at `t`: the last base at or before
-    `t`, then the segments after it, versions and deletions up to `t` (what a new base holds, and what a
-    restore writes)."""
-    wanted = set(containers)
-    cutoff = seconds(t)
-    base = next((b for b in reversed(index.bases) if b.time <= t), None)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    if base is not None:
-        for record in records(base.blob):
-            if record["t"] == "v" and record["c"] in wanted:
-                latest[(record["c"], record["r"])] = record
-    after = base.seq if base is not None else -1
-    for segment in index.segments:
-        # A segment holds what changed after its start (the previous capture's read time, less the one
-        # second of overlap): one that starts after `t` holds nothing older.
-        if segment.seq <= after or seconds(segment.start) - 1 > cutoff:
-            continue
-        for record in records(segment.blob):
-            if record.get("c") not in wanted or record["ts"] > cutoff:
-                continue
-            key = (record["c"], record["r"])
-            if record["t"] == "v":
-                if key not in latest or latest[key]["ts"] <= record["ts"]:
-                    latest[key] = record
-            elif record["t"] == "x":
-                latest.pop(key, None)
-    yield from latest.values()
+    """The version records of every item of these container incarnations at `t`, in (container, item _rid)
+    order (what a new base holds, and what a restore writes): a streamed merge of the base and segments, in
+    memory bounded by the number of blobs, not of items."""
+    streams = history(index, records, containers, t)
+    return latest(heapq.merge(*streams, key=record_key), seconds(t))

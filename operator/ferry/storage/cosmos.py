@@ -16,7 +16,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import requests
 import urllib3
@@ -38,6 +38,8 @@ __all__ = [
     "CosmosAccess",
     "CosmosAccessError",
     "InvalidAccountKey",
+    "change_feed_now",
+    "change_feed_page",
     "container_properties",
     "count_items",
     "describe",
@@ -56,8 +58,8 @@ __all__ = [
     "unique_key_paths",
 ]
 
-# Properties the service adds to every item; they are not part of an item's content.
-SYSTEM_PROPERTIES = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts"})
+# Properties the service adds to every item (and _lsn to change feed items); they are not part of its content.
+SYSTEM_PROPERTIES = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "_lsn"})
 
 # Substatus of 401 when the account refuses keys altogether ("Local Authorization is disabled").
 LOCAL_AUTH_DISABLED_SUBSTATUS = 5202
@@ -339,6 +341,62 @@ def query_page(
             return items, token
         # An empty page with more to come: the pager fetches the next one.
     return [], None
+
+
+ChangeFeedMode = Literal["LatestVersion", "AllVersionsAndDeletes"]
+LATEST_VERSION: ChangeFeedMode = "LatestVersion"
+ALL_VERSIONS_AND_DELETES: ChangeFeedMode = "AllVersionsAndDeletes"
+
+
+def change_feed_page(
+    container: ContainerProxy,
+    feed_range: dict[str, Any],
+    continuation: str | None,
+    page_size: int,
+    *,
+    mode: ChangeFeedMode = LATEST_VERSION,
+    headers: dict[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a feed range's change feed after `continuation`, and the continuation after it.
+
+    Without a continuation the latest-version feed is read from the beginning. An empty page means
+    nothing more for now (the service answered 304); the continuation is then the one given.
+    `headers`, if given, receives the last response's headers (`lsn`: the range's latest LSN).
+    """
+
+    def hook(response_headers: Mapping[str, str], _: Any) -> None:
+        if headers is not None:
+            headers.update(response_headers)
+
+    if continuation is None:
+        feed: Any = container.query_items_change_feed(
+            feed_range=feed_range, start_time="Beginning", max_item_count=page_size, mode=mode, response_hook=hook
+        )
+    else:
+        feed = container.query_items_change_feed(
+            continuation=continuation, max_item_count=page_size, response_hook=hook
+        )
+    pages = feed.by_page()
+    for page in pages:
+        return list(page), cast(str | None, pages.continuation_token) or continuation
+    return [], continuation
+
+
+def change_feed_now(
+    container: ContainerProxy, feed_range: dict[str, Any], mode: ChangeFeedMode = LATEST_VERSION
+) -> str:
+    """The continuation of a feed range's change feed at this moment: reading from it gives later changes only.
+
+    The SDK gives it in the etag of its last response (a 304), which the response hook sees.
+    """
+    seen: dict[str, Any] = {}
+
+    def hook(headers: Mapping[str, str], _: Any) -> None:
+        seen["headers"] = headers  # the SDK puts the continuation into this mapping after the hook ran
+
+    for _ in container.query_items_change_feed(feed_range=feed_range, start_time="Now", mode=mode, response_hook=hook):
+        pass
+    return str(seen["headers"]["etag"])
 
 
 def count_items(container: ContainerProxy) -> int:

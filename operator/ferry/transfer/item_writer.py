@@ -30,6 +30,15 @@ WRITE_RETRIES = policy(WRITE_ATTEMPTS, is_transient, first=BACKOFF_SECONDS, cap=
 
 
 @dataclass(frozen=True)
+class SourceChange:
+    """A change of a source item as the destination needs it: its new version, or its deletion."""
+
+    item_id: str
+    source_key: Any  # the item's partition key value in the source
+    body: dict[str, Any] | None  # None: deleted
+
+
+@dataclass(frozen=True)
 class Conflict:
     item_id: str
     unique_key: bool  # True: refused by a unique key; False: another item has the same id and key
@@ -83,6 +92,45 @@ class ItemWriter:
         futures = [self._pool.submit(self._write, strip_system(item)) for item in items]
         conflicts = [f.result() for f in futures]
         return [c for c in conflicts if c is not None]
+
+    def apply_changes(self, changes: list[SourceChange], source_paths: list[str]) -> list[Conflict]:
+        """Apply changes of distinct items at once: upsert new versions, delete deleted items."""
+        futures = [self._pool.submit(self._apply, change, source_paths) for change in changes]
+        conflicts = [f.result() for f in futures]
+        return [c for c in conflicts if c is not None]
+
+    def _apply(self, change: SourceChange, source_paths: list[str]) -> Conflict | None:
+        if self.bucket is not None:
+            self.bucket.take()
+        keep = None
+        if change.body is not None:
+            body = strip_system(change.body)
+            try:
+                WRITE_RETRIES(self.destination.upsert_item, body)
+            except CosmosHttpResponseError as error:
+                if status_code(error) == 409:  # an upsert conflicts only with a unique key
+                    return Conflict(change.item_id, unique_key=True)
+                raise
+            if self.paths == source_paths:
+                return None
+            keep = partition_key_value(body, self.paths)
+        # Partitioned otherwise, the destination may hold the item under the key of an older version
+        # (or of the deleted one): find the copies by id and source key, and delete all but the new one.
+        same_id = self.destination.query_items(
+            "SELECT * FROM c WHERE c.id = @id",
+            parameters=[{"name": "@id", "value": change.item_id}],
+            enable_cross_partition_query=True,
+        )
+        for item in same_id:
+            key = partition_key_value(item, self.paths)
+            if partition_key_value(item, source_paths) != change.source_key or (keep is not None and key == keep):
+                continue
+            try:
+                WRITE_RETRIES(self.destination.delete_item, str(item["id"]), key)
+            except CosmosHttpResponseError as error:
+                if status_code(error) != 404:
+                    raise
+        return None
 
     def _write(self, body: dict[str, Any]) -> Conflict | None:
         if self.bucket is not None:

@@ -30,6 +30,9 @@ class Totals:
     percent: int | None
     items_per_second: float | None
     estimated_seconds_remaining: int | None
+    # Online copies: source changes not yet applied, and how old the oldest of them is (None: not streaming).
+    pending_changes: int | None = None
+    seconds_behind: int | None = None
 
 
 # Receives the instances' whole part of the job's status; True forces it out now (a state change).
@@ -62,6 +65,8 @@ class Reporter(Generic[M]):
         self._stored: dict[str, int] = {}
         self._read_at = -UNITS_REFRESH
         self._local: dict[str, int] = {}
+        self._stored_lag: dict[str, tuple[int, float]] = {}
+        self._local_lag: dict[str, tuple[int, float]] = {}
         # The rate and time left last reported (by any instance) stand until this one has measured its own:
         # every report carries the whole part, and a field left out would vanish from the status.
         self._items_per_second, self._eta = previous_rate
@@ -71,14 +76,35 @@ class Reporter(Generic[M]):
         with self._lock:
             self._local[unit_id] = processed
 
+    def lagged(self, unit_id: str, pending: int, seconds_behind: float) -> None:
+        """This instance applied a streaming unit's changes up to `pending` left, `seconds_behind` old."""
+        with self._lock:
+            self._local_lag[unit_id] = (pending, seconds_behind)
+
+    def lag(self) -> tuple[int | None, int | None]:
+        """Pending changes and seconds behind over the streaming units, as last checkpointed."""
+        with self._lock:
+            lags = {**self._stored_lag, **self._local_lag}
+        if not lags:
+            return None, None
+        return sum(p for p, _ in lags.values()), int(max(b for _, b in lags.values()))
+
     def processed(self, fresh: bool = True) -> int:
         """The sum over all units; `fresh` re-reads them all from the store."""
         now = time.monotonic()
         if fresh or now - self._read_at >= UNITS_REFRESH:
-            stored = {str(u["id"]): int(u.get("processedCount", 0)) for u in self._store.job_units(self._job_id)}
+            units = self._store.job_units(self._job_id)
+            stored = {str(u["id"]): int(u.get("processedCount", 0)) for u in units}
+            lags = {
+                str(u["id"]): (int(u["pendingChanges"]), float(u.get("secondsBehind") or 0))
+                for u in units
+                if u.get("pendingChanges") is not None
+            }
             with self._lock:
                 self._stored, self._read_at = stored, now
+                self._stored_lag = lags
                 self._local.clear()
+                self._local_lag.clear()
         with self._lock:
             return sum({**self._stored, **self._local}.values())
 
@@ -113,6 +139,8 @@ class Reporter(Generic[M]):
                 else None,
                 items_per_second=self._items_per_second,
                 estimated_seconds_remaining=self._eta,
+                pending_changes=self.lag()[0],
+                seconds_behind=self.lag()[1],
             )
             part = self._build(job, totals)
             self._report(part, force)

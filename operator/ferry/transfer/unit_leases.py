@@ -97,9 +97,9 @@ class UnitLease:
             except Exception:  # a failed renewal is retried; expiry is the backstop
                 continue
 
-    def checkpoint(self, continuation: str | None, processed: int, done: bool = False) -> None:
+    def checkpoint(self, continuation: str | None, processed: int, done: bool = False, **extra: Any) -> None:
         """Record progress after a page; every item before `continuation` is in the destination."""
-        fields: dict[str, Any] = {"continuation": continuation, "processedCount": processed, "done": done}
+        fields: dict[str, Any] = {"continuation": continuation, "processedCount": processed, "done": done, **extra}
         fields["leaseExpiresAt"] = 0.0 if done else epoch() + self.lease_seconds
         if done:
             fields["owner"] = None
@@ -122,7 +122,12 @@ def acquire(
 ) -> tuple[UnitLease | None, Availability]:
     """Lease one unfinished unit that is free, expired, or this instance's own from a previous run."""
     units = store.job_units(job_id)
-    pending = [u for u in units if not u.get("done")]
+    # Units still copying first; then the streaming units of an online copy, least recently visited
+    # first, so that one instance takes its turn over all of them.
+    pending = sorted(
+        (u for u in units if not u.get("done")),
+        key=lambda u: (bool(u.get("streaming")), float(u.get("visitedAt") or 0.0)),
+    )
     now = epoch()
     busy = 0
     takeovers: list[float] = []

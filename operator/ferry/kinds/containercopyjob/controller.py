@@ -18,6 +18,7 @@ from ferry.api.containercopyjob import (
     ContainerCopyJobSpec,
     ContainerCopyPhase,
     ContainerCopyProgress,
+    CopyMode,
 )
 from ferry.api.databaseaccount import AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
@@ -129,7 +130,31 @@ def decide(o: Observed) -> Plan:
     if o.meta.deleting or state.phase in FINISHED_PHASES:
         return d.done()  # deleted: the instances record the cancellation in the job history
     transfer = progress.transfer
-    copied = ("Copied", lambda: f"copied {progress.processed_count or 0} items")
+    online = o.spec.mode == CopyMode.ONLINE
+    if online and progress.pending_changes is not None:
+        caught_up = progress.pending_changes == 0
+        state.conditions = set_condition(
+            state.conditions,
+            "CaughtUp",
+            caught_up,
+            "CaughtUp" if caught_up else "Behind",
+            "every source change is in the destination"
+            if caught_up
+            else f"{progress.pending_changes} source changes to apply, {progress.seconds_behind or 0}s behind",
+            o.meta.generation,
+            o.now,
+        )
+    copied = (
+        (
+            "CutOver",
+            lambda: (
+                f"copied {progress.processed_count or 0} items and applied every source change up to "
+                "the cutover: it is safe to repoint clients to the destination"
+            ),
+        )
+        if online
+        else ("Copied", lambda: f"copied {progress.processed_count or 0} items")
+    )
     if d.followed_transfer(
         transfer, copied, Failure(reason="CopyFailed", message="the copy instances report a failure")
     ):

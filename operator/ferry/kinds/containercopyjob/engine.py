@@ -6,10 +6,19 @@ then leases units one at a time and copies their items page by page, checkpointi
 page. Several instances (threads, processes, pods) share a job through the leases; a killed
 instance's lease expires and another resumes from its last checkpoint.
 
-The source is read with a query restricted to each feed range, not the change feed: both give
-every item with a continuation token to checkpoint, but the query's token resumes exactly on the
-service and on the local cosmosdb-server alike, whose change feed stops after its first page.
-Offline copies read a quiescent source, so a query sees the same items the change feed would.
+The source is read as the service's container copy reads it, through its change feed: each unit
+reads its feed range's latest-version feed from the beginning, page by page, and checkpoints the
+feed's continuation; the unit is done when the feed has nothing more. (cosmosdb-server's own change
+feed is a stub: the local stack and the tests put the stand-in of tests/support/changefeed.py in
+front of it.)
+
+Online copies (mode Online) also take, before copying anything, each feed range's position in the
+all-versions-and-deletes feed (the probe: a source without that feed fails the job at once with
+ChangeFeedModeUnsupported). A unit whose copy is done then streams: it applies the creates,
+replaces and deletes made since that position, page by page, checkpointing the feed's continuation
+and its lag (pendingChanges from the range's latest LSN, secondsBehind from the changes' times). An
+instance visits the streaming units in turn, least recently visited first. Once the job's cutover
+is asked for, a unit that has applied everything is done, and the job completes when all are.
 
 Errors that outlast the bounded retries (5xx, throttling, connection failures) raise
 TransientJobError after the lease is released: run the instance again, it resumes.
@@ -26,23 +35,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
+from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from ferry.api.common import Failure
 from ferry.api.containercopyjob import ContainerCopyProgress
 from ferry.storage.cosmos import (
+    ALL_VERSIONS_AND_DELETES,
     CosmosAccess,
+    change_feed_now,
+    change_feed_page,
     container_properties,
     count_items,
     describe,
     feed_ranges,
     is_transient,
     partition_key_paths,
-    query_page,
+    partition_key_value,
     status_code,
+    strip_system,
     throttled_requests,
     unique_key_paths,
 )
-from ferry.transfer.item_writer import Conflict, ItemWriter, TokenBucket
+from ferry.transfer.item_writer import Conflict, ItemWriter, SourceChange, TokenBucket
 from ferry.transfer.job_document import (
     InstanceOutcome,
     JobInstance,
@@ -54,7 +68,7 @@ from ferry.transfer.job_document import (
     outcome_of,
 )
 from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
-from ferry.transfer.state import JobState, StateStore, now_iso
+from ferry.transfer.state import JobState, StateStore, epoch, now_iso
 from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
@@ -63,7 +77,8 @@ PAGE_SIZE = 100
 PAGES_IN_FLIGHT = 2
 JOB_CHECK_INTERVAL = 2.0  # how often the job document is re-read for a state set elsewhere
 MAX_IDS_IN_MESSAGE = 10
-SOURCE_QUERY = "SELECT * FROM c"
+STREAM_POLL_SECONDS = 1.0  # an online copy with nothing new on any unit looks again after this
+ONLINE = "Online"
 
 
 @dataclass
@@ -77,6 +92,7 @@ class JobSpec:
     max_items_per_second: int | None
     instances: int
     write_region: str | None
+    mode: str = "Offline"
 
 
 def run_instance(
@@ -90,7 +106,10 @@ def run_instance(
     concurrency: int = 8,
     page_size: int = PAGE_SIZE,
     previous: ContainerCopyProgress | None = None,
+    cutover: Callable[[], bool] = lambda: False,
 ) -> InstanceOutcome:
+    """Work on the job until it is done, fails, or `should_stop`; `cutover` says the user asked an
+    online copy to finish (spec.cutover)."""
     if job.max_items_per_second:
         # Pages of about two seconds of work: a rate-limited instance still stops within seconds when asked.
         share = job.max_items_per_second / max(1, job.instances)
@@ -106,7 +125,7 @@ def run_instance(
         }
         if (refused := open_job(store, _new_job_doc(job), names, reporter)) is not None:
             return refused
-        return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds).run(
+        return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds, cutover).run(
             concurrency, page_size
         )
     except (AzureError, OSError) as error:
@@ -130,7 +149,10 @@ def _reporter(
 
 
 def copy_progress(job: dict[str, Any], totals: Totals) -> ContainerCopyProgress:
+    online = job.get("mode") == ONLINE
     return ContainerCopyProgress(
+        pending_changes=totals.pending_changes if online else None,
+        seconds_behind=totals.seconds_behind if online else None,
         processed_count=totals.processed,
         total_count=totals.total,
         percent=totals.percent,
@@ -161,6 +183,8 @@ def _new_job_doc(job: JobSpec) -> dict[str, Any]:
         "completionTime": None,
         "failure": None,
         "unitsReady": False,
+        "mode": job.mode,
+        "cutover": False,
     }
 
 
@@ -187,10 +211,15 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         reporter: Reporter[ContainerCopyProgress],
         should_stop: Callable[[], bool],
         lease_seconds: float,
+        cutover: Callable[[], bool],
     ) -> None:
         super().__init__(access, store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
         self.job = job
+        self.cutover = cutover
         self._checked = 0.0
+        self._quiet_visits = 0  # streaming visits in a row that found nothing new
+        self._source_paths: list[str] = []
+        self._units = 0
 
     def _refresh(self, force: bool = False) -> InstanceOutcome | None:
         """Re-read the job (at most every JOB_CHECK_INTERVAL): another party may have ended it."""
@@ -228,8 +257,10 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     ),
                 )
             )
+        self._source_paths = partition_key_paths(source)
         if not self.doc.get("unitsReady"):
-            self._initialise()
+            if (refused := self._initialise()) is not None:
+                return refused
             self.reporter.send(self.doc, force=True)  # the total, as soon as it is known
         rate = self.job.max_items_per_second
         bucket = TokenBucket(rate / max(1, self.job.instances)) if rate else None
@@ -237,11 +268,31 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         with ItemWriter(dest, partition_key_paths(destination), concurrency, bucket) as writer:
             return self._work(writer, unique_key_paths(destination), page_size)
 
-    def _initialise(self) -> None:
-        """Count the source and create one work unit per feed range (idempotent across instances)."""
+    def _initialise(self) -> InstanceOutcome | None:
+        """Count the source and create one work unit per feed range (idempotent across instances).
+
+        An online copy first takes each range's position in the all-versions-and-deletes feed: the
+        changes after it are applied once the range is copied, so none made during the copy is lost.
+        """
         source = self.access.container(self.job.source_db, self.job.source_container)
+        ranges = feed_ranges(source)
+        streams: list[str | None] = [None] * len(ranges)
+        if self.job.mode == ONLINE:
+            try:
+                streams = [change_feed_now(source, r, ALL_VERSIONS_AND_DELETES) for r in ranges]
+            except CosmosHttpResponseError as error:
+                if status_code(error) != 400:
+                    raise
+                return self.failed(
+                    Failure(
+                        reason="ChangeFeedModeUnsupported",
+                        message="an online copy reads the source's all-versions-and-deletes change feed, which "
+                        f"the account does not offer ({describe(error)}): enable that change feed mode on the "
+                        "account (it needs continuous backup), or copy offline (spec.mode: Offline)",
+                    )
+                )
         total = count_items(source)
-        for index, feed_range in enumerate(feed_ranges(source)):
+        for index, feed_range in enumerate(ranges):
             self.store.create_unit(
                 {
                     "id": f"{self.job.job_id}-{index}",
@@ -253,6 +304,8 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     "continuation": None,
                     "processedCount": 0,
                     "done": False,
+                    "stream": streams[index],
+                    "streaming": False,
                 }
             )
 
@@ -262,6 +315,20 @@ class _Instance(JobInstance[ContainerCopyProgress]):
             doc.update(unitsReady=True, totalCount=total)
             if doc.get("state") == JobState.PENDING:
                 doc.update(state=JobState.RUNNING.value, startTime=now_iso())
+            return True
+
+        self.doc = self.store.update_job(self.job.job_id, change)
+        return None
+
+    def _note_cutover(self) -> None:
+        """Record the user's cutover in the job, where every instance sees it."""
+        if self.job.mode != ONLINE or self.doc.get("cutover") or not self.cutover():
+            return
+
+        def change(doc: dict[str, Any]) -> bool:
+            if doc.get("cutover"):
+                return False
+            doc["cutover"] = True
             return True
 
         self.doc = self.store.update_job(self.job.job_id, change)
@@ -288,14 +355,19 @@ class _Instance(JobInstance[ContainerCopyProgress]):
             if ended is not None:
                 self.reporter.send(self.doc, force=True)
                 return ended
+            self._note_cutover()
             lease, availability = acquire(self.store, self.job.job_id, self.instance_id, self.lease_seconds)
             if lease is None:
                 if availability.all_done:
                     return self._complete()
                 return InstanceOutcome("idle", retry_after=availability.retry_after)
-            self._mark_running()
+            if self.doc.get("state") == JobState.PENDING:
+                self._mark_running()  # the job was just read: a running job needs no request
             try:
-                outcome = self._copy_unit(lease, writer, unique_keys, page_size)
+                if lease.doc.get("streaming"):
+                    outcome = self._stream_unit(lease, writer, unique_keys, page_size)
+                else:
+                    outcome = self._copy_unit(lease, writer, unique_keys, page_size)
             except LeaseLost:
                 continue  # another instance resumed this unit; look for other work
             except BaseException as error:
@@ -307,6 +379,12 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 lease.close()
             if outcome is not None:
                 return outcome
+            if self._quiet_visits and self._quiet_visits >= self._unit_count():
+                # Every streaming unit is caught up: look again in a while, not in a busy loop.
+                self._quiet_visits = 0
+                deadline = time.monotonic() + STREAM_POLL_SECONDS
+                while time.monotonic() < deadline and not self.should_stop():
+                    time.sleep(0.1)
 
     def _copy_unit(
         self, lease: UnitLease, writer: ItemWriter, unique_keys: list[list[str]], page_size: int
@@ -321,7 +399,8 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         source = self.access.container(self.job.source_db, self.job.source_container)
 
         def read(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            return query_page(source, SOURCE_QUERY, lease.feed_range, token, page_size)
+            items, after = change_feed_page(source, lease.feed_range, token, page_size)
+            return items, after if items else None  # an empty page: the unit's feed is read to its end
 
         processed = lease.processed
         in_flight: deque[tuple[Future[list[Conflict]], str | None, int]] = deque()
@@ -337,7 +416,11 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 lease.release()
                 return self.failed(_conflict_failure(conflicts, unique_keys))
             processed += count
-            lease.checkpoint(continuation, processed, done=continuation is None)
+            if continuation is None and self.job.mode == ONLINE:
+                # Copied: the unit now streams the changes made since the copy began.
+                lease.checkpoint(None, processed, streaming=True, visitedAt=0.0)
+            else:
+                lease.checkpoint(continuation, processed, done=continuation is None)
             self.reporter.checkpointed(str(lease.doc["id"]), processed)
             self.reporter.send(self.doc)
             return None
@@ -376,7 +459,106 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                         return failed
             return drain()
 
+    def _unit_count(self) -> int:
+        if not self._units:
+            self._units = len(self.store.job_units(self.job.job_id))
+        return self._units
+
+    def _stream_unit(
+        self, lease: UnitLease, writer: ItemWriter, unique_keys: list[list[str]], page_size: int
+    ) -> InstanceOutcome | None:
+        """Apply the unit's source changes until none is left; None when this visit is over.
+
+        A page's changes are applied after the previous page's: per item only its last change in the
+        page counts, so the destination follows the source's order. The unit is given back after the
+        visit (other units take their turn); after the cutover, a unit with nothing left is done.
+        """
+        source = self.access.container(self.job.source_db, self.job.source_container)
+        token = lease.doc.get("stream")
+        applied = int(lease.doc.get("appliedChanges") or 0)
+        while True:
+            if self.should_stop():
+                lease.release()
+                self.reporter.send(self.doc, force=True)
+                return InstanceOutcome("stopped")
+            ended = self._refresh()
+            if ended is not None:
+                lease.release()
+                self.reporter.send(self.doc, force=True)
+                return ended
+            self._note_cutover()
+            cutover = bool(self.doc.get("cutover"))
+            headers: dict[str, str] = {}
+            docs, after = change_feed_page(
+                source, lease.feed_range, str(token), page_size, mode=ALL_VERSIONS_AND_DELETES, headers=headers
+            )
+            lease.check()
+            if not docs:
+                lease.checkpoint(
+                    None,
+                    lease.processed,
+                    done=cutover,
+                    stream=token,
+                    pendingChanges=0,
+                    secondsBehind=0,
+                    visitedAt=epoch(),
+                    appliedChanges=applied,
+                )
+                self.reporter.lagged(str(lease.doc["id"]), 0, 0.0)
+                self.reporter.send(self.doc)
+                self._quiet_visits += 1
+                if not cutover:
+                    lease.release()
+                return None
+            self._quiet_visits = 0
+            changes = _latest_per_item([_source_change(d, self._source_paths) for d in docs])
+            conflicts = writer.apply_changes(changes, self._source_paths)
+            if conflicts:
+                lease.release()
+                return self.failed(_conflict_failure(conflicts, unique_keys))
+            applied += len(docs)
+            last = docs[-1].get("metadata") or {}
+            latest = int(headers.get("lsn") or 0)
+            pending = max(0, latest - int(last.get("lsn") or 0)) if latest else len(docs)
+            behind = max(0.0, time.time() - float(last.get("crts") or time.time())) if pending else 0.0
+            token = after
+            lease.checkpoint(
+                None,
+                lease.processed,
+                stream=token,
+                pendingChanges=pending,
+                secondsBehind=round(behind, 1),
+                appliedChanges=applied,
+            )
+            self.reporter.lagged(str(lease.doc["id"]), pending, behind)
+            self.reporter.send(self.doc)
+
     def _complete(self) -> InstanceOutcome:
         self.doc = complete_job(self.store, self.job.job_id, self.reporter.processed())
         self.reporter.send(self.doc, force=True)
         return outcome_of(self.doc) or InstanceOutcome("completed")
+
+
+def _source_change(doc: dict[str, Any], source_paths: list[str]) -> SourceChange:
+    """A change of the all-versions-and-deletes feed: the new version, or the deleted item's id and key."""
+    metadata = doc.get("metadata") or {}
+    if metadata.get("operationType") != "delete":
+        current = strip_system(doc["current"])
+        return SourceChange(str(current["id"]), partition_key_value(current, source_paths), current)
+    previous = doc.get("previous")
+    if isinstance(previous, dict) and "id" in previous:
+        return SourceChange(str(previous["id"]), partition_key_value(previous, source_paths), None)
+    key = metadata.get("partitionKey")
+    if isinstance(key, dict):  # by path, as some service versions give it
+        key = [key.get(path.strip("/")) for path in source_paths]
+    if isinstance(key, list) and len(key) == 1:
+        key = key[0]
+    return SourceChange(str(metadata.get("id")), key, None)
+
+
+def _latest_per_item(changes: list[SourceChange]) -> list[SourceChange]:
+    """Each item's last change of the page (in feed order), so that the page's items can be written at once."""
+    latest: dict[tuple[str, str], SourceChange] = {}
+    for change in changes:
+        latest[(change.item_id, repr(change.source_key))] = change
+    return list(latest.values())

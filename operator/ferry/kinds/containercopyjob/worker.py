@@ -8,8 +8,10 @@ a job through leases on its work units in `__datatransferstate`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -31,6 +33,7 @@ from ferry.workers.report import StatusReporter
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "ferry-copy-instance"
 RETRY_SECONDS = 5.0
+CUTOVER_CHECK_SECONDS = 2.0
 
 
 def main(namespace: str, account: str) -> int:
@@ -85,6 +88,7 @@ def _work_on(
         max_items_per_second=spec.get("maxItemsPerSecond"),
         instances=state.instances,
         write_region=(job.get("status") or {}).get("writeRegion"),
+        mode=spec.get("mode") or "Offline",
     )
     reporter: StatusReporter[ContainerCopyProgress] = StatusReporter(
         CONTAINER_COPY_JOB, namespace, job["metadata"]["name"], FIELD_MANAGER
@@ -93,10 +97,20 @@ def _work_on(
     def should_stop() -> bool:
         return stop.is_set() or follow.state.active_job != state.active_job or reporter.gone
 
+    asked = {"cutover": bool(spec.get("cutover")), "at": time.monotonic()}
+
+    def cutover() -> bool:
+        """spec.cutover of an online job, looked up at most every CUTOVER_CHECK_SECONDS while it is false."""
+        if not asked["cutover"] and time.monotonic() - asked["at"] >= CUTOVER_CHECK_SECONDS:
+            asked["at"] = time.monotonic()
+            with contextlib.suppress(ApiException):  # looked up again next time
+                asked["cutover"] = bool((job_ref.get().get("spec") or {}).get("cutover"))
+        return bool(asked["cutover"])
+
     log.info("instance %s working on %s", owner, work.name)
     try:
         previous = ContainerCopyProgress.part_of(job.get("status"))
-        outcome = run_instance(access, work, owner, reporter.report, should_stop, previous=previous)
+        outcome = run_instance(access, work, owner, reporter.report, should_stop, previous=previous, cutover=cutover)
     except TransientJobError as error:
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)

@@ -51,6 +51,7 @@ def observation(result: CaptureResult, now: datetime) -> BackupObservation:
             last_capture_seconds=round(result.seconds, 3),
             capture_lag_seconds=round((now - latest).total_seconds(), 1) if latest else None,
             versions_captured=index.versions_captured,
+            deletion_precision_seconds=result.deletion_precision_seconds,
             gaps=gaps or None,
         ),
     )
@@ -72,8 +73,12 @@ def failure_of(error: BaseException) -> Failure:
     return Failure(reason="CaptureFailing", message=f"{type(error).__name__}: {blobs.redact(str(error))[:400]}")
 
 
-def main(namespace: str, name: str, interval: str, retention: str, container: str, prefix: str) -> int:
-    settings = CaptureSettings(retention=parse_duration(retention), interval=parse_duration(interval))
+def main(
+    namespace: str, name: str, interval: str, retention: str, container: str, prefix: str, sweep: str = "10m"
+) -> int:
+    settings = CaptureSettings(
+        retention=parse_duration(retention), interval=parse_duration(interval), deletion_sweep=parse_duration(sweep)
+    )
     return run_worker(lambda stop: _capture(namespace, name, settings, container, prefix, stop))
 
 

@@ -272,6 +272,7 @@ def backup_manifest(o: Observed) -> dict[str, Any]:
     assert location is not None
     args = _command(o, BACKUP_ROLE)
     args += ["--interval", o.spec.backup.capture_interval, "--retention", retention(o)]
+    args += ["--deletion-sweep-interval", o.spec.backup.deletion_sweep_interval]
     args += ["--container", location[0], "--prefix", location[1]]
     env = account_env(o.spec) + backup_env(o.spec)
     name = pod_name(o.meta.name, BACKUP_ROLE, 0)

@@ -51,6 +51,9 @@ def _backup_arguments(parser: argparse.ArgumentParser) -> None:
     _account(parser)
     parser.add_argument("--interval", default="30s", help="time between captures (Go duration)")
     parser.add_argument("--retention", default="168h", help="how long the backup keeps what it captured")
+    parser.add_argument(
+        "--deletion-sweep-interval", default="10m", help="without the deletes feed: time between deletion sweeps"
+    )
     parser.add_argument("--container", required=True, help="the blob container of the backup location")
     parser.add_argument("--prefix", default="", help="the folder of this account's backup in the container")
 
@@ -58,7 +61,15 @@ def _backup_arguments(parser: argparse.ArgumentParser) -> None:
 def _backup(args: argparse.Namespace) -> int:
     from ferry.kinds.databaseaccount import capture_worker
 
-    return capture_worker.main(args.namespace, args.name, args.interval, args.retention, args.container, args.prefix)
+    return capture_worker.main(
+        args.namespace,
+        args.name,
+        args.interval,
+        args.retention,
+        args.container,
+        args.prefix,
+        args.deletion_sweep_interval,
+    )
 
 
 def _copy(args: argparse.Namespace) -> int:

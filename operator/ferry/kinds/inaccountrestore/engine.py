@@ -13,11 +13,11 @@ way, through leased work units with checkpoints:
 
 from __future__ import annotations
 
-import threading
+import itertools
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,6 +37,7 @@ from ferry.backup.restoreplan import (
     RestorePlan,
     RestoreRefused,
     RestoreRequest,
+    deletion_note,
 )
 from ferry.backup.restoreplan import plan_restore as make_plan
 from ferry.backup.store import BackupStore
@@ -80,6 +81,7 @@ def restore_progress(job: dict[str, Any], totals: Totals) -> RestoreProgress:
     return RestoreProgress(
         restore_timestamp=job.get("restoreTimestamp"),
         instance_id=job.get("instanceId"),
+        note=job.get("note"),
         total_count=totals.total,
         restored_item_count=totals.processed,
         percent=totals.percent,
@@ -156,6 +158,7 @@ def _new_job_doc(job: RestoreJob) -> dict[str, Any]:
         "plan": None,
         "restoreTimestamp": None,
         "instanceId": None,
+        "note": None,
     }
 
 
@@ -196,27 +199,14 @@ def plan_from_doc(doc: dict[str, Any]) -> RestorePlan:
     )
 
 
-class _ItemsCache:
-    """The last container materialized by this process: the units of one container share it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: tuple[str, str] | None = None
-        self._items: list[tuple[str, dict[str, Any]]] = []
-
-    def items(
-        self, backup: BackupStore, index: BackupIndex, source_rid: str, t: datetime
-    ) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            key = (source_rid, t.isoformat())
-            if key != self._key:
-                records = materialize(index, backup.records, [source_rid], t)
-                self._items = sorted((str(r["r"]), r["d"]) for r in records)
-                self._key = key
-            return self._items
-
-
-_CACHE = _ItemsCache()
+def restored_items(
+    backup: BackupStore, index: BackupIndex, source_rid: str, t: datetime, bucket: int, buckets: int
+) -> Iterator[dict[str, Any]]:
+    """A unit's items as at the restore time, in _rid order, streamed from the backup (a sorted merge of the
+    base and segments): memory does not grow with the container, and every reading gives the same order."""
+    for record in materialize(index, backup.records, [source_rid], t):
+        if bucket_of(str(record["r"]), buckets) == bucket:
+            yield record["d"]
 
 
 class _Restorer(JobInstance[RestoreProgress]):
@@ -298,10 +288,9 @@ class _Restorer(JobInstance[RestoreProgress]):
         index = self._backup_index()
         number = 0
         for container in plan.containers:
-            items = _CACHE.items(self.backup, index, container.source_rid, plan.timestamp)
             counts = [0] * buckets
-            for rid, _ in items:
-                counts[bucket_of(rid, buckets)] += 1
+            for record in materialize(index, self.backup.records, [container.source_rid], plan.timestamp):
+                counts[bucket_of(str(record["r"]), buckets)] += 1
             for bucket in range(buckets):
                 lease.check()
                 self.store.create_unit(
@@ -318,7 +307,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                     )
                 )
                 number += 1
-            total += len(items)
+            total += sum(counts)
 
         def ready(doc: dict[str, Any]) -> bool:
             if doc.get("unitsReady"):
@@ -342,6 +331,9 @@ class _Restorer(JobInstance[RestoreProgress]):
             raise TransientJobError(str(behind)) from None
         lease.check()
         recorded = plan_to_doc(plan)
+        index = self._backup_index()
+        precision = self.backup.read_state(index.state_blob).deletion_precision_seconds if index.state_blob else None
+        note = deletion_note(precision, plan.timestamp)
 
         def record(doc: dict[str, Any]) -> bool:
             if doc.get("plan"):
@@ -350,6 +342,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 plan=recorded,
                 restoreTimestamp=when(plan.timestamp),
                 instanceId=uuid.uuid4().hex,
+                note=note,
                 state=JobState.RUNNING.value,
                 startTime=doc.get("startTime") or now_iso(),
             )
@@ -416,19 +409,22 @@ class _Restorer(JobInstance[RestoreProgress]):
     def _restore_unit(self, lease: UnitLease, concurrency: int, page_size: int) -> InstanceOutcome | None:
         unit = lease.doc
         plan = plan_from_doc(self.doc["plan"])
-        everything = _CACHE.items(self.backup, self._backup_index(), str(unit["sourceRid"]), plan.timestamp)
         buckets, bucket = int(unit["buckets"]), int(unit["bucket"])
-        mine = [body for rid, body in everything if bucket_of(rid, buckets) == bucket]
+        mine = restored_items(
+            self.backup, self._backup_index(), str(unit["sourceRid"]), plan.timestamp, bucket, buckets
+        )
         container = next(c for c in plan.containers if c.name == unit["container"])
         destination = self.access.container(plan.database, container.name)
         offset = int(lease.continuation or 0)
-        in_flight: deque[tuple[Future[list[Conflict]], int]] = deque()
+        for _ in itertools.islice(mine, offset):
+            pass  # written before the last checkpoint
+        in_flight: deque[tuple[Future[list[Conflict]], int, bool]] = deque()
 
         def settle_oldest() -> InstanceOutcome | None:
-            written, end = in_flight.popleft()
+            written, end, last = in_flight.popleft()
             conflicts = written.result()
             if conflicts:
-                for later, _ in in_flight:
+                for later, _, _ in in_flight:
                     later.result()
                 in_flight.clear()
                 lease.release()
@@ -440,8 +436,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                         f"{container.name} with other content: something wrote into it while it was restored",
                     )
                 )
-            done = end >= len(mine)
-            lease.checkpoint(None if done else str(end), end, done=done)
+            lease.checkpoint(None if last else str(end), end, done=last)
             self.reporter.checkpointed(str(unit["id"]), end)
             self.reporter.send(self.doc)
             return None
@@ -451,10 +446,11 @@ class _Restorer(JobInstance[RestoreProgress]):
             ItemWriter(destination, paths, concurrency, None) as writer,
             ThreadPoolExecutor(max_workers=PAGES_IN_FLIGHT, thread_name_prefix="restore-page") as pages,
         ):
-            if not mine:
-                lease.checkpoint(None, 0, done=True)
+            page = list(itertools.islice(mine, page_size))
+            if not page:
+                lease.checkpoint(None, offset, done=True)
                 return None
-            while offset < len(mine):
+            while page:
                 if self.should_stop():
                     while in_flight:
                         if (failed := settle_oldest()) is not None:
@@ -463,9 +459,10 @@ class _Restorer(JobInstance[RestoreProgress]):
                     self.reporter.send(self.doc, force=True)
                     return InstanceOutcome("stopped")
                 lease.check()  # no page is written by an instance that may have lost the unit
-                end = min(len(mine), offset + page_size)
-                in_flight.append((pages.submit(writer.write_page, mine[offset:end]), end))
-                offset = end
+                following = list(itertools.islice(mine, page_size))  # read ahead: is this page the last?
+                end = offset + len(page)
+                in_flight.append((pages.submit(writer.write_page, page), end, not following))
+                offset, page = end, following
                 while len(in_flight) >= PAGES_IN_FLIGHT:
                     if (failed := settle_oldest()) is not None:
                         return failed
