@@ -72,6 +72,13 @@ def cosmos(tmp_path: Path) -> Iterator[OwnCosmos]:
     yield from _own_cosmos(tmp_path / "cosmos", all_versions=True)
 
 
+@pytest.fixture
+def swept_cosmos(tmp_path: Path) -> Iterator[OwnCosmos]:
+    """The same without the all-versions-and-deletes feed: deletions are swept, and captures that stop for a
+    while leave a gap (the latest-version feed keeps only the newest of what changed meanwhile)."""
+    yield from _own_cosmos(tmp_path / "cosmos", all_versions=False)
+
+
 @pytest.fixture(params=[True, False], ids=["deletes-feed", "deletion-sweep"])
 def either_cosmos(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OwnCosmos]:
     """The same, with the all-versions-and-deletes feed and without it (deletions swept)."""

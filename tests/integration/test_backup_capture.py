@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from azure.cosmos import PartitionKey
-from backup_fixtures import backup_store, blob_names, capturer, own_account
+from backup_fixtures import account_of_own, backup_store, blob_names, capturer, own_account
 from cosmos_fixtures import contents, fill, make_items
 
 from ferry.backup.format import Operation, ResourceKind
@@ -176,14 +176,18 @@ def test_a_second_capturer_cannot_commit_over_the_first(own_account: CosmosAcces
     assert first.run_once().index.versions_captured == 11
 
 
-def test_gaps_are_recorded_and_pruning_keeps_the_windows_first_base(
-    own_account: CosmosAccess, backup_store: BackupStore
-) -> None:
-    orders = own_account.client().create_database("shop").create_container("orders", PartitionKey("/tenant"))
+def test_gaps_are_recorded_and_pruning_keeps_the_windows_first_base(tmp_path: Any, backup_store: BackupStore) -> None:
+    with account_of_own(tmp_path / "cosmos", all_versions=False) as (swept, _):
+        _gaps_and_pruning(swept, backup_store)
+
+
+def _gaps_and_pruning(account: CosmosAccess, backup_store: BackupStore) -> None:
+    """Without the all-versions feed a late capture only sees the newest version of what changed twice."""
+    orders = account.client().create_database("shop").create_container("orders", PartitionKey("/tenant"))
     rid = str(orders.read()["_rid"])
     fill(orders, make_items(12))
     settings = CaptureSettings(retention=timedelta(seconds=8), interval=timedelta(seconds=1), bases_per_window=4)
-    capture = capturer(own_account, backup_store, settings)
+    capture = capturer(account, backup_store, settings)
     first = capture.run_once()
     for n in range(6):
         orders.upsert_item({"id": "counter", "tenant": "t0", "n": n})
@@ -206,6 +210,30 @@ def test_gaps_are_recorded_and_pruning_keeps_the_windows_first_base(
     assert {b.blob for b in index.bases} <= kept and {s.blob for s in index.segments} <= kept
     assert _at(backup_store, rid, latest) == _state(orders)
     assert _at(backup_store, rid, earliest)["counter"]["n"] >= 0
+
+
+def test_a_late_capture_on_the_all_versions_feed_is_no_gap(
+    own_account: CosmosAccess, backup_store: BackupStore
+) -> None:
+    """A capture pod down for a while misses nothing when the feed dates every version: no gap, and a time
+    inside the pause restores exactly."""
+    orders = own_account.client().create_database("shop").create_container("orders", PartitionKey("/tenant"))
+    rid = str(orders.read()["_rid"])
+    fill(orders, make_items(6))
+    settings = CaptureSettings(retention=timedelta(minutes=5), interval=timedelta(seconds=1))
+    capture = capturer(own_account, backup_store, settings)
+    capture.run_once()
+    orders.upsert_item({"id": "counter", "tenant": "t0", "n": 1})
+    inside = moment()
+    at_inside = _state(orders)
+    orders.upsert_item({"id": "counter", "tenant": "t0", "n": 2})
+    orders.delete_item("item-0001", partition_key="t1")
+    tick()
+    tick()  # well over three intervals since the last capture
+    late = capture.run_once()
+    assert not late.index.gaps
+    assert _at(backup_store, rid, inside) == at_inside
+    assert _at(backup_store, rid, late.read_time) == _state(orders)
 
 
 def test_the_backup_does_not_capture_ferrys_job_history(own_account: CosmosAccess, backup_store: BackupStore) -> None:

@@ -261,6 +261,22 @@ def _probe_deletes(container: ContainerProxy, ranges: list[dict[str, Any]], coun
         raise
 
 
+def _continued_without_loss(state: CaptureState, feeds: dict[str, ContainerCursor], events: list[CatalogEvent]) -> bool:
+    """Whether a late capture still knows every moment since the last one, so the delay is no gap.
+
+    Only when every container continued the all-versions-and-deletes feed from the previous capture: that
+    feed dates each version and deletion itself. The latest-version feed collapses what changed twice, and
+    the catalog (containers created or deleted) is dated by the capture that sees it, so either makes the
+    late stretch inexact.
+    """
+    if events or not feeds:
+        return False
+    return all(
+        cursor.deletes is not None and rid in state.feeds and state.feeds[rid].deletes is not None
+        for rid, cursor in feeds.items()
+    )
+
+
 def capture_items(
     access: CosmosAccess,
     entry: CatalogEntry,
@@ -453,10 +469,12 @@ class Capturer:
                 written += data.size
             start = index.last_capture or at
             index.segments.append(SegmentRef(seq=seq, start=start, end=at, blob=blob, records=records))
-        if (
+        late = (
             index.last_capture is not None
-            and (at - index.last_capture) > self.settings.gap_factor * self.settings.interval
-        ):
+            and at - index.last_capture > self.settings.gap_factor * self.settings.interval
+        )
+        if late and not _continued_without_loss(state, feeds, events):
+            assert index.last_capture is not None
             index.gaps.append(BackupGap(start=index.last_capture, end=at))
         index.format = max(index.format, FORMAT)
         index.events += events
