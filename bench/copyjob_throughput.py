@@ -5,7 +5,7 @@ the ceiling with plain SDK upserts from a thread pool, the copy with run_instanc
 threads, each with concurrency/N write threads). Also prints the copy's process CPU time per item.
 
 The copy reads the source's change feed, so every request (the ceiling's too) goes through the
-change feed stand-in (tests/support/changefeed.py), run in its own process with --ranges partition
+change feed stand-in (dev/ferry_dev/changefeed.py), run in its own process with --ranges partition
 key ranges: the ceiling and the copy pay the same proxy.
 
     python bench/copyjob_throughput.py [--items 800 --concurrency 8 --instances 1 --ranges 1]
@@ -93,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, CosmosServer(Path(tmp)) as server:
         argv = ["--upstream", server.endpoint.endpoint, "--key", server.endpoint.key, "--ranges", str(args.ranges)]
         standin = subprocess.Popen(
-            [sys.executable, "-m", "support.changefeed", *argv],
+            [sys.executable, "-m", "ferry_dev.changefeed", *argv],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},

@@ -47,8 +47,8 @@ from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer.job_document import InstanceOutcome
+from ferry_dev.changefeed import ChangeFeedProxy
 from ferry_dev.emulators import COSMOS_EMULATOR_KEY, Azurite, CosmosServer
-from support.changefeed import ChangeFeedProxy
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 SETTINGS = CaptureSettings(retention=timedelta(days=7), interval=timedelta(seconds=30))

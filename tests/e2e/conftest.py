@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from restore_fixtures import OwnCosmos
 
+from ferry_dev.changefeed import ChangeFeedProxy
 from ferry_dev.emulators import CosmosServer
 from ferry_dev.stack import DevStack
-from support.changefeed import ChangeFeedProxy
 from support.kubectl import Kubectl
 
 # Small worker-slot limits, so that the tests see objects wait in line (and the machine is not flooded).

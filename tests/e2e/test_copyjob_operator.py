@@ -17,8 +17,8 @@ import pytest
 import yaml
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
 
+from ferry_dev.cosmosproxy import CosmosProxy
 from ferry_dev.stack import DevStack
-from support.cosmosproxy import CosmosProxy
 from support.kubectl import Kubectl
 
 pytestmark = [
@@ -31,7 +31,7 @@ SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts")
 
 def _cosmos(stack: DevStack) -> CosmosClient:
     assert stack.cosmos is not None
-    return CosmosClient(stack.cosmos.endpoint.endpoint, credential=stack.cosmos.endpoint.key, connection_verify=False)
+    return CosmosClient(stack.cosmos_endpoint.endpoint, credential=stack.cosmos_endpoint.key, connection_verify=False)
 
 
 def _container(stack: DevStack, pk: str, items: int = 0, db: str | None = None) -> ContainerProxy:
@@ -50,13 +50,13 @@ def _items(container: ContainerProxy) -> dict[str, dict[str, Any]]:
 def _account(kubectl: Kubectl, stack: DevStack, name: str = "acct", endpoint: str | None = None, **spec: Any) -> None:
     assert stack.cosmos is not None
     if kubectl.run("get", "secret", "cosmos-key", check=False).returncode != 0:
-        kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos.endpoint.key}")
+        kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos_endpoint.key}")
     body = {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "DatabaseAccount",
         "metadata": {"name": name},
         "spec": {
-            "endpoint": endpoint or stack.cosmos.endpoint.endpoint,
+            "endpoint": endpoint or stack.cosmos_endpoint.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
             "copyInstances": {"count": 2, "resources": {"cpu": "100m", "memory": "256Mi"}},
@@ -174,7 +174,7 @@ def test_an_account_whose_secret_is_missing_says_so_and_can_be_deleted(stack: De
         "kind": "DatabaseAccount",
         "metadata": {"name": "keyless"},
         "spec": {
-            "endpoint": stack.cosmos.endpoint.endpoint,
+            "endpoint": stack.cosmos_endpoint.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "not-created", "key": "primaryKey"}},
         },
@@ -253,7 +253,7 @@ def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
 def cosmos_proxy(stack: DevStack) -> Iterator[CosmosProxy]:
     """A fault-injecting HTTPS proxy in front of cosmosdb-server (which itself never refuses a key)."""
     assert stack.cosmos is not None
-    proxy = CosmosProxy(stack.cosmos.endpoint.endpoint).start()
+    proxy = CosmosProxy(stack.cosmos_endpoint.endpoint).start()
     yield proxy
     proxy.stop()
 
@@ -295,7 +295,7 @@ def test_refused_key_and_unreachable_endpoint_are_explained(
     cosmos_proxy.faults.clear()
     assert _ready(kubectl, "keyless", "True")["reason"] == "Connected"
     assert stack.cosmos is not None
-    assert stack.cosmos.endpoint.key not in kubectl("describe", "databaseaccount", "keyless")
+    assert stack.cosmos_endpoint.key not in kubectl("describe", "databaseaccount", "keyless")
 
 
 def test_write_region_change_fails_every_incomplete_job_of_that_account_only(

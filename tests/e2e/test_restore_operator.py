@@ -21,8 +21,8 @@ from restore_fixtures import (
     when,
 )
 
+from ferry_dev.cosmosproxy import CosmosProxy, item_writes
 from ferry_dev.stack import DevStack
-from support.cosmosproxy import CosmosProxy, item_writes
 from support.kubectl import Kubectl
 from support.seconds import moment
 

@@ -14,8 +14,8 @@ from ferry.backup.store import BackupStore
 from ferry.kinds.databaseaccount.capture import Capturer, CaptureSettings
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
+from ferry_dev.changefeed import ChangeFeedProxy
 from ferry_dev.emulators import Azurite, CosmosServer
-from support.changefeed import ChangeFeedProxy
 
 SETTINGS = CaptureSettings(retention=timedelta(hours=1), interval=timedelta(seconds=2))
 

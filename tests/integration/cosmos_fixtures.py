@@ -20,11 +20,12 @@ import pytest
 import urllib3
 from azure.cosmos import ContainerProxy, PartitionKey
 
+from ferry.api.transfer import VerifyMode
 from ferry.kinds.containercopyjob.engine import JobSpec
 from ferry.storage.cosmos import CosmosAccess, strip_system
+from ferry_dev.changefeed import ChangeFeedProxy
+from ferry_dev.cosmosproxy import CosmosProxy
 from ferry_dev.emulators import CosmosServer
-from support.changefeed import ChangeFeedProxy
-from support.cosmosproxy import CosmosProxy
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the emulator's self-signed certificate
 
@@ -121,6 +122,7 @@ def job_spec(
         max_items_per_second=rate,
         instances=instances,
         write_region=fields.pop("write_region", "South Central US"),
+        verify=fields.pop("verify", VerifyMode.COUNT),
     )
 
 

@@ -13,8 +13,8 @@ from azure.cosmos.exceptions import CosmosHttpResponseError
 from cosmos_fixtures import unique
 
 from ferry.storage.cosmos import CosmosAccess
+from ferry_dev.changefeed import NOT_ENABLED, ChangeFeedProxy
 from ferry_dev.emulators import CosmosServer
-from support.changefeed import NOT_ENABLED, ChangeFeedProxy
 
 pytest_plugins = ["cosmos_fixtures"]
 pytestmark = [

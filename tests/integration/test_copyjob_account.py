@@ -19,8 +19,8 @@ from ferry.storage.cosmos import (
     throttled_requests,
 )
 from ferry.transfer import state as transferstate
+from ferry_dev.cosmosproxy import CosmosProxy, item_writes
 from ferry_dev.emulators import COSMOS_EMULATOR_KEY, free_port
-from support.cosmosproxy import CosmosProxy, item_writes
 from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]

@@ -18,8 +18,8 @@ from cosmos_fixtures import contents, create_container, fill, job_spec, make_ite
 from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_instance
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer import state as transferstate
+from ferry_dev.changefeed import ChangeFeedProxy
 from ferry_dev.emulators import CosmosServer
-from support.changefeed import ChangeFeedProxy
 from support.reports import Reports
 
 pytest_plugins = ["cosmos_fixtures"]

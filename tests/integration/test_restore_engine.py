@@ -19,6 +19,7 @@ from azure.cosmos import PartitionKey
 from backup_fixtures import backup_store, capturer, either_account, own_account
 from cosmos_fixtures import contents, fill, make_items
 
+from ferry.api.transfer import VerifyMode
 from ferry.backup.restoreplan import RestoreRequest
 from ferry.backup.store import BackupStore
 from ferry.kinds.inaccountrestore.engine import RestoreJob, run_restore_instance
@@ -36,13 +37,14 @@ pytestmark = [
 ]
 
 
-def job(request: RestoreRequest, instances: int = 1) -> RestoreJob:
+def job(request: RestoreRequest, instances: int = 1, verify: VerifyMode = VerifyMode.COUNT) -> RestoreJob:
     return RestoreJob(
         job_id=str(uuid.uuid4()),
         name=f"ns/{uuid.uuid4().hex[:6]}",
         request=request,
         instances=instances,
         write_region="South Central US",
+        verify=verify,
     )
 
 
@@ -110,6 +112,15 @@ def test_a_deleted_container_comes_back_exactly_as_it_was_at_the_time(
     assert status["restoredItemCount"] == status["totalCount"] == 60 and status["percent"] == 100
     assert status["restoreTimestamp"] == past["at"].isoformat().replace("+00:00", "Z")
     assert status["instanceId"] and status["transfer"]["state"] == "Succeeded"
+    assert status["verification"] == {
+        "mode": "Count",
+        "sourceCount": 60,
+        "destinationCount": 60,
+        "missing": 0,
+        "extra": 0,
+        "differing": 0,
+        "firstDifferences": [],
+    }
     # The backup learns which incarnation the restore created, under its instance id.
     index = capturer(own_account, backup_store).run_once().index
     restored_rid = str(properties["_rid"])
@@ -154,14 +165,18 @@ def test_a_database_comes_back_with_the_containers_it_had_at_the_time(
     tick()
     capture.run_once()
 
-    work = job(RestoreRequest(database="crm", timestamp=at), instances=3)
-    assert restore(own_account, backup_store, work).kind == "completed"
+    work = job(RestoreRequest(database="crm", timestamp=at), instances=3, verify=VerifyMode.FULL)
+    reports = Reports()
+    assert restore(own_account, backup_store, work, reports).kind == "completed"
+    verification = reports.merged()["verification"]
+    assert verification["mode"] == "Full" and verification["sourceCount"] == verification["destinationCount"] == 55
+    assert (verification["missing"], verification["extra"], verification["differing"]) == (0, 0, 0)
     names = sorted(c["id"] for c in client.get_database_client("crm").list_containers())
     assert names == ["notes", "people"]
     assert contents(own_account.container("crm", "people")) == people_then
     assert contents(own_account.container("crm", "notes")) == notes_then
     units = StateStore(own_account).job_units(work.job_id)
-    assert len(units) == 1 + 2 * 3  # the init unit, and three buckets per container
+    assert len(units) == 1 + 2 * 3 + 1  # the init unit, three buckets per container, the verification
 
 
 def test_the_past_of_a_live_container_comes_back_beside_it_under_another_name(

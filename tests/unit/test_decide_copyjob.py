@@ -219,3 +219,26 @@ def test_an_online_job_that_cut_over_says_clients_can_move() -> None:
     complete = condition(plan.status.conditions, "Complete")
     assert complete is not None and complete.reason == "CutOver"
     assert "safe to repoint clients" in complete.message
+
+
+def test_the_verification_is_a_condition_and_a_difference_fails_the_job() -> None:
+    good = {"mode": "Full", "sourceCount": 100, "destinationCount": 100}
+    succeeded = {**WORKING, "verification": good, "transfer": {"state": "Succeeded", "startTime": NOW.isoformat()}}
+    plan = decide(observe(Case("verified", state=RUNNING, progress=succeeded)))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    verified = condition(plan.status.conditions, "Verified")
+    assert verified is not None and verified.status == "True" and verified.reason == "Verified"
+    assert "holds the 100 expected items" in verified.message
+
+    bad = {**good, "destinationCount": 101, "differing": 1, "extra": 1, "firstDifferences": ["a", "b"]}
+    failure = {"reason": "VerificationFailed", "message": "the destination differs"}
+    failed = {**WORKING, "verification": bad, "transfer": {"state": "Failed", "failure": failure}}
+    plan = decide(observe(Case("differs", state=RUNNING, progress=failed)))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert plan.status.phase == "Failed" and plan.status.failure is not None
+    assert plan.status.failure.reason == "VerificationFailed"
+    differs = condition(plan.status.conditions, "Verified")
+    assert differs is not None and differs.status == "False" and differs.reason == "Differs"
+    assert "0 missing, 1 extra, 1 with other content (first: a, b)" in differs.message
+    # Until the verification ran, there is no such condition.
+    assert condition(decide(observe(CASES[4])).status.conditions, "Verified") is None  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ferry.api.common import Condition, CosmosName, Failure, FerryModel, LocalObjectReference, conditions_field
-from ferry.api.transfer import TransferRecord
+from ferry.api.transfer import TransferRecord, Verification, VerifyMode
 
 
 class CopyMode(StrEnum):
@@ -43,6 +43,7 @@ class ContainerCopyJobSpec(FerryModel):
         {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
         {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
+        {"rule": "self.verify == oldSelf.verify", "message": "verify is immutable"},
         {
             "rule": "self.source.database != self.destination.database "
             "|| self.source.container != self.destination.container",
@@ -69,6 +70,11 @@ class ContainerCopyJobSpec(FerryModel):
         description="Online only: stop writing to the source, then set true; the job applies what is left "
         "and completes, after which clients can use the destination.",
     )
+    verify: VerifyMode = Field(
+        default=VerifyMode.COUNT,
+        description="After the copy (after the cutover, when online), compare the destination with the source: "
+        "Count compares item counts, Full every item's content; a difference fails the job (VerificationFailed).",
+    )
     suspend: bool = Field(default=False, description="Pause at the next checkpoint; false resumes.")
     max_items_per_second: int | None = Field(
         default=None, ge=1, description="Upper bound on the job's write rate across all instances."
@@ -91,6 +97,7 @@ class ContainerCopyProgress(FerryModel):
         default=None, description="Online: age of the oldest source change not yet applied (0: caught up)."
     )
     last_update_time: datetime | None = Field(default=None, description="When an instance last reported.")
+    verification: Verification | None = Field(default=None, description="What the verification found.")
     transfer: TransferRecord | None = None
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from ferry.api.common import Condition, CosmosName, Failure, FerryModel, LocalObjectReference, conditions_field
-from ferry.api.transfer import TransferRecord
+from ferry.api.transfer import TransferRecord, Verification, VerifyMode
 
 
 class RestorePhase(StrEnum):
@@ -59,6 +59,11 @@ class InAccountRestoreSpec(FerryModel):
         description="Restore into this database (and container) instead of the original name: the original "
         "may then be live.",
     )
+    verify: VerifyMode = Field(
+        default=VerifyMode.COUNT,
+        description="After the restore, compare what was restored with the backup at the restore time: Count "
+        "compares item counts, Full every item's content; a difference fails the restore (VerificationFailed).",
+    )
 
 
 class RestoreProgress(FerryModel):
@@ -76,6 +81,7 @@ class RestoreProgress(FerryModel):
     percent: int | None = None
     items_per_second: float | None = None
     last_update_time: datetime | None = None
+    verification: Verification | None = Field(default=None, description="What the verification found.")
     transfer: TransferRecord | None = None
 
 

@@ -10,7 +10,8 @@ from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
 from ferry.api.common import Failure
-from ferry.api.transfer import TransferRecord, TransferState
+from ferry.api.transfer import TransferRecord, TransferState, Verification
+from ferry.runtime.objects import set_condition
 from ferry.runtime.phases import QueuedJobStatus, QueuedPhaseDecision
 
 P = TypeVar("P", bound=StrEnum)
@@ -65,6 +66,21 @@ class AccountJobDecision(QueuedPhaseDecision[Q, P]):
             self.fail(transfer.failure or fallback)
             return True
         return False
+
+    def verified(self, verification: Verification | None) -> None:
+        """The Verified condition, from what the instances' verification found (absent until it ran)."""
+        if verification is None:
+            return
+        matches = verification.matches
+        self.state.conditions = set_condition(
+            self.state.conditions,
+            "Verified",
+            matches,
+            "Verified" if matches else "Differs",
+            verification.summary(),
+            self.generation,
+            self.now,
+        )
 
     def account_missing(self, name: str) -> None:
         message = f'DatabaseAccount "{name}" does not exist in this namespace; create it or fix spec.accountRef'

@@ -10,9 +10,12 @@ from typing import Any, Generic, Literal, TypeVar
 
 from ferry.api.common import COSMOS_NAME, Failure, FerryModel
 from ferry.api.outcome import OutcomeResult
+from ferry.api.transfer import Verification
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer.progress import Reporter, transfer_record
 from ferry.transfer.state import TERMINAL_STATES, JobState, StateStore, now_iso
+from ferry.transfer.unit_leases import UnitLease
+from ferry.transfer.verify import verification_failure
 from ferry.workers.outcome import classify
 
 M = TypeVar("M", bound=FerryModel)
@@ -191,3 +194,21 @@ class JobInstance(Generic[M]):
         self.doc = fail_job(self.store, self.job_id, failure)
         self.reporter.send(self.doc, force=True)
         return outcome_of(self.doc) or InstanceOutcome("failed", failure)
+
+    def verified(self, lease: UnitLease, result: Verification) -> InstanceOutcome | None:
+        """Record the verification held by `lease`; a mismatch fails the job (VerificationFailed)."""
+        lease.check()
+        found = result.wire()
+
+        def change(doc: dict[str, Any]) -> bool:
+            doc["verification"] = found
+            return True
+
+        self.doc = self.store.update_job(self.job_id, change)
+        if not result.matches:
+            failed = self.failed(verification_failure(result))  # before the unit is done: nobody completes it
+            lease.checkpoint(None, 0, done=True)
+            return failed
+        lease.checkpoint(None, 0, done=True)
+        self.reporter.send(self.doc, force=True)
+        return None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ferry.api.common import Failure, FerryModel
-from ferry.api.transfer import TransferRecord, TransferState
+from ferry.api.transfer import TransferRecord, TransferState, Verification
 from ferry.storage.cosmos import redact
 from ferry.transfer.state import StateStore
 
@@ -33,6 +33,7 @@ class Totals:
     # Online copies: source changes not yet applied, and how old the oldest of them is (None: not streaming).
     pending_changes: int | None = None
     seconds_behind: int | None = None
+    throttled: int = 0  # 429 responses met on the job's units, by every instance
 
 
 # Receives the instances' whole part of the job's status; True forces it out now (a state change).
@@ -63,6 +64,7 @@ class Reporter(Generic[M]):
         self._last_sent = 0.0
         self._samples: deque[tuple[float, int]] = deque()
         self._stored: dict[str, int] = {}
+        self._throttled = 0
         self._read_at = -UNITS_REFRESH
         self._local: dict[str, int] = {}
         self._stored_lag: dict[str, tuple[int, float]] = {}
@@ -95,13 +97,14 @@ class Reporter(Generic[M]):
         if fresh or now - self._read_at >= UNITS_REFRESH:
             units = self._store.job_units(self._job_id)
             stored = {str(u["id"]): int(u.get("processedCount", 0)) for u in units}
+            throttled = sum(int(u.get("throttledRequests") or 0) for u in units)
             lags = {
                 str(u["id"]): (int(u["pendingChanges"]), float(u.get("secondsBehind") or 0))
                 for u in units
                 if u.get("pendingChanges") is not None
             }
             with self._lock:
-                self._stored, self._read_at = stored, now
+                self._stored, self._read_at, self._throttled = stored, now, throttled
                 self._stored_lag = lags
                 self._local.clear()
                 self._local_lag.clear()
@@ -141,6 +144,7 @@ class Reporter(Generic[M]):
                 estimated_seconds_remaining=self._eta,
                 pending_changes=self.lag()[0],
                 seconds_behind=self.lag()[1],
+                throttled=self._throttled,
             )
             part = self._build(job, totals)
             self._report(part, force)
@@ -159,3 +163,9 @@ def transfer_record(job: dict[str, Any]) -> TransferRecord | None:
         if isinstance(failure, dict)
         else None,
     )
+
+
+def verification_of(job: dict[str, Any]) -> Verification | None:
+    """The job's verification as the status shows it, once it ran."""
+    found = job.get("verification")
+    return Verification.model_validate(found) if isinstance(found, dict) else None

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ferry.storage.cosmos import throttled_requests
 from ferry.transfer.state import StateConflict, StateStore, epoch
 
 # A holder considers its lease gone this share of the lease before it expires; a taker waits as long
@@ -49,6 +50,9 @@ class UnitLease:
         self.lost = False
         self._margin = lease_seconds * SAFETY_SHARE
         self._valid_until = time.monotonic() + lease_seconds - self._margin
+        # 429s met while holding the unit add to the unit's count, so that the job's is the sum over its units
+        # whichever instances did the work.
+        self._throttled_base = throttled_requests() - int(doc.get("throttledRequests") or 0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name=f"lease-{doc['id']}", daemon=True)
@@ -100,6 +104,7 @@ class UnitLease:
     def checkpoint(self, continuation: str | None, processed: int, done: bool = False, **extra: Any) -> None:
         """Record progress after a page; every item before `continuation` is in the destination."""
         fields: dict[str, Any] = {"continuation": continuation, "processedCount": processed, "done": done, **extra}
+        fields["throttledRequests"] = throttled_requests() - self._throttled_base
         fields["leaseExpiresAt"] = 0.0 if done else epoch() + self.lease_seconds
         if done:
             fields["owner"] = None
@@ -122,12 +127,15 @@ def acquire(
 ) -> tuple[UnitLease | None, Availability]:
     """Lease one unfinished unit that is free, expired, or this instance's own from a previous run."""
     units = store.job_units(job_id)
+    unfinished = [u for u in units if not u.get("done")]
     # Units still copying first; then the streaming units of an online copy, least recently visited
     # first, so that one instance takes its turn over all of them.
     pending = sorted(
-        (u for u in units if not u.get("done")),
+        (u for u in unfinished if not u.get("final")),
         key=lambda u: (bool(u.get("streaming")), float(u.get("visitedAt") or 0.0)),
     )
+    if not pending:  # the final units (the verification) once every other unit is done
+        pending = [u for u in unfinished if u.get("final")]
     now = epoch()
     busy = 0
     takeovers: list[float] = []
@@ -146,4 +154,4 @@ def acquire(
             continue
         return UnitLease(store, doc, instance_id, lease_seconds), Availability(False, busy)
     retry_after = min(takeovers) if takeovers else None
-    return None, Availability(all_done=not pending and bool(units), leased_elsewhere=busy, retry_after=retry_after)
+    return None, Availability(all_done=not unfinished and bool(units), leased_elsewhere=busy, retry_after=retry_after)

@@ -130,6 +130,7 @@ def decide(o: Observed) -> Plan:
     if o.meta.deleting or state.phase in FINISHED_PHASES:
         return d.done()  # deleted: the instances record the cancellation in the job history
     transfer = progress.transfer
+    d.verified(progress.verification)
     online = o.spec.mode == CopyMode.ONLINE
     if online and progress.pending_changes is not None:
         caught_up = progress.pending_changes == 0

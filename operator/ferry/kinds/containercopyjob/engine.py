@@ -9,7 +9,7 @@ instance's lease expires and another resumes from its last checkpoint.
 The source is read as the service's container copy reads it, through its change feed: each unit
 reads its feed range's latest-version feed from the beginning, page by page, and checkpoints the
 feed's continuation; the unit is done when the feed has nothing more. (cosmosdb-server's own change
-feed is a stub: the local stack and the tests put the stand-in of tests/support/changefeed.py in
+feed is a stub: the local stack and the tests put the stand-in of dev/ferry_dev/changefeed.py in
 front of it.)
 
 Online copies (mode Online) also take, before copying anything, each feed range's position in the
@@ -39,6 +39,7 @@ from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from ferry.api.common import Failure
 from ferry.api.containercopyjob import ContainerCopyProgress
+from ferry.api.transfer import VerifyMode
 from ferry.storage.cosmos import (
     ALL_VERSIONS_AND_DELETES,
     CosmosAccess,
@@ -53,7 +54,6 @@ from ferry.storage.cosmos import (
     partition_key_value,
     status_code,
     strip_system,
-    throttled_requests,
     unique_key_paths,
 )
 from ferry.transfer.item_writer import Conflict, ItemWriter, SourceChange, TokenBucket
@@ -67,9 +67,10 @@ from ferry.transfer.job_document import (
     open_job,
     outcome_of,
 )
-from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
+from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record, verification_of
 from ferry.transfer.state import JobState, StateStore, epoch, now_iso
 from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
+from ferry.transfer.verify import VERIFY_UNIT, all_items, compared, counted, verification_unit
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
 
@@ -93,6 +94,7 @@ class JobSpec:
     instances: int
     write_region: str | None
     mode: str = "Offline"
+    verify: VerifyMode = VerifyMode.COUNT
 
 
 def run_instance(
@@ -151,6 +153,7 @@ def _reporter(
 def copy_progress(job: dict[str, Any], totals: Totals) -> ContainerCopyProgress:
     online = job.get("mode") == ONLINE
     return ContainerCopyProgress(
+        verification=verification_of(job),
         pending_changes=totals.pending_changes if online else None,
         seconds_behind=totals.seconds_behind if online else None,
         processed_count=totals.processed,
@@ -158,7 +161,7 @@ def copy_progress(job: dict[str, Any], totals: Totals) -> ContainerCopyProgress:
         percent=totals.percent,
         items_per_second=totals.items_per_second,
         estimated_seconds_remaining=totals.estimated_seconds_remaining,
-        throttled_requests=throttled_requests(),
+        throttled_requests=totals.throttled,
         last_update_time=datetime.now(UTC).replace(microsecond=0),
         transfer=transfer_record(job),
     )
@@ -185,6 +188,7 @@ def _new_job_doc(job: JobSpec) -> dict[str, Any]:
         "unitsReady": False,
         "mode": job.mode,
         "cutover": False,
+        "verify": VerifyMode(job.verify).value,
     }
 
 
@@ -308,6 +312,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     "streaming": False,
                 }
             )
+        self.store.create_unit(verification_unit(self.job.job_id))
 
         def change(doc: dict[str, Any]) -> bool:
             if doc.get("unitsReady"):
@@ -364,7 +369,9 @@ class _Instance(JobInstance[ContainerCopyProgress]):
             if self.doc.get("state") == JobState.PENDING:
                 self._mark_running()  # the job was just read: a running job needs no request
             try:
-                if lease.doc.get("streaming"):
+                if lease.doc.get("type") == VERIFY_UNIT:
+                    outcome = self._verify(lease)
+                elif lease.doc.get("streaming"):
                     outcome = self._stream_unit(lease, writer, unique_keys, page_size)
                 else:
                     outcome = self._copy_unit(lease, writer, unique_keys, page_size)
@@ -461,8 +468,19 @@ class _Instance(JobInstance[ContainerCopyProgress]):
 
     def _unit_count(self) -> int:
         if not self._units:
-            self._units = len(self.store.job_units(self.job.job_id))
+            self._units = len([u for u in self.store.job_units(self.job.job_id) if not u.get("final")])
         return self._units
+
+    def _verify(self, lease: UnitLease) -> InstanceOutcome | None:
+        """Compare the destination with the source once every unit is done (after the cutover, when online)."""
+        source = self.access.container(self.job.source_db, self.job.source_container)
+        destination = self.access.container(self.job.dest_db, self.job.dest_container)
+        mode = VerifyMode(self.doc.get("verify") or self.job.verify)
+        if mode == VerifyMode.FULL:
+            result = compared(all_items(source), all_items(destination), self._source_paths)
+        else:
+            result = counted(count_items(source), count_items(destination))
+        return self.verified(lease, result)
 
     def _stream_unit(
         self, lease: UnitLease, writer: ItemWriter, unique_keys: list[list[str]], page_size: int

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from ferry.api.containercopyjob import ContainerCopyProgress
 from ferry.api.kinds import CONTAINER_COPY_JOB
 from ferry.api.outcome import WorkerOutcome
+from ferry.api.transfer import VerifyMode
 from ferry.kinds.containercopyjob.engine import JobSpec, run_instance
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
@@ -89,6 +90,7 @@ def _work_on(
         instances=state.instances,
         write_region=(job.get("status") or {}).get("writeRegion"),
         mode=spec.get("mode") or "Offline",
+        verify=VerifyMode(spec.get("verify") or VerifyMode.COUNT.value),
     )
     reporter: StatusReporter[ContainerCopyProgress] = StatusReporter(
         CONTAINER_COPY_JOB, namespace, job["metadata"]["name"], FIELD_MANAGER

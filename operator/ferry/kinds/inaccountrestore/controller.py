@@ -142,6 +142,7 @@ def decide(o: Observed) -> Plan:
     if o.meta.deleting or state.phase in RESTORE_FINISHED:
         return d.done()  # deleted: the instances record the cancellation in the job history
     transfer = progress.transfer
+    d.verified(progress.verification)
 
     def restored() -> str:
         restored_to = when(progress.restore_timestamp) if progress.restore_timestamp else "the restore time"

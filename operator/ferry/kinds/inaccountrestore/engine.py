@@ -29,6 +29,7 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceExist
 
 from ferry.api.common import Failure
 from ferry.api.inaccountrestore import RestoreProgress
+from ferry.api.transfer import VerifyMode
 from ferry.backup.format import BackupIndex
 from ferry.backup.restoreplan import (
     CaptureBehind,
@@ -43,7 +44,14 @@ from ferry.backup.restoreplan import plan_restore as make_plan
 from ferry.backup.store import BackupStore
 from ferry.backup.timeline import materialize
 from ferry.storage import blobs
-from ferry.storage.cosmos import CosmosAccess, describe, is_transient, partition_key_paths, status_code
+from ferry.storage.cosmos import (
+    CosmosAccess,
+    count_items,
+    describe,
+    is_transient,
+    partition_key_paths,
+    status_code,
+)
 from ferry.timefmt import when
 from ferry.transfer.item_writer import Conflict, ItemWriter
 from ferry.transfer.job_document import (
@@ -56,9 +64,10 @@ from ferry.transfer.job_document import (
     open_job,
     outcome_of,
 )
-from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record
+from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record, verification_of
 from ferry.transfer.state import JobState, StateStore, now_iso
 from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
+from ferry.transfer.verify import VERIFY_UNIT, all_items, combined, compared, counted, verification_unit
 
 PAGE_SIZE = 100
 # Pages written at once, checkpointed in order: enough that the writer's threads never wait at a page's end
@@ -75,6 +84,7 @@ class RestoreJob:
     request: RestoreRequest
     instances: int
     write_region: str | None
+    verify: VerifyMode = VerifyMode.COUNT
 
 
 def restore_progress(job: dict[str, Any], totals: Totals) -> RestoreProgress:
@@ -87,6 +97,7 @@ def restore_progress(job: dict[str, Any], totals: Totals) -> RestoreProgress:
         percent=totals.percent,
         items_per_second=totals.items_per_second,
         last_update_time=datetime.now(UTC).replace(microsecond=0),
+        verification=verification_of(job),
         transfer=transfer_record(job),
     )
 
@@ -159,6 +170,7 @@ def _new_job_doc(job: RestoreJob) -> dict[str, Any]:
         "restoreTimestamp": None,
         "instanceId": None,
         "note": None,
+        "verify": VerifyMode(job.verify).value,
     }
 
 
@@ -252,6 +264,8 @@ class _Restorer(JobInstance[RestoreProgress]):
             try:
                 if lease.doc.get("type") == INIT:
                     outcome = self._initialise(lease)
+                elif lease.doc.get("type") == VERIFY_UNIT:
+                    outcome = self._verify(lease)
                 else:
                     self.doc = mark_running(self.store, self.job.job_id)
                     outcome = self._restore_unit(lease, concurrency, page_size)
@@ -308,6 +322,7 @@ class _Restorer(JobInstance[RestoreProgress]):
                 )
                 number += 1
             total += sum(counts)
+        self.store.create_unit(verification_unit(self.job.job_id))
 
         def ready(doc: dict[str, Any]) -> bool:
             if doc.get("unitsReady"):
@@ -403,6 +418,25 @@ class _Restorer(JobInstance[RestoreProgress]):
                 proxy = database.get_container_client(container.name)
             made.append(str(proxy.read()["_rid"]))
         return made
+
+    def _verify(self, lease: UnitLease) -> InstanceOutcome | None:
+        """Compare each restored container with the backup at the restore time, once every item unit is done."""
+        plan = plan_from_doc(self.doc["plan"])
+        index = self._backup_index()
+        mode = VerifyMode(self.doc.get("verify") or self.job.verify)
+        label = len(plan.containers) > 1
+        parts = []
+        for container in plan.containers:
+            destination = self.access.container(plan.database, container.name)
+            expected = (r["d"] for r in materialize(index, self.backup.records, [container.source_rid], plan.timestamp))
+            if mode == VerifyMode.FULL:
+                paths = partition_key_paths(container.settings) or ["/id"]
+                prefix = f"{container.name}/" if label else ""
+                parts.append(compared(expected, all_items(destination), paths, prefix))
+            else:
+                parts.append(counted(sum(1 for _ in expected), count_items(destination)))
+            lease.check()
+        return self.verified(lease, combined(parts))
 
     # Item units.
 

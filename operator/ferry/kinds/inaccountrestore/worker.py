@@ -106,6 +106,7 @@ def _work_on(
             request=request_of(spec),
             instances=state.instances,
             write_region=(restore.get("status") or {}).get("writeRegion"),
+            verify=spec.verify,
         )
         outcome = run_restore_instance(
             access,

@@ -63,7 +63,7 @@ from urllib.parse import unquote, urlsplit
 from azure.cosmos import CosmosClient
 from azure.cosmos.partition_key import PartitionKey, _Undefined
 
-from support.cosmosproxy import CosmosProxy, Reply, is_query
+from ferry_dev.cosmosproxy import CosmosProxy, Reply, is_query
 
 INCREMENTAL = "incremental feed"
 FULL_FIDELITY = "full-fidelity feed"
