@@ -5,6 +5,10 @@ ServerSide copies (run_copy in a worker subprocess) against azure.storage.blob.a
 concurrency (download + upload for Stream, start_copy_from_url for ServerSide), all in this run:
 prints stream_vs_aio_ratio and serverside_vs_aio_ratio (aio time over Ferry's; goal >= 1.0).
 
+Workers: the same blobs copied (Stream) by one worker and by `--workers` (default 4) worker processes sharing the
+copy as spec.workers pods do, timed from their start to the last one's end: prints workers_ratio (one worker's
+time over theirs; on a machine of few cores the point is correct counts and no slowdown, >= 1.0).
+
 Memory: a Stream copy of M blobs (default 100,000 of 1 KiB) and of M/10, each in its own worker
 subprocess: prints the peak RSS (VmHWM) of both, their ratio (goal <= 1.25, and <= 256 MiB) and the
 time to the first blob copied (goal < 5 s).
@@ -43,7 +47,8 @@ started = time.perf_counter()
 def report(part, force=False):
     if not first and part.blobs is not None and part.blobs.succeeded:
         first.append(time.perf_counter() - started)
-outcome = run_copy(spec, None, endpoints, report, threading.Event(), os.environ["KEY"])
+index = int(os.environ.get("FERRY_WORKER_INDEX") or 0)
+outcome = run_copy(spec, None, endpoints, report, threading.Event(), os.environ["KEY"], worker_index=index)
 elapsed = time.perf_counter() - started
 if not outcome.succeeded:
     sys.exit(f"the copy failed: {outcome.failure}")
@@ -55,26 +60,57 @@ print(json.dumps({"seconds": elapsed, "first": first[0] if first else None, "hwm
 MiB = 1024 * 1024
 
 
-def ferry(src: StorageAccount, dst: StorageAccount, source: str, prefix: str, target: str, mode: str, n: int) -> dict:
-    ref = {"secretRef": {"name": "s", "key": "k"}}
-    spec = {
-        "source": {"account": ref, "container": source, "prefix": prefix},
-        "destination": {"account": ref, "container": target},
-        "mode": mode,
-        "parallelism": n,
-    }
-    env = {
+def _env(src: StorageAccount, dst: StorageAccount, spec: dict, key: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SPEC": json.dumps(spec),
         "SRC": src.connection_string,
         "DST": dst.connection_string,
-        "KEY": f"bench-{target}-{mode}",
+        "KEY": key,
     }
+
+
+def _spec(source: str, prefix: str, target: str, mode: str, n: int, workers: int = 1) -> dict:
+    ref = {"secretRef": {"name": "s", "key": "k"}}
+    return {
+        "source": {"account": ref, "container": source, "prefix": prefix},
+        "destination": {"account": ref, "container": target},
+        "mode": mode,
+        "parallelism": n,
+        "workers": workers,
+    }
+
+
+def ferry(src: StorageAccount, dst: StorageAccount, source: str, prefix: str, target: str, mode: str, n: int) -> dict:
+    env = _env(src, dst, _spec(source, prefix, target, mode, n), f"bench-{target}-{mode}")
     out = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"the Ferry worker ended with {out.returncode}: {out.stderr.strip()[-2000:]}")
     result: dict = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def ferry_workers(
+    src: StorageAccount, dst: StorageAccount, source: str, prefix: str, target: str, n: int, workers: int
+) -> float:
+    """A Stream copy shared by `workers` worker processes (index 0 the coordinator); seconds until all ended."""
+    env = _env(src, dst, _spec(source, prefix, target, "Stream", n, workers), f"bench-{target}")
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            env={**env, "FERRY_WORKER_INDEX": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+    for process in processes:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a Ferry worker ended with {process.returncode}: {err.strip()[-2000:]}")
+    return time.perf_counter() - started
 
 
 async def fill(account: StorageAccount, container: str, prefix: str, count: int, size: int, n: int) -> None:
@@ -129,6 +165,8 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=64)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--workers", type=int, default=4, help="workers of the spread copy, against one")
+    parser.add_argument("--skip-workers", action="store_true")
     args = parser.parse_args()
     n = args.parallelism
     with tempfile.TemporaryDirectory() as work, Azurite(Path(work)) as azurite:
@@ -136,12 +174,23 @@ def main() -> None:
         sources = BlobServiceClient.from_connection_string(src.connection_string)
         targets = BlobServiceClient.from_connection_string(dst.connection_string)
         sources.create_container("many")
-        for name in ("aio-stream", "ferry-stream", "aio-server", "ferry-server", "mem-small", "mem-big"):
+        for name in (
+            "aio-stream",
+            "ferry-stream",
+            "aio-server",
+            "ferry-server",
+            "mem-small",
+            "mem-big",
+            "one",
+            "spread",
+        ):
             targets.create_container(name)
+        filled = False
 
         if not args.skip_throughput:
             began = time.perf_counter()
             asyncio.run(fill(src, "many", "t/", args.blobs, args.size, n))
+            filled = True
             print(f"created {args.blobs} blobs of {args.size} B in {time.perf_counter() - began:.1f}s", flush=True)
             for mode, ceiling_box, ferry_box in (
                 ("Stream", "aio-stream", "ferry-stream"),
@@ -154,6 +203,20 @@ def main() -> None:
                     f"(aio {args.blobs / ceiling:.0f} blobs/s, ferry {args.blobs / ours:.0f} blobs/s, parallelism {n})",
                     flush=True,
                 )
+
+        if not args.skip_workers:
+            if not filled:
+                asyncio.run(fill(src, "many", "t/", args.blobs, args.size, n))
+            alone = ferry_workers(src, dst, "many", "t/", "one", n, 1)
+            shared = ferry_workers(src, dst, "many", "t/", "spread", n, args.workers)
+            copied = {b.name: b.etag for b in targets.get_container_client("spread").list_blobs()}
+            if len(copied) != args.blobs:
+                raise SystemExit(f"the spread copy left {args.blobs - len(copied)} blobs uncopied")
+            print(
+                f"workers_ratio={alone / shared:.2f} (workers 1: {args.blobs / alone:.0f} blobs/s, "
+                f"workers {args.workers}: {args.blobs / shared:.0f} blobs/s, parallelism {n} each)",
+                flush=True,
+            )
 
         if not args.skip_memory:
             small = max(1, args.big // 10)

@@ -2,7 +2,8 @@
 it last reported: the engine as the worker pod runs it, its status parts appended to a JSON-lines file.
 
 Environment: SPEC (the spec as JSON), REPORTS (the file), KEY (the copy key), and optionally PREVIOUS (the status to
-resume from) and PAGE_SIZE (listing page size), besides the endpoints' variables the engine reads."""
+resume from), PAGE_SIZE (listing page size) and FERRY_WORKER_INDEX (which of spec.workers this is), besides the
+endpoints' variables the engine reads."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ferry.kinds.blobcopy.engine import endpoints_from_env, run_copy
 spec = BlobCopySpec.model_validate(json.loads(os.environ["SPEC"]))
 previous = BlobCopyStatus.model_validate(json.loads(os.environ["PREVIOUS"])) if os.environ.get("PREVIOUS") else None
 paging = {"page_size": int(os.environ["PAGE_SIZE"])} if os.environ.get("PAGE_SIZE") else {}
+paging["worker_index"] = int(os.environ.get("FERRY_WORKER_INDEX") or 0)
 with open(os.environ["REPORTS"], "a") as out:
     def report(part, force=False):
         out.write(json.dumps(part.wire()) + "\\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -31,6 +31,8 @@ class Case:
     pods: list[PodView] = field(default_factory=list)
     cleanup_pods: list[PodView] = field(default_factory=list)
     slot: bool = True
+    slots: int | None = None  # worker slots free, where more than one matters
+    helper_pods: list[PodView] = field(default_factory=list)
     finalizer: bool = True
     deleting: bool = False
     # expectations
@@ -52,7 +54,8 @@ def observe(case: Case) -> Observed:
         progress=BlobCopyProgress.model_validate(case.progress),
         copy_pods=tuple(case.pods),
         cleanup_pods=tuple(case.cleanup_pods),
-        slot_granted=case.slot,
+        slots=case.slots if case.slots is not None else int(case.slot),
+        helper_pods=tuple(case.helper_pods),
         now=NOW,
         workers=WORKERS,
     )
@@ -348,3 +351,147 @@ def test_skipped_copies_say_so_in_the_complete_condition() -> None:
     complete = condition(plan.status.conditions, "Complete")
     assert complete is not None and complete.reason == "Skipped" and "overwrite is Never" in complete.message
     assert CopyStatus.SKIPPED == "skipped"
+
+
+# A prefix copy spread over several worker pods: the coordinator (index 0) and helpers (index 1 up).
+
+PREFIX = {"source": {**SPEC["source"], "blob": None, "prefix": "p/"}}
+SPREAD = {**PREFIX, "workers": 3}
+COORDINATING = {**RUNNING, "worker": {"attempts": 1, "pod": "x-copy-1"}}
+HELPING = {
+    **COORDINATING,
+    "helpers": [{"index": 1, "attempts": 1, "pod": "x-copy-1-1"}, {"index": 2, "attempts": 1, "pod": "x-copy-2-1"}],
+}
+
+
+def helper(name: str, index: int, phase: str = "Running") -> PodView:
+    return pod(name, COPY_ROLE, phase, index=index)
+
+
+def coordinator(phase: str = "Running") -> PodView:
+    return pod("x-copy-1", COPY_ROLE, phase, index=0)
+
+
+def env_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in manifest["spec"]["containers"][0]["env"]}
+
+
+def test_a_spread_copy_starts_its_coordinator_and_helpers_each_with_its_index() -> None:
+    plan = decide(observe(Case("", spec=SPREAD, finalizer=False, slots=3)))
+    assert [c.name for c in plan.create] == ["x-copy-1", "x-copy-1-1", "x-copy-2-1"]
+    assert [c.manifest["metadata"]["labels"]["ferry.dev/worker-index"] for c in plan.create] == ["0", "1", "2"]
+    assert [env_of(c.manifest)["FERRY_WORKER_INDEX"] for c in plan.create] == ["0", "1", "2"]
+    assert all(c.takes_slot for c in plan.create) and not plan.wants_slot
+    assert isinstance(plan.status, BlobCopyOperatorStatus) and plan.status.helpers is not None
+    assert [(h.index, h.pod) for h in plan.status.helpers] == [(1, "x-copy-1-1"), (2, "x-copy-2-1")]
+
+
+def test_one_worker_builds_the_pod_as_before_without_an_index() -> None:
+    plan = decide(observe(Case("", spec=PREFIX, finalizer=False, slots=1)))
+    (created,) = plan.create
+    assert "ferry.dev/worker-index" not in created.manifest["metadata"]["labels"]
+    assert "FERRY_WORKER_INDEX" not in env_of(created.manifest)
+
+
+def test_a_single_blob_copy_runs_one_worker_whatever_spec_workers_says() -> None:
+    plan = decide(observe(Case("", spec={"workers": 3}, finalizer=False, slots=3)))
+    assert [c.name for c in plan.create] == ["x-copy-1"]
+
+
+def test_helpers_take_the_slots_left_and_the_others_wait_in_line() -> None:
+    plan = decide(observe(Case("", spec=SPREAD, finalizer=False, slots=2)))
+    assert [c.name for c in plan.create] == ["x-copy-1", "x-copy-1-1"]
+    assert plan.wants_slot
+    later_plan = decide(
+        observe(
+            Case(
+                "",
+                spec=SPREAD,
+                state={**COORDINATING, "helpers": [{"index": 1, "attempts": 1, "pod": "x-copy-1-1"}]},
+                pods=[coordinator()],
+                helper_pods=[helper("x-copy-1-1", 1)],
+                slots=1,
+            )
+        )
+    )
+    assert [c.name for c in later_plan.create] == ["x-copy-2-1"] and not later_plan.wants_slot
+
+
+def test_no_helper_starts_before_the_coordinator_has_a_slot() -> None:
+    plan = decide(observe(Case("", spec=SPREAD, finalizer=False, slots=0)))
+    assert plan.create == [] and plan.wants_slot
+
+
+def test_a_killed_helper_is_replaced_after_a_backoff_and_the_copy_runs_on() -> None:
+    pods = [coordinator()]
+    helpers = [helper("x-copy-2-1", 2)]  # x-copy-1-1 was deleted with --force
+    plan = decide(observe(Case("", spec=SPREAD, state=HELPING, pods=pods, helper_pods=helpers, slots=1)))
+    state = plan.status
+    assert isinstance(state, BlobCopyOperatorStatus) and state.helpers is not None
+    assert state.phase == BlobCopyPhase.RUNNING and plan.create == []
+    assert state.helpers[0].restarts == 1 and state.helpers[0].retry_time == later(10)
+    (retrying,) = [e for e in plan.events if e.reason == "WorkerRetrying"]
+    assert retrying.warning and "x-copy-1-1 vanished" in retrying.message
+    assert plan.requeue_after == 10
+    observed = observe(Case("", spec=SPREAD, pods=pods, helper_pods=helpers, slots=1))
+    after = decide(replace(observed, state=state, now=later(11)))
+    assert [c.name for c in after.create] == ["x-copy-1-2"]
+
+
+def test_a_helper_that_found_no_work_left_is_not_started_again() -> None:
+    helpers = [replace(finished("x-copy-1-1", COPY_ROLE, 0), index=1), helper("x-copy-2-1", 2)]
+    plan = decide(observe(Case("", spec=SPREAD, state=HELPING, pods=[coordinator()], helper_pods=helpers, slots=3)))
+    assert isinstance(plan.status, BlobCopyOperatorStatus) and plan.status.helpers is not None
+    assert plan.create == [] and [d.name for d in plan.delete] == ["x-copy-1-1"]
+    assert plan.status.helpers[0].done and plan.status.helpers[0].pod is None
+    again = observe(Case("", spec=SPREAD, pods=[coordinator()], helper_pods=helpers[1:], slots=3))
+    assert decide(replace(again, state=plan.status)).create == []
+
+
+def test_the_coordinators_success_ends_the_copy_and_removes_the_helpers() -> None:
+    plan = decide(
+        observe(
+            Case(
+                "",
+                spec=SPREAD,
+                state=HELPING,
+                progress={"copyStatus": "success", "blobs": {"total": 9, "succeeded": 9}},
+                pods=[finished("x-copy-1", COPY_ROLE, 0)],
+                helper_pods=[helper("x-copy-1-1", 1), helper("x-copy-2-1", 2)],
+            )
+        )
+    )
+    assert isinstance(plan.status, BlobCopyOperatorStatus) and plan.status.phase == BlobCopyPhase.SUCCEEDED
+    assert sorted(d.name for d in plan.delete) == ["x-copy-1", "x-copy-1-1", "x-copy-2-1"]
+    assert plan.create == []
+
+
+def test_suspending_stops_every_worker_and_pauses_once_all_are_gone() -> None:
+    running = [helper("x-copy-1-1", 1), helper("x-copy-2-1", 2)]
+    spec = {**SPREAD, "suspend": True}
+    plan = decide(observe(Case("", spec=spec, state=HELPING, pods=[coordinator()], helper_pods=running)))
+    assert sorted(d.name for d in plan.delete) == ["x-copy-1", "x-copy-1-1", "x-copy-2-1"]
+    assert isinstance(plan.status, BlobCopyOperatorStatus) and plan.status.phase == BlobCopyPhase.PAUSING
+    stopping = [replace(p, deleting=True) for p in running]
+    only_helpers = decide(
+        observe(Case("", spec=spec, state={**HELPING, "worker": {"attempts": 1}}, helper_pods=stopping))
+    )
+    assert isinstance(only_helpers.status, BlobCopyOperatorStatus)
+    assert only_helpers.status.phase == BlobCopyPhase.PAUSING and only_helpers.create == []
+
+
+def test_deletion_waits_for_every_worker_to_stop() -> None:
+    stopping = [replace(helper("x-copy-1-1", 1), deleting=True)]
+    plan = decide(
+        observe(
+            Case(
+                "",
+                spec=SPREAD,
+                state={**HELPING, "worker": {"attempts": 1}},
+                progress={"copyStatus": "pending"},
+                helper_pods=stopping,
+                deleting=True,
+            )
+        )
+    )
+    assert plan.finalizer is None and plan.create == []

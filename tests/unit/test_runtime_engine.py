@@ -345,3 +345,23 @@ async def test_a_deleted_object_leaves_its_place_in_line_for_a_worker_slot() -> 
     assert sorted(await c.queued()) == [key("BlobCopy", "a"), key("BlobCopy", "c")]
     await c.reconcile(BLOB_COPY, "c")
     assert c.api.pod_names() == ["a-copy-1", "c-copy-1"]
+
+
+async def test_a_copy_spread_over_workers_takes_the_free_slots_and_the_rest_as_they_free_up() -> None:
+    c = cluster(limits=SlotLimits(total=2, per_namespace=2))
+    spread = {"source": {"account": {"secretRef": {"name": "src", "key": "cs"}}, "container": "abc", "prefix": "p/"}}
+    c.create(BLOB_COPY, blobcopy_body("a"))
+    await c.reconcile(BLOB_COPY, "a")
+    c.create(BLOB_COPY, blobcopy_body("w", **spread, workers=3))
+    await c.reconcile(BLOB_COPY, "w")
+    assert c.api.pod_names() == ["a-copy-1", "w-copy-1"]  # one slot left: the coordinator's
+    assert c.runtime.slots.waiting == 1
+    assert "helpers" not in c.status(BLOB_COPY, "w")
+
+    c.api.set_pod_status("a-copy-1", "Succeeded", exit_code=0)
+    c.sync()  # a's slot frees: w's next helper takes it
+    assert key("BlobCopy", "w") in await c.queued()
+    await c.reconcile(BLOB_COPY, "w")
+    assert c.api.pod_names() == ["a-copy-1", "w-copy-1", "w-copy-1-1"]
+    assert c.runtime.slots.waiting == 1  # the third worker still waits in line
+    assert [h["pod"] for h in c.status(BLOB_COPY, "w")["helpers"]] == ["w-copy-1-1"]

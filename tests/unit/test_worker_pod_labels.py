@@ -84,7 +84,7 @@ def blobcopy_pods() -> dict[tuple[str, str], dict[str, Any]]:
         progress=BlobCopyProgress(),
         copy_pods=(),
         cleanup_pods=(),
-        slot_granted=True,
+        slots=1,
         now=NOW,
         workers=WORKERS_OF_RELEASE,
     )

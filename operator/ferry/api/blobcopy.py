@@ -56,6 +56,9 @@ class CopyStatus(StrEnum):
 # Set on Stream workers when the operator allows source URLs whose host is link-local (chart value
 # workers.allowLinkLocalSources).
 ALLOW_LINK_LOCAL_ENV = "FERRY_ALLOW_LINK_LOCAL_SOURCES"
+# Set on the worker pods of a copy spread over spec.workers: 0 is the coordinator, which lists the source.
+WORKER_INDEX_ENV = "FERRY_WORKER_INDEX"
+MAX_WORKERS = 64  # spec.workers at most: each pod takes a worker slot
 
 
 class BlobCopySource(FerryModel):
@@ -136,6 +139,7 @@ class BlobCopySpec(FerryModel):
         {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
         {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
+        {"rule": "self.workers == oldSelf.workers", "message": "workers is immutable"},
         {
             # Same Secret, container and names: the copy would be its own source. Different Secrets of one
             # account are caught by the worker, which compares the resolved blob URLs.
@@ -180,7 +184,15 @@ class BlobCopySpec(FerryModel):
         default=8,
         ge=1,
         le=64,
-        description="Blobs in flight at once (a multi-blob copy), or blocks in flight within one large blob.",
+        description="Blobs in flight at once in each worker pod (a multi-blob copy), or blocks in flight within "
+        "one large blob.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Worker pods sharing a multi-blob copy: one lists the source and all copy its pages. "
+        "Each takes a worker slot. A single-blob copy uses one.",
     )
     max_lifetime: Annotated[str, DurationBounds("1s", "8760h")] = Field(
         default="336h",
@@ -238,6 +250,13 @@ class BlobCopyProgress(FerryModel):
     last_update_time: datetime | None = Field(default=None, description="When the worker last reported.")
 
 
+class HelperWorker(WorkerStatus):
+    """One of the other worker pods of a copy spread over spec.workers (the coordinator is status.worker)."""
+
+    index: int = Field(ge=1, description="The worker's index: 1 up to spec.workers - 1.")
+    done: bool = Field(default=False, description="It ended: it found no page left to copy, or gave up.")
+
+
 class BlobCopyOperatorStatus(FerryModel):
     """The part of the status the operator writes: the copy's lifecycle."""
 
@@ -245,6 +264,11 @@ class BlobCopyOperatorStatus(FerryModel):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     worker: WorkerStatus | None = None
+    helpers: list[HelperWorker] | None = Field(
+        default=None,
+        max_length=MAX_WORKERS,
+        description="The other worker pods of a copy spread over spec.workers, beside status.worker (the coordinator).",
+    )
     cleanup: WorkerStatus | None = Field(default=None, description="The cleanup worker, when one was needed.")
     failure: Failure | None = None
     conditions: list[Condition] | None = conditions_field()

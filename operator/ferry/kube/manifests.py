@@ -16,6 +16,7 @@ LABEL_KIND = "ferry.dev/kind"
 LABEL_OWNER_UID = "ferry.dev/owner-uid"
 LABEL_ROLE = "ferry.dev/role"
 LABEL_TEMPLATE = "ferry.dev/template"  # hash of what the pod was built from: a change replaces the pod
+LABEL_WORKER_INDEX = "ferry.dev/worker-index"  # which of an object's several worker pods (0 up), where it has several
 LABEL_SLOT = "ferry.dev/slot"  # "true" on pods that take one of the operator's bounded worker slots
 MAX_POD_NAME = 63  # pod names double as host names
 
@@ -82,6 +83,7 @@ def worker_pod(
     restart_policy: str = "Never",
     takes_slot: bool = True,
     instance: str = DEFAULT_INSTANCE,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource.
 
@@ -94,6 +96,7 @@ def worker_pod(
     every worker pod and nothing else.
     """
     labels = {
+        **(extra_labels or {}),
         "app.kubernetes.io/name": APP_NAME,
         "app.kubernetes.io/instance": instance,
         "app.kubernetes.io/component": role,

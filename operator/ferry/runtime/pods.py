@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE
+from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, LABEL_WORKER_INDEX
 from ferry.timefmt import parse_time
 
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Unknown"})
@@ -32,6 +32,7 @@ class PodView:
     last_exit_code: int | None = None
     last_termination_message: str | None = None
     template: str | None = None
+    index: int | None = None  # which of its object's several worker pods, where it has several
 
     @property
     def finished(self) -> bool:
@@ -80,5 +81,6 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         phase=str(status.get("phase") or "Pending"),
         deleting=meta.get("deletionTimestamp") is not None,
         template=labels.get(LABEL_TEMPLATE),
+        index=int(labels[LABEL_WORKER_INDEX]) if str(labels.get(LABEL_WORKER_INDEX, "")).isdigit() else None,
         **view,
     )

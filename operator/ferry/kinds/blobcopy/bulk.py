@@ -51,8 +51,9 @@ from ferry.kinds.blobcopy.stream import abort_pending, copy_stream, is_small
 from ferry.storage.blobs import describe, is_transient
 from ferry.storage.sources import SourceChangedError, SourceObject, SourceUnavailableError, bind
 
-# Receives the blob counts, the first failures (wire form), the total bytes to copy, and whether to send now.
-ProgressFn = Callable[[dict[str, Any], list[dict[str, Any]], int, bool], None]
+# Receives the blob counts, the first failures (wire form), the total bytes to copy, the bytes of the settled
+# blobs copied, and whether to send now.
+ProgressFn = Callable[[dict[str, Any], list[dict[str, Any]], int, int, bool], None]
 
 MAX_OPEN_PAGES = 3
 REPORT_EVERY = 0.5
@@ -139,7 +140,11 @@ class BulkCopy:
                     run = PageRun(page.index, page.redo, remaining=len(page.sources))
                     with self.lock:
                         self.runs[page.index] = run
+                    lost = False
                     for source in page.sources:
+                        if self._lost(run):
+                            lost = True
+                            break
                         if not self._acquire(self.blob_slots):
                             break
                         if self.small is not None and is_small(self.spec, source):
@@ -150,6 +155,8 @@ class BulkCopy:
                     else:
                         self._submitted(run)
                     page.sources = []  # the tasks hold what they need
+                    if lost:
+                        self._abandon(run)
                     if self._halted():
                         self._drain(pages)
                         break
@@ -166,6 +173,13 @@ class BulkCopy:
             raise self.error
         self.ctx.check_stop()
         self.report(force=True)
+
+    def _lost(self, run: PageRun) -> bool:
+        """Whether another worker took the page over (only where several share the copy)."""
+        return False
+
+    def _abandon(self, run: PageRun) -> None:
+        """Give up a page another worker took over: its blobs in flight settle, uncounted."""
 
     def _halted(self) -> bool:
         return self.error is not None or self.ctx.stop.is_set()
@@ -236,14 +250,17 @@ class BulkCopy:
         except BaseException as error:
             self._fail(error)
         finally:
-            while True:
-                try:
-                    pages.put(None, timeout=WAIT_STEP)
-                    break
-                except queue.Full:
-                    if self._halted():
-                        with contextlib.suppress(queue.Empty):
-                            pages.get_nowait()  # the main thread is draining or gone: make room
+            self._end_pages(pages)
+
+    def _end_pages(self, pages: queue.Queue[Page | None]) -> None:
+        while True:
+            try:
+                pages.put(None, timeout=WAIT_STEP)
+                break
+            except queue.Full:
+                if self._halted():
+                    with contextlib.suppress(queue.Empty):
+                        pages.get_nowait()  # the main thread is draining or gone: make room
 
     # -- one blob --------------------------------------------------------------------------------------------
 
@@ -441,7 +458,7 @@ class BulkCopy:
         self.last_report = now
         with self.lock:
             state = self.state
-            runs = list(self.runs.values())
+            runs = [r for r in self.runs.values() if r.index in state.open]  # not counted in the state yet
             succeeded = state.succeeded + sum(r.succeeded for r in runs)
             failed = state.failed + sum(r.failed for r in runs)
             skipped = state.skipped + sum(r.skipped for r in runs)
@@ -458,4 +475,5 @@ class BulkCopy:
             if not state.listing_done:
                 blobs.update(listing=True, listed=state.listed)
             total_bytes = state.listed_bytes - state.bytes_skipped - sum(r.bytes_skipped for r in runs)
-        self.send(blobs, [f.wire() for f in first[:FIRST_FAILURES]], total_bytes, force)
+            copied = state.bytes_copied + sum(r.bytes for r in runs)
+        self.send(blobs, [f.wire() for f in first[:FIRST_FAILURES]], total_bytes, copied, force)

@@ -5,28 +5,36 @@ owns the lifecycle part: phase, conditions, failure, times and the worker bookke
 runs only when a worker may have left something behind (the worker last said a copy was pending:
 an unfinished service copy, Ferry's staged blocks, or leases), when the copy fails that way or when
 the BlobCopy is deleted; the finalizer is held only while such a leftover is possible.
+
+A multi-blob copy spread over `spec.workers` pods has one coordinator (index 0, the task worker whose outcome
+is the copy's: it lists the source and writes the counts) and helper pods 1..workers-1, each a task worker of
+its own with its own restart budget, started once the coordinator has been and stopped with it. A helper that
+ends (no page left, or out of retries) is not started again; its pages are claimed by the others.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ferry.api.blobcopy import (
     ALLOW_LINK_LOCAL_ENV,
+    WORKER_INDEX_ENV,
     BlobCopyOperatorStatus,
     BlobCopyPhase,
     BlobCopyProgress,
     BlobCopySpec,
     CopyStatus,
+    HelperWorker,
 )
 from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
-from ferry.kube.manifests import pod_name, secret_env, worker_pod
+from ferry.kube.manifests import LABEL_WORKER_INDEX, pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
 from ferry.runtime.objects import (
@@ -54,11 +62,16 @@ class Observed:
     spec: BlobCopySpec
     state: BlobCopyOperatorStatus
     progress: BlobCopyProgress
-    copy_pods: tuple[PodView, ...]
+    copy_pods: tuple[PodView, ...]  # the coordinator's (index 0, or unlabelled with one worker)
     cleanup_pods: tuple[PodView, ...]
-    slot_granted: bool
+    slots: int  # worker slots this copy would be given now (up to the pods it runs)
     now: datetime
     workers: WorkerSettings
+    helper_pods: tuple[PodView, ...] = ()  # the other workers' pods (index 1 up)
+
+    @property
+    def slot_granted(self) -> bool:
+        return self.slots > 0
 
 
 class BlobCopyController(Controller[Observed]):
@@ -68,20 +81,29 @@ class BlobCopyController(Controller[Observed]):
     def observe(self, body: Mapping[str, Any], world: World) -> Observed:
         meta = meta_of(body)
         status = body.get("status") or {}
+        spec = BlobCopySpec.model_validate(body.get("spec") or {})
+        copy_pods = world.pods(meta.uid, COPY_ROLE)
         return Observed(
             meta=meta,
-            spec=BlobCopySpec.model_validate(body.get("spec") or {}),
+            spec=spec,
             state=BlobCopyOperatorStatus.part_of(status),
             progress=BlobCopyProgress.part_of(status),
-            copy_pods=tuple(world.pods(meta.uid, COPY_ROLE)),
+            copy_pods=tuple(p for p in copy_pods if not p.index),
             cleanup_pods=tuple(world.pods(meta.uid, CLEANUP_ROLE)),
-            slot_granted=world.slots(key_of(BLOB_COPY, body), meta.order()) > 0,
+            slots=world.slots(key_of(BLOB_COPY, body), meta.order(), spread(spec)),
             now=world.now,
             workers=world.workers,
+            helper_pods=tuple(p for p in copy_pods if p.index),
         )
 
     def decide(self, observed: Observed) -> Plan:
         return decide(observed)
+
+
+def spread(spec: BlobCopySpec) -> int:
+    """How many worker pods share the copy: spec.workers for a prefix or container, one for a single blob."""
+    multi_blob = spec.source.account is not None and spec.source.blob is None
+    return spec.workers if multi_blob else 1
 
 
 def worker_env(spec: BlobCopySpec, allow_link_local_sources: bool = False) -> list[dict[str, Any]]:
@@ -102,8 +124,12 @@ def worker_env(spec: BlobCopySpec, allow_link_local_sources: bool = False) -> li
     return env
 
 
-def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
+def manifest(o: Observed, role: str, name: str, index: int | None = None) -> dict[str, Any]:
+    """A worker pod; `index` numbers the pods of a copy spread over several (0: the coordinator)."""
     args = [BLOB_COPY.singular, role, "--namespace", o.meta.namespace, "--name", o.meta.name]
+    env = worker_env(o.spec, o.workers.allow_link_local_sources)
+    if index is not None:
+        env.append({"name": WORKER_INDEX_ENV, "value": str(index)})
     return worker_pod(
         kind=BLOB_COPY,
         owner_name=o.meta.name,
@@ -114,10 +140,11 @@ def manifest(o: Observed, role: str, name: str) -> dict[str, Any]:
         image=o.workers.image,
         service_account=o.workers.service_account,
         args=args,
-        env=worker_env(o.spec, o.workers.allow_link_local_sources),
+        env=env,
         requests={"cpu": "250m", "memory": "256Mi"},
         limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi"},
         instance=o.workers.instance,
+        extra_labels={LABEL_WORKER_INDEX: str(index)} if index is not None else None,
     )
 
 
@@ -148,8 +175,8 @@ class _Decision(PhaseDecision[BlobCopyOperatorStatus, BlobCopyPhase]):
         if warning and (before is None or before.message != message):
             self.plan.events.append(Event(reason, message, warning=True))
 
-    def start(self, role: str, name: str) -> None:
-        self.plan.create.append(PodCreation(manifest(self.o, role, name)))
+    def start(self, role: str, name: str, index: int | None = None) -> None:
+        self.plan.create.append(PodCreation(manifest(self.o, role, name, index)))
         if not self.o.meta.has_finalizer:
             self.plan.finalizer = "add"  # added before the pod: deletion then always finds it
 
@@ -186,10 +213,12 @@ def _copying(d: _Decision) -> None:
     _apply_task(d, task)
     if task.start:
         state.start_time = state.start_time or o.now
-        d.start(COPY_ROLE, task.start)
+        d.start(COPY_ROLE, task.start, 0 if spread(o.spec) > 1 else None)
     if task.ended is not None:
         _ended(d, task.ended)
         return
+    started = state.worker is not None and state.worker.attempts > 0
+    helpers = _helpers(d, wanted=started and not o.spec.suspend, free=o.slots - (1 if task.start else 0))
     if task.retrying is not None:
         retry = task.retrying
         assert state.worker is not None and state.worker.retry_time is not None
@@ -202,7 +231,7 @@ def _copying(d: _Decision) -> None:
             warning=True,
         )
     if o.spec.suspend:
-        if task.state == TaskState.STOPPING:
+        if task.state == TaskState.STOPPING or helpers.stopping:
             d.phase(BlobCopyPhase.PAUSING, "Suspending", "spec.suspend is true; the worker is stopping at a checkpoint")
         else:
             d.phase(BlobCopyPhase.PAUSED, "Suspended", "spec.suspend is true; set it to false to resume")
@@ -211,7 +240,10 @@ def _copying(d: _Decision) -> None:
         d.phase(BlobCopyPhase.PENDING, "Resumed", "spec.suspend is false; the copy resumes from its checkpoint")
     if task.state == TaskState.RUNNING:
         d.phase(BlobCopyPhase.RUNNING, "Copying", f"worker pod {state.worker.pod if state.worker else ''} is copying")
-        d.worker_ready(True, "Running", "the worker is copying")
+        if spread(o.spec) > 1:
+            d.worker_ready(True, "Running", f"{1 + helpers.running} of {spread(o.spec)} workers are copying")
+        else:
+            d.worker_ready(True, "Running", "the worker is copying")
     elif task.config_error:
         d.worker_ready(False, "ConfigError", f"the worker pod cannot start: {task.config_error}", warning=True)
     elif task.wants_slot:
@@ -220,6 +252,60 @@ def _copying(d: _Decision) -> None:
             "WaitingForWorkerSlot",
             "waiting for a free worker slot: the operator runs a bounded number of worker pods at once",
         )
+
+
+@dataclass
+class _Helpers:
+    running: int = 0
+    stopping: bool = False
+    records: list[HelperWorker] = field(default_factory=list)
+
+
+def _helpers(d: _Decision, wanted: bool, free: int) -> _Helpers:
+    """Converge the helper pods (index 1 up): each a task worker; one that ended is not started again."""
+    o = d.o
+    result = _Helpers()
+    records = {h.index: h for h in d.state.helpers or []}
+    count = spread(o.spec)
+    last = max([count - 1, *records, *(p.index or 0 for p in o.helper_pods)])
+    for index in range(1, last + 1):
+        record = records.get(index) or HelperWorker(index=index)
+        task = task_worker(
+            TaskInput(
+                worker=record,
+                pods=[p for p in o.helper_pods if p.index == index],
+                wanted=wanted and index < count and not record.done,
+                max_retries=o.spec.max_retries,
+                now=o.now,
+                slot_granted=free > 0,
+                pod_name=functools.partial(_helper_pod_name, o.meta.name, index),
+            )
+        )
+        d.plan.delete.extend(task.delete)
+        d.plan.wants_slot = d.plan.wants_slot or task.wants_slot
+        d.plan.after(task.requeue_after)
+        if task.start:
+            free -= 1
+            d.start(COPY_ROLE, task.start, index)
+        if task.retrying is not None:
+            d.plan.events.append(
+                Event("WorkerRetrying", f"worker {index}: {task.retrying.reason}: {task.retrying.message}", True)
+            )
+        if task.ended is not None and task.ended.result != OutcomeResult.SUCCEEDED:
+            d.plan.events.append(
+                Event("WorkerGaveUp", f"worker {index} stopped; the others take its pages: {task.ended.message}", True)
+            )
+        result.running += task.state == TaskState.RUNNING
+        result.stopping = result.stopping or task.state == TaskState.STOPPING
+        done = record.done or task.ended is not None
+        if task.worker.attempts or done:
+            result.records.append(HelperWorker.model_validate({**task.worker.wire(), "index": index, "done": done}))
+    d.state.helpers = result.records or None
+    return result
+
+
+def _helper_pod_name(owner: str, index: int, attempt: int) -> str:
+    return pod_name(owner, COPY_ROLE, f"{index}-{attempt}")
 
 
 def _apply_task(d: _Decision, task: TaskResult) -> None:
@@ -237,6 +323,7 @@ def _ended(d: _Decision, outcome: WorkerOutcome) -> None:
         if state.start_time is not None:
             seconds = max(0.0, (o.now - state.start_time).total_seconds())
             d.plan.counts.append(Count(BLOBCOPY_DURATION_METRIC, seconds))
+        d.plan.delete.extend(_deletion(p) for p in o.helper_pods if not p.deleting)  # their pages are all done
         if o.meta.has_finalizer:
             d.plan.finalizer = "remove"  # the worker finished cleanly: nothing of Ferry's is left behind
         return
@@ -257,6 +344,9 @@ def _finished(d: _Decision) -> None:
     o = d.o
     for pod in o.copy_pods:
         if pod.active and not pod.deleting:
+            d.plan.delete.append(_deletion(pod))
+    for pod in o.helper_pods:  # the coordinator's pod tells the story; the helpers' go
+        if not pod.deleting:
             d.plan.delete.append(_deletion(pod))
     if not o.meta.has_finalizer:
         return
@@ -282,8 +372,9 @@ def _deleting(d: _Decision) -> None:
     )
     d.state.worker = task.worker
     d.plan.delete.extend(task.delete)
-    if task.state == TaskState.STOPPING:
-        return  # the worker checkpoints first; its end wakes us
+    helpers = _helpers(d, wanted=False, free=0)
+    if task.state == TaskState.STOPPING or helpers.stopping:
+        return  # the workers checkpoint first; their ends wake us
     if _needs_cleanup(o) and not _cleanup(d):
         return
     d.plan.finalizer = "remove"

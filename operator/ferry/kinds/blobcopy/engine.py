@@ -57,7 +57,8 @@ from ferry.kinds.blobcopy.items import (
     source_lease_id,
     url_object_name,
 )
-from ferry.kinds.blobcopy.manifest import Manifest, ManifestState
+from ferry.kinds.blobcopy.manifest import Manifest, ManifestConflict, ManifestState
+from ferry.kinds.blobcopy.shared import SHARED_PAGE_SIZE, SharedCopy
 from ferry.kinds.blobcopy.stream import abort_pending, copy_stream
 from ferry.storage.blobs import (
     RetryRecorder,
@@ -178,10 +179,14 @@ def run_copy(
     copy_key: str,
     owner: str | None = None,
     page_size: int = PAGE_SIZE,
+    worker_index: int = 0,
 ) -> CopyOutcome:
     """Perform or resume one BlobCopy; `owner` ("namespace/name") places a multi-blob copy's manifest, whose
-    source is listed `page_size` blobs at a time."""
+    source is listed `page_size` blobs at a time. With spec.workers > 1, `worker_index` says which of the copy's
+    workers this is (0: the coordinator, which lists the source; see shared)."""
     recorder = RetryRecorder()
+    if worker_index > 0:
+        report = _silent  # one writer of the copy's status: the coordinator, from the manifest
     reporter = Reporter(report, recorder, BlobCopyProgress.part_of(previous.wire()) if previous else None)
     resuming = previous is not None and previous.copy_id is not None
     copy_id = ferry_copy_id(copy_key)
@@ -200,6 +205,7 @@ def run_copy(
             resuming,
             owner,
             page_size,
+            worker_index,
         )
     except CopyStopped:
         reporter.send({"statusDescription": "stopped; the copy resumes from its checkpoint"}, force=True)
@@ -226,6 +232,7 @@ def _run(
     resuming: bool,
     owner: str | None,
     page_size: int,
+    worker_index: int,
 ) -> CopyOutcome:
     dest_container = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
     ctx = RunContext(
@@ -244,7 +251,7 @@ def _run(
     )
     started: dict[str, Any] = {"copyId": copy_id, "copyStatus": "pending"}
     if not is_single(spec):
-        return _run_many(ctx, endpoints, previous, reporter, started, owner, page_size)
+        return _run_many(ctx, endpoints, previous, reporter, started, owner, page_size, worker_index)
     try:
         sources = list_sources(spec, endpoints, recorder)
     except BlobFailure as failure:
@@ -328,6 +335,7 @@ def _run_many(
     started: dict[str, Any],
     owner: str | None,
     page_size: int,
+    worker_index: int,
 ) -> CopyOutcome:
     """A prefix or whole-container copy: listed page by page, checkpointed in the manifest (see bulk)."""
     spec = ctx.spec
@@ -343,25 +351,43 @@ def _run_many(
         )
         return _fail(reporter, started, BlobFailure("DestinationIsSource", message))
     manifest = Manifest(service_client(endpoints.destination_connection_string, ctx.recorder), ctx.copy_key, owner)
-    state = manifest.load()
+    shared = spec.workers > 1
+    if shared:
+        page_size = min(page_size, SHARED_PAGE_SIZE)
+        ctx.resuming = True  # the other workers may have started any blob
+    state = manifest.load() if worker_index == 0 else manifest.read()
     if state is None:
-        state = ManifestState(started_at=ctx.start_time)
+        state = ManifestState(started_at=ctx.start_time, page_size=page_size, shared=shared)
+        if shared and worker_index == 0:
+            state = _start_shared(manifest, state)
     else:
         ctx.resuming = True
         if state.started_at is not None:
             ctx.start_time = min(state.started_at, ctx.start_time)
+        page_size = state.page_size or page_size
     ctx.mark_done = spec.mode == BlobCopyMode.STREAM
     reporter.bytes_copied = state.bytes_copied
 
-    def send(blobs: dict[str, Any], failures: list[dict[str, Any]], total_bytes: int, force: bool) -> None:
+    def send(blobs: dict[str, Any], failures: list[dict[str, Any]], total_bytes: int, copied: int, force: bool) -> None:
         reporter.total_bytes = total_bytes
+        if shared:
+            reporter.bytes_copied = copied  # every worker's, as the manifest counts them
         reporter.send({**started, "blobs": blobs, "failures": failures or None}, force)
 
+    previous_id = previous.copy_id if previous else None
     try:
-        previous_id = previous.copy_id if previous else None
-        BulkCopy(ctx, endpoints, manifest, state, source, previous_id, send, page_size).run()
+        if shared:
+            bulk: BulkCopy = SharedCopy(
+                ctx, endpoints, manifest, state, source, previous_id, send, worker_index, page_size
+            )
+        else:
+            bulk = BulkCopy(ctx, endpoints, manifest, state, source, previous_id, send, page_size)
+        bulk.run()
     except BlobFailure as failure:
         return _fail(reporter, started, failure)
+    if worker_index > 0:
+        return CopyOutcome(succeeded=True, stats=dict(ctx.stats))  # no page left; the coordinator tells the outcome
+    state = bulk.state
     counts = {"total": state.listed, "pending": 0, "succeeded": state.succeeded, "failed": state.failed}
     counts["skipped"] = state.skipped
     first = [f.wire() for f in state.first_failures] or None
@@ -382,6 +408,19 @@ def _run_many(
 def _same_container(spec: BlobCopySpec, source: ContainerClient, dest: ContainerClient) -> bool:
     same_names = spec.destination.prefix is None or spec.destination.prefix == (spec.source.prefix or "")
     return same_names and credential_free_url(source.url).lower() == credential_free_url(dest.url).lower()
+
+
+def _silent(part: BlobCopyProgress, force: bool) -> None:
+    """A helper worker reports nothing into the status; it writes only the manifest."""
+
+
+def _start_shared(manifest: Manifest, state: ManifestState) -> ManifestState:
+    """The coordinator's first state of a shared copy; the one already there if another coordinator came first."""
+    try:
+        manifest.save(state)
+    except ManifestConflict:
+        return manifest.load() or state
+    return state
 
 
 def _fail(

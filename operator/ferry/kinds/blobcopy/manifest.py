@@ -14,14 +14,20 @@ it), and the destination is the one account Ferry may always write to.
 A page is the unit of work: a restarted worker lists the open pages again from their markers (the
 blobs it finished there are recognised on the destination and counted once) and then continues
 the listing where it stopped.
+
+A copy spread over several workers (spec.workers) shares the same state: the coordinator adds the pages it
+lists, every worker removes the pages it finished, each change a read-modify-write conditional on the ETag
+(update), and `claims/<page>` blobs whose leases say which worker copies a page (see claims).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from azure.core import MatchConditions
@@ -44,8 +50,13 @@ class OpenPage(BaseModel):
     bytes: int = 0
 
 
+UPDATE_ATTEMPTS = 50  # conflicting writers retry their change on the state they read again
+
+
 class ManifestState(BaseModel):
     started_at: datetime | None = None
+    page_size: int | None = None  # blobs per page, fixed when the copy starts (older manifests: the default)
+    shared: bool = False  # written by several workers (spec.workers > 1): pages are claimed, see claims
     next_marker: str | None = None
     pages_listed: int = 0
     listed: int = 0
@@ -79,6 +90,38 @@ class Manifest:
             return None
         self._etag = download.properties.etag
         return ManifestState.model_validate_json(download.readall())
+
+    def read(self) -> ManifestState | None:
+        """The current state, without taking part in this writer's ETag chain (for readers beside the writer)."""
+        try:
+            return ManifestState.model_validate_json(
+                self.container.get_blob_client(self.prefix + "state.json").download_blob().readall()
+            )
+        except ResourceNotFoundError:
+            return None
+
+    def update(
+        self, change: Callable[[ManifestState], bool], create: ManifestState | None = None
+    ) -> ManifestState | None:
+        """Apply `change` to the current state and write it if it says so, again on a fresh read when another
+        writer came first; `create` is the state to start from when there is none (else nothing is written).
+        Returns the state as written, or as read when `change` declined."""
+        for attempt in range(UPDATE_ATTEMPTS):
+            with self.lock:
+                state = self.load()
+                if state is None:
+                    if create is None:
+                        return None
+                    state, self._etag = create.model_copy(deep=True), None
+                if not change(state):
+                    return state
+                try:
+                    self.save(state)
+                    return state
+                except ManifestConflict:
+                    pass
+            time.sleep(random.uniform(0.01, 0.05) * (1 + attempt))  # let the other writer finish
+        raise ManifestConflict(f"the manifest {MANIFEST_CONTAINER}/{self.prefix}state.json kept changing under us")
 
     def save(self, state: ManifestState) -> None:
         blob = self.container.get_blob_client(self.prefix + "state.json")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
-from ferry.api.blobcopy import BlobCopyProgress, BlobCopySpec, BlobCopyStatus
+from ferry.api.blobcopy import WORKER_INDEX_ENV, BlobCopyProgress, BlobCopySpec, BlobCopyStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.kinds.blobcopy.engine import CopyStopped, TransientWorkerError, cleanup, endpoints_from_env, run_copy
@@ -32,10 +33,26 @@ def _work(namespace: str, name: str, do_cleanup: bool, stop: threading.Event) ->
         cleanup(spec, previous, endpoints, reporter.report, copy_key=copy_key)
         log.info("BlobCopy %s/%s: pending copies aborted, leases released", namespace, name)
         return WorkerOutcome(result=OutcomeResult.SUCCEEDED)
-    log.info("BlobCopy %s/%s: %s copy, resuming from %s", namespace, name, spec.mode.value, previous.progress or "0")
+    index = int(os.environ.get(WORKER_INDEX_ENV) or 0)
+    log.info(
+        "BlobCopy %s/%s: %s copy (worker %d of %d), resuming from %s",
+        namespace,
+        name,
+        spec.mode.value,
+        index,
+        spec.workers,
+        previous.progress or "0",
+    )
     try:
         outcome = run_copy(
-            spec, previous, endpoints, reporter.report, stop, copy_key=copy_key, owner=f"{namespace}/{name}"
+            spec,
+            previous,
+            endpoints,
+            reporter.report,
+            stop,
+            copy_key=copy_key,
+            owner=f"{namespace}/{name}",
+            worker_index=index,
         )
     except CopyStopped:
         return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="stopped at a checkpoint")
