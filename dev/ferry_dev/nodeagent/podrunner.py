@@ -48,11 +48,7 @@ def _default_env(api_server: str) -> dict[str, str]:
     # The installation's bin dir first, so that `ferry` and its Python resolve as in the image.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
     address = urlsplit(api_server)
-    # A Python path the stack was started with (a source checkout beside the installation) reaches the pods too,
-    # so that workers run the same code as the operator, as one image would.
-    python_path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
     return {
-        **python_path,
         "PATH": path,
         "HOME": "/tmp",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
