@@ -11,6 +11,7 @@ import hashlib
 import os
 import socket
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -183,3 +184,43 @@ class CosmosServer(Service):
 
     def stop(self) -> None:
         self._child.stop()
+
+
+# The change feed stand-in (a test support module of this repository, run as its own process).
+CHANGE_FEED_STANDIN = Path(__file__).resolve().parents[2] / "tests" / "support" / "changefeed.py"
+
+
+class CosmosWithChangeFeed(Service):
+    """cosmosdb-server behind the change feed stand-in: `endpoint` is the stand-in's.
+
+    cosmosdb-server's own change feed is a stub, and copy jobs read the change feed; the stand-in
+    (tests/support/changefeed.py) serves it, with `ranges` partition key ranges and the
+    all-versions-and-deletes mode. Without the stand-in's source, `endpoint` is cosmosdb-server's.
+    """
+
+    def __init__(self, workdir: Path, ranges: int = 4, registry: ProcessRegistry | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.ranges = ranges
+        self.server = CosmosServer(self.workdir, registry=registry)
+        self.endpoint = self.server.endpoint
+        self._child = ChildProcess("changefeed-standin", self.workdir / "changefeed-standin.log", registry)
+
+    def start(self) -> None:
+        self.server.start()
+        self.endpoint = self.server.endpoint
+        if not CHANGE_FEED_STANDIN.exists() or self._child.running:
+            return
+        port = free_port("127.0.0.1")
+        argv = [sys.executable, "-m", "support.changefeed", "--upstream", self.server.endpoint.endpoint]
+        argv += ["--key", self.server.endpoint.key, "--port", str(port), "--ranges", str(self.ranges), "--all-versions"]
+        path = os.pathsep.join(p for p in (str(CHANGE_FEED_STANDIN.parents[1]), os.environ.get("PYTHONPATH")) if p)
+        self._child.spawn(argv, {**os.environ, "PYTHONPATH": path}, cwd=self.workdir)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # cosmosdb-server's self-signed certificate, which it presents too
+        wait_until(HttpReady(f"https://127.0.0.1:{port}/", insecure), self._child, "the change feed stand-in")
+        self.endpoint = CosmosEndpoint(endpoint=f"https://127.0.0.1:{port}/", key=self.server.endpoint.key)
+
+    def stop(self) -> None:
+        self._child.stop()
+        self.server.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ferry_dev.binaries import ensure_binaries
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig, write_kubeconfig
-from ferry_dev.emulators import Azurite, CosmosServer, free_port
+from ferry_dev.emulators import Azurite, CosmosWithChangeFeed, free_port
 from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
 from ferry_dev.lifecycle import Service
 from ferry_dev.nodeagent.podrunner import PodRunner
@@ -90,7 +90,7 @@ class DevStack(Service):
         self.audit = audit
         self.registry = ProcessRegistry(self.dir / "procs")
         self.azurite: Azurite | None = None
-        self.cosmos: CosmosServer | None = None
+        self.cosmos: CosmosWithChangeFeed | None = None
         self.control_plane: ControlPlane | None = None
         self.installer: Installer | None = None
         self.runner: PodRunner | None = None
@@ -122,7 +122,8 @@ class DevStack(Service):
         try:
             binaries = ensure_binaries()
             self.azurite = Azurite(self.dir / "azurite", accounts=STORAGE_ACCOUNTS, registry=self.registry)
-            self.cosmos = CosmosServer(self.dir / "cosmos", registry=self.registry)
+            # Every Cosmos client of the stack goes through the change feed stand-in: copy jobs read the change feed.
+            self.cosmos = CosmosWithChangeFeed(self.dir / "cosmos", registry=self.registry)
             emulators = [threading.Thread(target=e.start) for e in (self.azurite, self.cosmos)]
             for thread in emulators:
                 thread.start()
