@@ -414,6 +414,7 @@ def test_an_online_copy_follows_writes_and_completes_at_the_cutover(stack: DevSt
     assert "only when mode is Online" in refused.stderr
 
     kubectl.apply(_job("online", source, dest, mode="Online"))
+
     def caught_up(job: dict[str, Any]) -> bool:
         conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []}
         return conditions.get("CaughtUp", {}).get("status") == "True"
