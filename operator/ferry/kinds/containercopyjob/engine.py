@@ -352,7 +352,8 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         while True:
             if self.should_stop():
                 return InstanceOutcome("stopped")  # between units: the holder of a unit reported its stop
-            ended = self._refresh(force=True)
+            # Between units the job is read again; streaming units come round often, so every few seconds then.
+            ended = self._refresh(force=self._quiet_visits == 0)
             if ended is not None:
                 self.reporter.send(self.doc, force=True)
                 return ended
@@ -499,6 +500,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     None,
                     lease.processed,
                     done=cutover,
+                    release=True,  # other units take their turn
                     stream=token,
                     pendingChanges=0,
                     secondsBehind=0,
@@ -508,8 +510,6 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 self.reporter.lagged(str(lease.doc["id"]), 0, 0.0)
                 self.reporter.send(self.doc)
                 self._quiet_visits += 1
-                if not cutover:
-                    lease.release()
                 return None
             self._quiet_visits = 0
             # The lag as found: the changes not applied when read, and how long the oldest has waited.
