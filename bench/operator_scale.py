@@ -127,7 +127,7 @@ def seed(stack: DevStack, blobcopies: int, jobs: int) -> tuple[str, str, list[tu
     BlobServiceClient.from_connection_string(dst.connection_string).get_container_client("scale-dst").create_container()
     for i in range(blobcopies):
         source.upload_blob(f"b{i:04d}.bin", f"blob {i}".encode())
-    cosmos = CosmosClient(stack.cosmos_endpoint.endpoint, stack.cosmos_endpoint.key, connection_verify=False)
+    cosmos = CosmosClient(stack.cosmos.endpoint.endpoint, stack.cosmos.endpoint.key, connection_verify=False)
     database = cosmos.create_database_if_not_exists("scale")
     pairs = []
     for j in range(jobs):
@@ -163,7 +163,7 @@ def main() -> int:
             kubectl("-n", namespace, "create", "secret", "generic", "src", f"--from-literal=cs={src_cs}")
             kubectl("-n", namespace, "create", "secret", "generic", "dst", f"--from-literal=cs={dst_cs}")
             kubectl(
-                "-n", namespace, "create", "secret", "generic", "key", f"--from-literal=k={stack.cosmos_endpoint.key}"
+                "-n", namespace, "create", "secret", "generic", "key", f"--from-literal=k={stack.cosmos.endpoint.key}"
             )
         docs: list[dict[str, Any]] = []
         for i in range(args.blobcopies):
@@ -192,7 +192,7 @@ def main() -> int:
                     "kind": "DatabaseAccount",
                     "metadata": {"name": f"acct-{a:02d}", "namespace": account_ns[a % len(account_ns)]},
                     "spec": {
-                        "endpoint": stack.cosmos_endpoint.endpoint,
+                        "endpoint": stack.cosmos.endpoint.endpoint,
                         "insecureSkipTLSVerify": True,
                         "credentials": {"secretRef": {"name": "key", "key": "k"}},
                         "copyInstances": {"count": 1, "resources": {"cpu": "100m", "memory": "256Mi"}},

@@ -73,7 +73,7 @@ class Logged:
 
 
 class CosmosProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, port: int = 0) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 443
@@ -87,7 +87,7 @@ class CosmosProxy:
         self._upstream_tls = ssl.create_default_context()
         self._upstream_tls.check_hostname = False
         self._upstream_tls.verify_mode = ssl.CERT_NONE  # cosmosdb-server's certificate is self-signed
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(*_certificate())

@@ -97,7 +97,7 @@ def _delete_by_mistake(
     """Delete what the restore examples bring back once the backup holds it, and wait for the backup to see the
     deletion; what each restored container must hold (its items before the deletion)."""
     assert stack.cosmos is not None
-    cosmos = stack.cosmos_endpoint
+    cosmos = stack.cosmos.endpoint
     deleted: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     wanted: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for doc in restores:
@@ -141,7 +141,7 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
         assert stack.azurite is not None and stack.cosmos is not None
         stack.create_namespace(NAMESPACE)  # restricted Pod Security, the chart's worker service account
         kubectl = Kubectl(stack)
-        cosmos = stack.cosmos_endpoint
+        cosmos = stack.cosmos.endpoint
         src, dst = stack.azurite.accounts["ferrysrc"], stack.azurite.accounts["ferrydst"]
         print("creating sample blobs and the Secrets the examples use ...", flush=True)
         samples = sampledata.seed_blobs(src, dst)

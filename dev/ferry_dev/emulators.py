@@ -11,6 +11,7 @@ import hashlib
 import os
 import socket
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -183,3 +184,38 @@ class CosmosServer(Service):
 
     def stop(self) -> None:
         self._child.stop()
+
+
+class CosmosWithChangeFeed(Service):
+    """cosmosdb-server behind the change feed stand-in: `endpoint` is the stand-in's.
+
+    cosmosdb-server's own change feed is a stub, and copy jobs and backup captures read the change feed;
+    the stand-in (ferry_dev.changefeed, run as a process of its own) serves it, with `ranges` partition
+    key ranges and the all-versions-and-deletes mode.
+    """
+
+    def __init__(self, workdir: Path, ranges: int = 4, registry: ProcessRegistry | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.ranges = ranges
+        self.server = CosmosServer(self.workdir, registry=registry)
+        self.endpoint = self.server.endpoint
+        self._child = ChildProcess("changefeed-standin", self.workdir / "changefeed-standin.log", registry)
+
+    def start(self) -> None:
+        self.server.start()
+        self.endpoint = self.server.endpoint
+        if self._child.running:
+            return
+        port = free_port("127.0.0.1")
+        argv = [sys.executable, "-m", "ferry_dev.changefeed", "--upstream", self.server.endpoint.endpoint]
+        argv += ["--key", self.server.endpoint.key, "--port", str(port), "--ranges", str(self.ranges), "--all-versions"]
+        self._child.spawn(argv, dict(os.environ), cwd=self.workdir)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # cosmosdb-server's self-signed certificate, which it presents too
+        wait_until(HttpReady(f"https://127.0.0.1:{port}/", insecure), self._child, "the change feed stand-in")
+        self.endpoint = CosmosEndpoint(endpoint=f"https://127.0.0.1:{port}/", key=self.server.endpoint.key)
+
+    def stop(self) -> None:
+        self._child.stop()
+        self.server.stop()

@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ferry_dev.binaries import ensure_binaries
-from ferry_dev.changefeed import ChangeFeedProxy
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig, write_kubeconfig
-from ferry_dev.emulators import Azurite, CosmosEndpoint, CosmosServer, free_port
+from ferry_dev.emulators import Azurite, CosmosWithChangeFeed, free_port
 from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
 from ferry_dev.lifecycle import Service
 from ferry_dev.nodeagent.podrunner import PodRunner
@@ -91,10 +90,7 @@ class DevStack(Service):
         self.audit = audit
         self.registry = ProcessRegistry(self.dir / "procs")
         self.azurite: Azurite | None = None
-        self.cosmos: CosmosServer | None = None
-        # cosmosdb-server's own change feed is a stub: every client reaches it through the stand-in, which
-        # records the writes and serves both change feed modes (the account has all versions and deletes).
-        self.cosmos_feed: ChangeFeedProxy | None = None
+        self.cosmos: CosmosWithChangeFeed | None = None
         self.control_plane: ControlPlane | None = None
         self.installer: Installer | None = None
         self.runner: PodRunner | None = None
@@ -109,12 +105,6 @@ class DevStack(Service):
     @property
     def logs(self) -> Path:
         return self.dir / "logs"
-
-    @property
-    def cosmos_endpoint(self) -> CosmosEndpoint:
-        """Where clients reach Cosmos DB: the change feed stand-in in front of cosmosdb-server."""
-        assert self.cosmos is not None and self.cosmos_feed is not None
-        return CosmosEndpoint(endpoint=self.cosmos_feed.endpoint, key=self.cosmos.endpoint.key)
 
     def env(self) -> dict[str, str]:
         """The environment for kubectl and the tests: the admin kubeconfig and this installation first on PATH."""
@@ -132,7 +122,8 @@ class DevStack(Service):
         try:
             binaries = ensure_binaries()
             self.azurite = Azurite(self.dir / "azurite", accounts=STORAGE_ACCOUNTS, registry=self.registry)
-            self.cosmos = CosmosServer(self.dir / "cosmos", registry=self.registry)
+            # Every Cosmos client of the stack goes through the change feed stand-in: copy jobs read the change feed.
+            self.cosmos = CosmosWithChangeFeed(self.dir / "cosmos", registry=self.registry)
             emulators = [threading.Thread(target=e.start) for e in (self.azurite, self.cosmos)]
             for thread in emulators:
                 thread.start()
@@ -148,10 +139,6 @@ class DevStack(Service):
                 thread.join()
             if not (self.azurite.accounts and self.cosmos.endpoint.endpoint):
                 raise RuntimeError(f"an emulator did not start; see {self.dir}/azurite and {self.dir}/cosmos")
-            self.cosmos_feed = ChangeFeedProxy(
-                self.cosmos.endpoint.endpoint, self.cosmos.endpoint.key, ranges=2, all_versions=True
-            )
-            self.cosmos_feed.start()
             if self.with_operator:
                 self.start_operator()
             self._write_endpoints()
@@ -245,7 +232,7 @@ class DevStack(Service):
                 }
                 for name, acct in self.azurite.accounts.items()
             },
-            "cosmos": {"endpoint": self.cosmos_endpoint.endpoint, "key": self.cosmos_endpoint.key},
+            "cosmos": {"endpoint": self.cosmos.endpoint.endpoint, "key": self.cosmos.endpoint.key},
             "operatorMetrics": f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None,
         }
         (self.dir / ENDPOINTS_FILE).write_text(json.dumps(data, indent=2) + "\n")
@@ -259,9 +246,6 @@ class DevStack(Service):
         if self.control_plane is not None:
             self.control_plane.stop()
             self.control_plane = None
-        if self.cosmos_feed is not None:
-            self.cosmos_feed.stop()
-            self.cosmos_feed = None
         for emulator in (self.cosmos, self.azurite):
             if emulator is not None:
                 emulator.stop()

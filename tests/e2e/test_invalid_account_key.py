@@ -40,7 +40,7 @@ def test_a_key_that_is_not_base64_is_reported_once_without_a_crash_loop(stack: D
         "kind": "DatabaseAccount",
         "metadata": {"name": "acct"},
         "spec": {
-            "endpoint": stack.cosmos_endpoint.endpoint,
+            "endpoint": stack.cosmos.endpoint.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
             "regionPollInterval": "1s",
@@ -82,6 +82,6 @@ def test_a_key_that_is_not_base64_is_reported_once_without_a_crash_loop(stack: D
 
     # The user does what the message says: the corrected key is read by the monitor's replacement.
     kubectl("delete", "secret", "cosmos-key")
-    kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos_endpoint.key}")
+    kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos.endpoint.key}")
     kubectl("delete", "pod", "acct-monitor-0", "--wait=false")
     kubectl.wait_for("databaseaccount", "acct", lambda o: _reason(o, "Ready") == "Connected", timeout=90)

@@ -160,10 +160,9 @@ def test_a_destination_changed_behind_the_copy_fails_its_verification_naming_the
     ("spec", "words"),
     [
         ({"verify": "Ful"}, 'spec.verify: Unsupported value: "Ful"'),
-        ({"cutover": True}, "cutover is allowed only when mode is Online"),
         ({"mode": "Streaming"}, 'spec.mode: Unsupported value: "Streaming"'),
     ],
-    ids=["misspelt-verify", "cutover-offline", "unknown-mode"],
+    ids=["misspelt-verify", "unknown-mode"],
 )
 def test_copy_job_options_are_refused_at_apply_naming_the_field(
     kubectl: Kubectl, spec: dict[str, Any], words: str

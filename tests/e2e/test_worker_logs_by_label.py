@@ -14,13 +14,13 @@ from support.kubectl import Kubectl
 
 def test_worker_pods_are_found_by_the_recommended_labels(stack: DevStack, kubectl: Kubectl) -> None:
     assert stack.cosmos is not None
-    kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos_endpoint.key}")
+    kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos.endpoint.key}")
     body = {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "DatabaseAccount",
         "metadata": {"name": "acct"},
         "spec": {
-            "endpoint": stack.cosmos_endpoint.endpoint,
+            "endpoint": stack.cosmos.endpoint.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
             "regionPollInterval": "2s",

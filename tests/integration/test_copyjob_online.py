@@ -115,11 +115,11 @@ def test_online_copy_applies_changes_made_meanwhile_then_cuts_over(access: Cosmo
         wait_for(lambda: writer.writes >= 40 or writer.error is not None, 60, "the writer's writes")
         assert not outcome, outcome  # an online copy does not end by itself
     assert writer.error is None and all(writer.ops.values()), writer.ops
-    # After the writer stops, the destination catches up within seconds.
+    # After the writer stops, the destination catches up within seconds, and the status says so.
     stopped = time.monotonic()
-    wait_for(lambda: reports.merged().get("pendingChanges") == 0, 20, "the copy to catch up")
+    wait_for(lambda: contents(destination) == contents(source), 20, "the copy to catch up")
     caught_up = time.monotonic() - stopped
-    assert contents(destination) == contents(source)
+    wait_for(lambda: reports.merged().get("pendingChanges") == 0, 10, "the status to show it caught up")
     assert outcome == []
 
     cut.set()
@@ -190,8 +190,9 @@ def test_instances_killed_mid_stream_lose_nothing(
         "LEASE": str(lease),
     }
     rng = random.Random(11)
+    streamed = 0
     with Writer(source, items, per_second=15, seed=5) as writer:
-        for kill in range(4):
+        for kill in range(10):  # until a unit streams, then twice more: kills in both phases
             proc = subprocess.Popen(
                 [sys.executable, "-c", INSTANCE],
                 env={**env, "INSTANCE": f"doomed-{kill}"},
@@ -204,6 +205,10 @@ def test_instances_killed_mid_stream_lose_nothing(
             time.sleep(rng.uniform(1.5, 2.5))
             os.kill(proc.pid, signal.SIGKILL)  # mid-page, mid-checkpoint or between: no chance to release
             proc.wait(timeout=10)
+            units = transferstate.StateStore(access).job_units(job.job_id)
+            streamed = streamed + 1 if any(u.get("streaming") for u in units) else 0
+            if streamed >= 2:
+                break
     assert writer.error is None and all(writer.ops.values()), writer.ops
     units = transferstate.StateStore(access).job_units(job.job_id)
     assert any(u.get("streaming") for u in units), "the instances never reached streaming: give them longer"

@@ -59,6 +59,8 @@ def _default_env(api_server: str) -> dict[str, str]:
         "KUBERNETES_SERVICE_HOST": address.hostname or "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": str(address.port or 443),
         "KUBERNETES_SERVICE_PORT_HTTPS": str(address.port or 443),
+        # Pods run the code the stack runs: a source tree on PYTHONPATH comes before the installed package.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
     }
 
 

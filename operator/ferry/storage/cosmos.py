@@ -361,12 +361,16 @@ def change_feed_page(
 
     Without a continuation the latest-version feed is read from the beginning. An empty page means
     nothing more for now (the service answered 304); the continuation is then the one given.
-    `headers`, if given, receives the last response's headers (`lsn`: the range's latest LSN).
+    `headers`, if given, receives the page's response headers (`lsn`: the range's latest LSN).
+
+    The continuation comes from this page's own response headers, which the SDK rewrites into its
+    continuation after the hook saw them: the pager's continuation_token reads the client's last
+    response headers, which another thread's request may have replaced meanwhile.
     """
+    seen: list[Mapping[str, str]] = []
 
     def hook(response_headers: Mapping[str, str], _: Any) -> None:
-        if headers is not None:
-            headers.update(response_headers)
+        seen.append(response_headers)
 
     if continuation is None:
         feed: Any = container.query_items_change_feed(
@@ -376,9 +380,11 @@ def change_feed_page(
         feed = container.query_items_change_feed(
             continuation=continuation, max_item_count=page_size, response_hook=hook
         )
-    pages = feed.by_page()
-    for page in pages:
-        return list(page), cast(str | None, pages.continuation_token) or continuation
+    for page in feed.by_page():
+        items = list(page)
+        if headers is not None:
+            headers.update(dict(seen[-1]))
+        return items, str(seen[-1].get("etag") or "") or continuation
     return [], continuation
 
 

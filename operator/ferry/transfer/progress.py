@@ -84,10 +84,11 @@ class Reporter(Generic[M]):
             self._local_lag[unit_id] = (pending, seconds_behind)
 
     def lag(self) -> tuple[int | None, int | None]:
-        """Pending changes and seconds behind over the streaming units, as last checkpointed."""
+        """Pending changes and seconds behind over the units, as last found; None until every unit streams."""
         with self._lock:
             lags = {**self._stored_lag, **self._local_lag}
-        if not lags:
+            units = len(self._stored)
+        if not lags or len(lags) < units:
             return None, None
         return sum(p for p, _ in lags.values()), int(max(b for _, b in lags.values()))
 

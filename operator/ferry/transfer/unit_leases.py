@@ -101,13 +101,19 @@ class UnitLease:
             except Exception:  # a failed renewal is retried; expiry is the backstop
                 continue
 
-    def checkpoint(self, continuation: str | None, processed: int, done: bool = False, **extra: Any) -> None:
-        """Record progress after a page; every item before `continuation` is in the destination."""
+    def checkpoint(
+        self, continuation: str | None, processed: int, done: bool = False, release: bool = False, **extra: Any
+    ) -> None:
+        """Record progress after a page; every item before `continuation` is in the destination.
+
+        `release` gives the unit back in the same write (as release() does, without a second request).
+        """
         fields: dict[str, Any] = {"continuation": continuation, "processedCount": processed, "done": done, **extra}
         fields["throttledRequests"] = throttled_requests() - self._throttled_base
-        fields["leaseExpiresAt"] = 0.0 if done else epoch() + self.lease_seconds
-        if done:
+        fields["leaseExpiresAt"] = 0.0 if done or release else epoch() + self.lease_seconds
+        if done or release:
             fields["owner"] = None
+            self.close()  # no renewal may follow
         self._write(**fields)
 
     def release(self) -> None:

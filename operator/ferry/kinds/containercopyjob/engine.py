@@ -16,7 +16,8 @@ Online copies (mode Online) also take, before copying anything, each feed range'
 all-versions-and-deletes feed (the probe: a source without that feed fails the job at once with
 ChangeFeedModeUnsupported). A unit whose copy is done then streams: it applies the creates,
 replaces and deletes made since that position, page by page, checkpointing the feed's continuation
-and its lag (pendingChanges from the range's latest LSN, secondsBehind from the changes' times). An
+and its lag as found when reading a page (pendingChanges from the range's latest LSN, secondsBehind
+from the time of the oldest change not yet applied). An
 instance visits the streaming units in turn, least recently visited first. Once the job's cutover
 is asked for, a unit that has applied everything is done, and the job completes when all are.
 
@@ -356,7 +357,8 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         while True:
             if self.should_stop():
                 return InstanceOutcome("stopped")  # between units: the holder of a unit reported its stop
-            ended = self._refresh(force=True)
+            # Between units the job is read again; streaming units come round often, so every few seconds then.
+            ended = self._refresh(force=self._quiet_visits == 0)
             if ended is not None:
                 self.reporter.send(self.doc, force=True)
                 return ended
@@ -516,6 +518,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     None,
                     lease.processed,
                     done=cutover,
+                    release=True,  # other units take their turn
                     stream=token,
                     pendingChanges=0,
                     secondsBehind=0,
@@ -525,20 +528,21 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 self.reporter.lagged(str(lease.doc["id"]), 0, 0.0)
                 self.reporter.send(self.doc)
                 self._quiet_visits += 1
-                if not cutover:
-                    lease.release()
                 return None
             self._quiet_visits = 0
+            # The lag as found: the changes not applied when read, and how long the oldest has waited.
+            first = docs[0].get("metadata") or {}
+            latest = int(headers.get("lsn") or 0)
+            pending = max(len(docs), latest - int(first.get("lsn") or 0) + 1) if latest else len(docs)
+            behind = max(0.0, time.time() - float(first.get("crts") or time.time()))
+            self.reporter.lagged(str(lease.doc["id"]), pending, behind)
+            self.reporter.send(self.doc)
             changes = _latest_per_item([_source_change(d, self._source_paths) for d in docs])
             conflicts = writer.apply_changes(changes, self._source_paths)
             if conflicts:
                 lease.release()
                 return self.failed(_conflict_failure(conflicts, unique_keys))
             applied += len(docs)
-            last = docs[-1].get("metadata") or {}
-            latest = int(headers.get("lsn") or 0)
-            pending = max(0, latest - int(last.get("lsn") or 0)) if latest else len(docs)
-            behind = max(0.0, time.time() - float(last.get("crts") or time.time())) if pending else 0.0
             token = after
             lease.checkpoint(
                 None,
@@ -548,8 +552,6 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 secondsBehind=round(behind, 1),
                 appliedChanges=applied,
             )
-            self.reporter.lagged(str(lease.doc["id"]), pending, behind)
-            self.reporter.send(self.doc)
 
     def _complete(self) -> InstanceOutcome:
         self.doc = complete_job(self.store, self.job.job_id, self.reporter.processed())
