@@ -94,6 +94,9 @@ class BackupIndex(FerryModel):
     last_capture: datetime | None = None
     state_blob: str | None = None
     versions_captured: int = 0
+    deletion_precision_seconds: float | None = Field(
+        default=None, description="As the last capture's cursor says; here too, for restores (the cursor is replaced)."
+    )
     bases: list[BaseRef] = Field(default_factory=list)
     segments: list[SegmentRef] = Field(default_factory=list)
     gaps: list[BackupGap] = Field(default_factory=list)

@@ -73,10 +73,15 @@ class ItemWriter:
         partition_key_paths: list[str],
         concurrency: int,
         bucket: TokenBucket | None,
+        newer_versions_of: list[str] | None = None,
     ) -> None:
         self.destination = destination
         self.paths = partition_key_paths
         self.bucket = bucket
+        # An online copy reads a source that changes meanwhile: an item already written may come again, newer
+        # (changed since, or a page replayed after a restart). With the source's key paths given, an existing
+        # item of the same id and source key is such an older version and is overwritten, not a conflict.
+        self.newer_versions_of = newer_versions_of
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="copy-write")
 
     def __enter__(self) -> Self:
@@ -157,5 +162,9 @@ class ItemWriter:
         if not existing:
             return Conflict(str(body["id"]), unique_key=True)
         if strip_system(existing[0]) == body:
+            return None
+        source = self.newer_versions_of
+        if source is not None and partition_key_value(existing[0], source) == partition_key_value(body, source):
+            WRITE_RETRIES(self.destination.upsert_item, body)
             return None
         return Conflict(str(body["id"]), unique_key=False)

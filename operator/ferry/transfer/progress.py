@@ -97,7 +97,8 @@ class Reporter(Generic[M]):
         now = time.monotonic()
         if fresh or now - self._read_at >= UNITS_REFRESH:
             units = self._store.job_units(self._job_id)
-            stored = {str(u["id"]): int(u.get("processedCount", 0)) for u in units}
+            # The final units (the verification) copy nothing and never stream.
+            stored = {str(u["id"]): int(u.get("processedCount", 0)) for u in units if not u.get("final")}
             throttled = sum(int(u.get("throttledRequests") or 0) for u in units)
             lags = {
                 str(u["id"]): (int(u["pendingChanges"]), float(u.get("secondsBehind") or 0))

@@ -270,7 +270,8 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         rate = self.job.max_items_per_second
         bucket = TokenBucket(rate / max(1, self.job.instances)) if rate else None
         dest = self.access.container(self.job.dest_db, self.job.dest_container)
-        with ItemWriter(dest, partition_key_paths(destination), concurrency, bucket) as writer:
+        newer = self._source_paths if self.job.mode == ONLINE else None
+        with ItemWriter(dest, partition_key_paths(destination), concurrency, bucket, newer) as writer:
             return self._work(writer, unique_key_paths(destination), page_size)
 
     def _initialise(self) -> InstanceOutcome | None:

@@ -486,6 +486,7 @@ class Capturer:
         if feeds:
             swept_only = any(f.deletes is None for f in feeds.values())
             precision = self.settings.deletion_sweep.total_seconds() if swept_only else 0.0
+        index.deletion_precision_seconds = precision
         written += self.store.write_state(
             index.state_blob,
             CaptureState(

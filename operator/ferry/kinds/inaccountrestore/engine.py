@@ -347,7 +347,7 @@ class _Restorer(JobInstance[RestoreProgress]):
         lease.check()
         recorded = plan_to_doc(plan)
         index = self._backup_index()
-        precision = self.backup.read_state(index.state_blob).deletion_precision_seconds if index.state_blob else None
+        precision = index.deletion_precision_seconds  # not the cursor's blob, which the next capture replaces
         note = deletion_note(precision, plan.timestamp)
 
         def record(doc: dict[str, Any]) -> bool:
