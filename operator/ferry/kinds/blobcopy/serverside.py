@@ -111,7 +111,9 @@ def _ours(ctx: RunContext, item: CopyItem, props: BlobProperties, previous_id: s
     if str(state.status or "").lower() == PENDING:
         return True
     ended, changed = state.completion_time, item.source.last_modified
-    return ended is not None and ended >= ctx.start_time and (changed is None or changed <= ended)
+    # The service dates the copy's end to the second: one ended within the copy's first second is ours too.
+    started = ctx.start_time.replace(microsecond=0)
+    return ended is not None and ended >= started and (changed is None or changed <= ended)
 
 
 def _start_failed(ctx: RunContext, copy: ServerCopy, error: HttpResponseError) -> None:
