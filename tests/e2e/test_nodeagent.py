@@ -199,10 +199,13 @@ def test_graceful_deletion_is_completed_by_the_agent(node: Node, tmp_path: Path)
     wait_for(lambda: node.kube.get("pods", "graceful") is None)
 
 
-def test_grace_period_then_sigkill(node: Node) -> None:
-    node.kube.create("pods", make_pod("stubborn", "trap '' TERM; while true; do sleep 0.05; done", grace=3))
+def test_grace_period_then_sigkill(node: Node, tmp_path: Path) -> None:
+    ready = tmp_path / "trapped"  # Running says the process started, not that its shell ignores TERM yet
+    script = f"trap '' TERM; touch {ready}; while true; do sleep 0.05; done"
+    node.kube.create("pods", make_pod("stubborn", script, grace=3))
     node.kube.wait_phase("stubborn", "Running")
     pid = wait_for(lambda: node.pid("stubborn"))
+    wait_for(ready.exists)
     started = time.monotonic()
     node.kube.delete("pods", "stubborn")
     time.sleep(max(0.0, started + 1.5 - time.monotonic()))  # half the grace period, however long the call took
