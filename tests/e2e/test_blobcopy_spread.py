@@ -1,5 +1,5 @@
-"""A BlobCopy spread over several worker pods (spec.workers), end to end: one worker pod force-deleted mid-copy,
-every blob copied, counts exact, the failures listed by `ferry blobcopy failures`."""
+"""A BlobCopy spread over several worker pods (spec.workers), end to end: a helper's pod and then the coordinator's
+force-deleted mid-copy, every blob copied, counts exact, the failures listed by `ferry blobcopy failures`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def _story(kubectl: Kubectl, pods: list[str]) -> str:
     return "\n".join([kubectl("get", "blobcopy", "spread", "-o", "yaml"), *logs])
 
 
-def test_three_workers_one_force_deleted_copy_every_blob_once(stack: DevStack, kubectl: Kubectl) -> None:
+def test_three_workers_helper_and_coordinator_force_deleted_copy_every_blob_once(
+    stack: DevStack, kubectl: Kubectl
+) -> None:
     src_account, dst_account = storage_accounts(stack)
     src, dst = new_container(src_account), new_container(dst_account)
     names = [f"many/{i:04d}" for i in range(BLOBS)]
@@ -76,6 +78,13 @@ def test_three_workers_one_force_deleted_copy_every_blob_once(stack: DevStack, k
         victim = running["status"]["helpers"][0]["pod"]
         kubectl("delete", "pod", victim, "--grace-period=0", "--force")
         assert _copied(dst) < BLOBS, "the copy finished before a worker could be deleted"
+        # Then the coordinator, which lists the source and keeps the counts: its replacement resumes from the manifest.
+        while _copied(dst) < 900:
+            assert time.monotonic() < deadline, _story(kubectl, pods)
+            time.sleep(0.2)
+        coordinator = running["status"]["worker"]["pod"]
+        kubectl("delete", "pod", coordinator, "--grace-period=0", "--force")
+        assert _copied(dst) < BLOBS, "the copy finished before its coordinator could be deleted"
 
         status = kubectl.wait_phase("blobcopy", "spread", "Failed", timeout=110)["status"]
         # Read through the destination Secret, which names the proxy.
@@ -90,5 +99,6 @@ def test_three_workers_one_force_deleted_copy_every_blob_once(stack: DevStack, k
             assert dst.download_blob(name).readall() == data[name], name
     helper = next(h for h in status["helpers"] if h["index"] == 1)
     assert helper["restarts"] == 1, helper  # its vanishing was noticed (and it was replaced if still needed)
+    assert status["worker"]["restarts"] == 1, status["worker"]
     assert all(name in printed for name in FAILING), printed
     assert printed.count("PendingCopyConflict") == 4, printed

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ferry.cli.blobcopy import print_failures
 from ferry.kinds.blobcopy.engine import Endpoints, run_copy
+from ferry.kinds.blobcopy.items import list_again, list_page
 from ferry.kinds.blobcopy.manifest import Manifest
 from ferry_dev.emulators import StorageAccount
 from support.asynccopy import AsyncCopyService
@@ -261,3 +262,24 @@ def test_serverside_restarts_failed_copies_and_a_failed_blob_holds_back_no_other
     assert [f["name"] for f in status["failures"]] == ["r/1"]
     for name in ("r/0", "r/2", "r/3"):
         assert dst_container.get_blob_client(name).download_blob().readall() == data[name]
+
+
+@pytest.mark.parametrize("mode", ["Stream", "ServerSide"])
+def test_a_page_listed_again_keeps_its_blobs_when_its_range_gained_some(src_container, make_spec, mode):
+    """A page is listed again after a restart, and by the worker that claims it in a spread copy. Blobs added to its
+    range meanwhile must not push its own last blobs out: the next page starts at a fixed marker."""
+    fill(src_container, [f"p/{i:02d}" for i in range(30)], size=16)
+    spec = make_spec(
+        source={"container": src_container.container_name, "prefix": "p/"},
+        destination={"container": "unused"},
+        mode=mode,
+    )
+    first, marker = list_page(spec, src_container, None, 10)
+    assert [s.name for s in first][-1] == "p/09" and marker is not None
+    fill(src_container, ["p/03a", "p/07a", "p/10a"], size=16)  # two inside the page's range, one past it
+
+    again = list_again(spec, src_container, None, first[-1].name, 10)
+
+    assert [s.name for s in again] == sorted([s.name for s in first] + ["p/03a", "p/07a"])
+    following, _ = list_page(spec, src_container, marker, 10)
+    assert following[0].name == "p/10", "the next page starts where it did"

@@ -161,14 +161,16 @@ class PooledTransport(RequestsTransport):  # type: ignore[misc]  # azure-core re
                 adapter.init_poolmanager(connections=4, maxsize=POOL_SIZE)
 
 
-# What requests reads from the environment on every request when allowed to (proxies, CA bundles, netrc).
-_ENV_SETTINGS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")
+# What aiohttp reads from the environment on every request when allowed to (proxies, netrc); requests also
+# reads CA bundles.
+_ENV_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NETRC")
+_ENV_SETTINGS = (*_ENV_PROXIES, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
-def _env_settings_matter() -> bool:
-    """Whether the environment configures proxies or CA bundles. Without any, requests' per-request look at
-    the whole environment and for a netrc file only costs CPU, which counts when many small blobs move."""
-    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in _ENV_SETTINGS)
+def _env_settings_matter(names: tuple[str, ...] = _ENV_SETTINGS) -> bool:
+    """Whether the environment sets any of `names`. Without any, the HTTP library's per-request look at the
+    whole environment and for a netrc file only costs CPU, which counts when many small blobs move."""
+    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in names)
 
 
 def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
@@ -215,6 +217,9 @@ def async_container_client(
     """The asynchronous (aiohttp) client of a container, with the same retries, timeouts and recording."""
     info = parse_connection_string(connection_string)  # registers the key for redaction
     kwargs = {k: v for k, v in _client_kwargs(recorder).items() if k != "transport"}
+    # aiohttp, when trusting the environment, looks up proxies and parses ~/.netrc on an executor thread for
+    # every request: the same cost as requests' above, plus a thread hop per small blob.
+    kwargs["use_env_settings"] = _env_settings_matter(_ENV_PROXIES)
     kwargs["retry_policy"] = AsyncExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
     try:
         return AsyncContainerClient.from_connection_string(connection_string, container, **kwargs)

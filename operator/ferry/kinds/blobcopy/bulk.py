@@ -1,10 +1,10 @@
 """Multi-blob copies at the size of real storage accounts: listed page by page, copied across blobs.
 
-A lister thread lists the source one page (PAGE_SIZE blobs) at a time, records the page as open in
-the manifest (with the marker that lists it again) and hands it on; copying starts with the first
-page. `parallelism` blobs are in flight at once, across page boundaries. When a page's last blob is
-settled, its failures and counts go to the manifest and the page is closed. At most MAX_OPEN_PAGES
-pages are open, which bounds memory and what a restart does again.
+A lister thread lists the source one page (PAGE_SIZE blobs; the first one shorter) at a time, records
+the page as open in the manifest (with the marker and the last name that list it again) and hands it
+on; copying starts with the first page. `parallelism` blobs are in flight at once, across page
+boundaries. When a page's last blob is settled, its failures and counts go to the manifest and the
+page is closed. At most MAX_OPEN_PAGES pages are open, which bounds memory and what a restart does again.
 
 A restarted worker lists its open pages again (their blobs are checked on the destination: a blob
 this copy finished carries Ferry's mark, or the service's copy properties, and is counted once, not
@@ -43,6 +43,7 @@ from ferry.kinds.blobcopy.items import (
     RunContext,
     dest_properties,
     destination_name,
+    list_again,
     list_page,
 )
 from ferry.kinds.blobcopy.manifest import Manifest, ManifestState, OpenPage, add_first_failures
@@ -56,6 +57,7 @@ from ferry.storage.sources import SourceChangedError, SourceObject, SourceUnavai
 ProgressFn = Callable[[dict[str, Any], list[dict[str, Any]], int, int, bool], None]
 
 MAX_OPEN_PAGES = 3
+FIRST_PAGE_SIZE = 500
 REPORT_EVERY = 0.5
 WAIT_STEP = 0.2
 
@@ -216,7 +218,7 @@ class BulkCopy:
                 if not self._acquire(self.page_slots):
                     return
                 opened = self.state.open[index]
-                sources, _next = list_page(self.spec, self.source, opened.marker, self.page_size)
+                sources = list_again(self.spec, self.source, opened.marker, opened.last, self.page_size)
                 with self.manifest.lock:
                     if len(sources) != opened.count:  # the source changed in this page's range since
                         with self.lock:
@@ -229,7 +231,9 @@ class BulkCopy:
                 if not self._acquire(self.page_slots):
                     return
                 marker = self.state.next_marker
-                sources, following = list_page(self.spec, self.source, marker, self.page_size)
+                # A short first page: copying starts after one quick listing request, whatever the source's size.
+                size = min(self.page_size, FIRST_PAGE_SIZE) if self.state.pages_listed == 0 else self.page_size
+                sources, following = list_page(self.spec, self.source, marker, size)
                 # The SDK's listing models hold reference cycles (tens of MiB for a page of 5,000): collect
                 # them now, so the peak stays one page's worth instead of growing until the collector runs.
                 gc.collect()
@@ -237,7 +241,9 @@ class BulkCopy:
                 with self.manifest.lock:
                     with self.lock:
                         index = self.state.pages_listed
-                        self.state.open[index] = OpenPage(marker=marker, count=len(sources), bytes=size)
+                        self.state.open[index] = OpenPage(
+                            marker=marker, last=sources[-1].name if sources else None, count=len(sources), bytes=size
+                        )
                         self.state.pages_listed += 1
                         self.state.listed += len(sources)
                         self.state.listed_bytes += size

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
 
-from ferry.api.blobcopy import BlobCopySpec
+from ferry.api.blobcopy import BlobCopyMode, BlobCopySpec
 from ferry.storage.addresses import link_local_addresses
 from ferry.storage.blobs import (
     RetryRecorder,
@@ -197,13 +197,38 @@ def list_page(
     spec: BlobCopySpec, container: ContainerClient, marker: str | None, size: int = PAGE_SIZE
 ) -> tuple[list[SourceObject], str | None]:
     """One page of the source listing (`size` blobs) from `marker`, and the marker of the next page."""
+    # Stream writes the source's metadata itself; Copy Blob carries it over without Ferry reading it.
+    include = ["metadata"] if spec.mode == BlobCopyMode.STREAM else None
     with source_errors(spec):
         pager = container.list_blobs(
-            name_starts_with=spec.source.prefix, include=["metadata"], results_per_page=size
+            name_starts_with=spec.source.prefix, include=include, results_per_page=size
         ).by_page(continuation_token=marker)
         page = [listed(props) for props in next(pager)]
         following: str | None = getattr(pager, "continuation_token", None)  # set by the SDK's pager
         return page, following or None
+
+
+def list_again(
+    spec: BlobCopySpec, container: ContainerClient, marker: str | None, last: str | None, size: int = PAGE_SIZE
+) -> list[SourceObject]:
+    """A page listed before, from its marker through its last blob's name.
+
+    Bounded by the name, not by the count: blobs added to the page's range since do not push its own last
+    blobs out of it (they would be in neither this page nor the next, whose marker is fixed). Pages recorded
+    without a last name are listed by count, as they were.
+    """
+    if last is None:
+        return list_page(spec, container, marker, size)[0]
+    found: list[SourceObject] = []
+    while True:
+        sources, following = list_page(spec, container, marker, size)
+        for source in sources:
+            if source.name > last:  # listings are in name order
+                return found
+            found.append(source)
+        if following is None:
+            return found
+        marker = following
 
 
 @contextmanager

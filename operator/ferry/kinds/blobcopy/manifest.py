@@ -46,6 +46,7 @@ class ManifestConflict(Exception):
 
 class OpenPage(BaseModel):
     marker: str | None = None  # the continuation marker that lists this page again (None: the first)
+    last: str | None = None  # the name of its last blob, which ends it when listed again (older manifests: none)
     count: int = 0
     bytes: int = 0
 

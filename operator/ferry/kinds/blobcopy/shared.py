@@ -19,7 +19,7 @@ from azure.storage.blob import ContainerClient
 
 from ferry.kinds.blobcopy.bulk import WAIT_STEP, BulkCopy, Page, PageRun, ProgressFn
 from ferry.kinds.blobcopy.claims import Claims
-from ferry.kinds.blobcopy.items import Endpoints, RunContext, list_page
+from ferry.kinds.blobcopy.items import Endpoints, RunContext, list_again, list_page
 from ferry.kinds.blobcopy.manifest import Manifest, ManifestState, OpenPage, add_first_failures
 
 SHARED_PAGE_SIZE = 500  # small pages spread a copy of a few thousand blobs too, and a lost page costs little
@@ -119,7 +119,7 @@ class SharedCopy(BulkCopy):
             if opened is None:  # closed by another since we read the state
                 self.claims.release(claim)
                 continue
-            sources, _ = list_page(self.spec, self.source, opened.marker, self.page_size)
+            sources = list_again(self.spec, self.source, opened.marker, opened.last, self.page_size)
             if len(sources) != opened.count:  # the source changed in this page's range since it was listed
                 self._recount(index, len(sources))
             return Page(index, sources, redo=claim.redone)
@@ -149,12 +149,14 @@ class SharedCopy(BulkCopy):
                     continue
                 marker = state.next_marker
                 sources, following = list_page(self.spec, self.source, marker, self.page_size)
-                count, size = len(sources), sum(s.size for s in sources)
-                del sources  # the workers list the page again when they claim it
-
-                written = self.manifest.update(
-                    functools.partial(_add_page, OpenPage(marker=marker, count=count, bytes=size), following)
+                page = OpenPage(
+                    marker=marker,
+                    last=sources[-1].name if sources else None,
+                    count=len(sources),
+                    bytes=sum(s.size for s in sources),
                 )
+                del sources  # the workers list the page again when they claim it
+                written = self.manifest.update(functools.partial(_add_page, page, following))
                 if written is not None:
                     with self.lock:
                         self.state = written
