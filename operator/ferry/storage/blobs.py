@@ -42,11 +42,14 @@ DATA_BLOCK_SIZE = 256 * 1024
 POOL_SIZE = 72
 
 _SECRETS: set[str] = set()
+_SECRETS_LONGEST_FIRST: tuple[str, ...] = ()  # what redact() replaces, kept sorted as secrets arrive
 _SECRETS_LOCK = threading.Lock()
 
+_SAS_FIELDS = r"(?i)\b(sig|se|sp|sv|st|skoid|sktid|ske|sks|skv|spr|sr|srt|ss)"
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s'\"]*"), r"\1=***"),
-    (re.compile(r"(?i)\b(sig|se|sp|sv|st|skoid|sktid|ske|sks|skv|spr|sr|srt|ss)=[^&\s'\"<>]*"), r"\1=***"),
+    # SAS fields, also percent-encoded (a URL quoted inside another's query string).
+    (re.compile(_SAS_FIELDS + r"(?:=|%3D)(?:(?!%26)[^&\s'\"<>])*"), r"\1=***"),
     (re.compile(r"(?i)(https?://[^\s?'\"<>]+)\?[^\s'\"<>]*"), r"\1?***"),
     (re.compile(r"(?i)(Authorization['\"]?\s*[:=]\s*['\"]?)(SharedKey|Bearer|Basic)?\s*[^\s'\",}]+"), r"\1***"),
     (re.compile(r"(?i)(x-ms-copy-source['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1***"),
@@ -55,16 +58,17 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 def register_secret(value: str) -> None:
     """Remember a secret value (an account key, a SAS token) so redact() removes it verbatim."""
+    global _SECRETS_LONGEST_FIRST
     if len(value) >= 8:
         with _SECRETS_LOCK:
-            _SECRETS.add(value)
+            if value not in _SECRETS:
+                _SECRETS.add(value)
+                _SECRETS_LONGEST_FIRST = tuple(sorted(_SECRETS, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """Remove keys, SAS tokens and URL query strings from text meant for status, Events or logs."""
-    with _SECRETS_LOCK:
-        secrets = sorted(_SECRETS, key=len, reverse=True)
-    for secret in secrets:
+    for secret in _SECRETS_LONGEST_FIRST:
         text = text.replace(secret, "***")
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
@@ -161,16 +165,21 @@ class PooledTransport(RequestsTransport):  # type: ignore[misc]  # azure-core re
                 adapter.init_poolmanager(connections=4, maxsize=POOL_SIZE)
 
 
-# What aiohttp reads from the environment on every request when allowed to (proxies, netrc); requests also
-# reads CA bundles.
+# What the HTTP libraries look up in the environment on every request when allowed to: proxies, and a netrc
+# file (credentials for hosts it names; storage requests carry their own).
 _ENV_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NETRC")
-_ENV_SETTINGS = (*_ENV_PROXIES, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# CA bundles requests would also take from there; given to both transports once instead.
+_CA_BUNDLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
-def _env_settings_matter(names: tuple[str, ...] = _ENV_SETTINGS) -> bool:
-    """Whether the environment sets any of `names`. Without any, the HTTP library's per-request look at the
-    whole environment and for a netrc file only costs CPU, which counts when many small blobs move."""
-    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in names)
+def _proxies_configured() -> bool:
+    """Whether the environment names a proxy (or a netrc file). Without one, the per-request look at the
+    whole environment only costs CPU, which counts when many small blobs move."""
+    return any(os.environ.get(name) or os.environ.get(name.lower()) for name in _ENV_PROXIES)
+
+
+def _ca_bundle() -> str | None:
+    return next((os.environ[name] for name in _CA_BUNDLES if os.environ.get(name)), None)
 
 
 def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
@@ -181,10 +190,12 @@ def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
         # then cost more Python CPU than bytes on the wire, so use larger pieces.
         "connection_data_block_size": DATA_BLOCK_SIZE,
     }
+    if bundle := _ca_bundle():
+        connection["connection_verify"] = bundle
     kwargs: dict[str, Any] = {
         "retry_policy": _retry_policy(),
         "max_single_put_size": 4 * 1024 * 1024,
-        "transport": PooledTransport(use_env_settings=_env_settings_matter(), **connection),
+        "transport": PooledTransport(use_env_settings=_proxies_configured(), **connection),
         **connection,
     }
     if recorder is not None:
@@ -219,7 +230,7 @@ def async_container_client(
     kwargs = {k: v for k, v in _client_kwargs(recorder).items() if k != "transport"}
     # aiohttp, when trusting the environment, looks up proxies and parses ~/.netrc on an executor thread for
     # every request: the same cost as requests' above, plus a thread hop per small blob.
-    kwargs["use_env_settings"] = _env_settings_matter(_ENV_PROXIES)
+    kwargs["use_env_settings"] = _proxies_configured()
     kwargs["retry_policy"] = AsyncExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
     try:
         return AsyncContainerClient.from_connection_string(connection_string, container, **kwargs)
@@ -258,7 +269,8 @@ def read_sas_url(client: BlobClient, account_key: str, lifetime: timedelta) -> s
         start=now - timedelta(minutes=15),
         expiry=now + lifetime,
     )
-    register_secret(token)
+    # Not registered: redact() finds its signature by pattern, while one registered token per blob would make
+    # the registry, and the cost of every redaction, grow with the copy.
     return f"{credential_free_url(client.url)}?{token}"
 
 
