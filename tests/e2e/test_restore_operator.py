@@ -207,8 +207,20 @@ def test_four_restores_at_once_three_run_and_one_waits_in_line(
         "inaccountrestore", "r-c3", lambda o: (o.get("status") or {}).get("queuePosition") == 1, timeout=60
     )
     assert fourth["status"]["phase"] == "Queued"
-    account = kubectl.status("databaseaccount", "acct")
-    assert account["activeRestores"] == ["r-c0", "r-c1", "r-c2"] and account["queuedRestores"] == ["r-c3"]
+    # The account's own record catches up with the restores': r-c3 in line, or already running once one of the
+    # first three (quick restores) ended; never more than three at once.
+    account = kubectl.wait_for(
+        "databaseaccount",
+        "acct",
+        lambda o: (
+            "r-c3" in ((o.get("status") or {}).get("queuedRestores") or [])
+            or "r-c3" in ((o.get("status") or {}).get("activeRestores") or [])
+        ),
+    )["status"]
+    active = account.get("activeRestores") or []
+    assert len(active) <= 3, active
+    if "r-c3" in (account.get("queuedRestores") or []):
+        assert account["queuedRestores"] == ["r-c3"] and set(active) <= {"r-c0", "r-c1", "r-c2"}, account
     done = [kubectl.wait_phase("inaccountrestore", f"r-{n}", "Succeeded", timeout=180)["status"] for n in names]
     assert done[3]["startTime"] >= min(d["completionTime"] for d in done[:3])
     database = cosmos.client.get_database_client("many")
