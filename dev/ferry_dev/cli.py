@@ -43,7 +43,7 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from ferry_dev import stack
 
-    return stack.up(Path(args.dir), with_operator=not args.no_operator)
+    return stack.up(Path(args.dir))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
@@ -68,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
-        "up", help="start the local stack (control plane, node agent, emulators, operator) and run until stopped"
+        "up",
+        help="start the local stack (control plane, a node with containerd and the kubelet, the emulators, Ferry "
+        "installed with its chart) and run until stopped",
     )
     up.add_argument("--dir", required=True, help="state directory: kubeconfig, endpoints.json, ready, logs")
-    up.add_argument("--no-operator", action="store_true", help="start everything but the operator")
     up.set_defaults(func=_cmd_up)
     down = commands.add_parser(
         "down", help="stop a local stack started with `ferry-dev up --dir DIR`, also one whose `up` was killed"

@@ -1,10 +1,10 @@
-"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager.
+"""A real Kubernetes control plane: etcd (on 127.0.0.1), kube-apiserver (on the stack's bridge address, where
+pods reach it) and kube-controller-manager.
 
 The API server runs with TLS and client-certificate authentication, Node and RBAC authorization, the
 default admission plugins plus NodeRestriction (PodSecurity among them), and a service-account issuer, as
-a cluster's would. The controller manager runs only what a stack without real nodes needs: garbage
-collection, namespace deletion, service accounts and the root CA ConfigMap (no scheduler, no node
-lifecycle, no workload controllers that would fight the node agent).
+a cluster's would. The controller manager runs what a one-node stack needs: garbage collection, namespace
+deletion, service accounts, the root CA ConfigMap, quotas, and Deployments (the chart's operator).
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ import yaml
 from ferry_dev.binaries import Binaries
 from ferry_dev.emulators import HttpReady, free_port, wait_until
 from ferry_dev.lifecycle import Service
+from ferry_dev.network import SERVICE_IP
 from ferry_dev.pki import Authority, Pair, signing_key
 from ferry_dev.processes import ChildProcess, ProcessRegistry
 
-HOST = "127.0.0.1"
+LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.0.0.0/24"
 API_SANS = (
-    HOST,
+    LOOPBACK,
     "localhost",
-    "10.0.0.1",
+    SERVICE_IP,
     "kubernetes",
     "kubernetes.default",
     "kubernetes.default.svc",
@@ -42,6 +43,10 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
     "resourcequota-controller",  # quotas refuse pods as on a cluster
+    "deployment-controller",
+    "replicaset-controller",
+    "pod-garbage-collector-controller",
+    "node-lifecycle-controller",  # lifts the not-ready taint the kubelet registers its node with
 )
 NODE_NAME = "ferry-local"
 READY_TIMEOUT = 60.0
@@ -83,9 +88,15 @@ def certificate_kubeconfig(path: Path, credentials: Credentials, user: str) -> P
 
 class ControlPlane(Service):
     def __init__(
-        self, directory: Path, binaries: Binaries, registry: ProcessRegistry | None = None, audit: bool = False
+        self,
+        directory: Path,
+        binaries: Binaries,
+        registry: ProcessRegistry | None = None,
+        audit: bool = False,
+        host: str = LOOPBACK,
     ) -> None:
         self.dir = directory
+        self.host = host
         self.audit = audit
         self.binaries = binaries
         self.registry = registry
@@ -105,7 +116,7 @@ class ControlPlane(Service):
 
     @property
     def server(self) -> str:
-        return f"https://{HOST}:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -117,16 +128,16 @@ class ControlPlane(Service):
     def _certificates(self) -> None:
         ca = Authority(self.pki)
         self.ca = ca.cert
-        self.port = self.port or free_port(HOST)
-        self.serving = ca.issue("apiserver", "kube-apiserver", hosts=API_SANS, server=True)
+        self.port = self.port or free_port(self.host)
+        self.serving = ca.issue("apiserver", "kube-apiserver", hosts=(self.host, *API_SANS), server=True)
         self.kubelet_client = ca.issue(
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organizations=("system:masters",), client=True
         )
         admin = ca.issue("admin", "ferry-admin", organizations=("system:masters",), client=True)
         manager = ca.issue("controller-manager", "system:kube-controller-manager", client=True)
         node = ca.issue("node", f"system:node:{NODE_NAME}", organizations=("system:nodes",), client=True)
-        scheduler = ca.issue("scheduler", "ferry-dev:scheduler", client=True)
-        self.kubelet_serving = ca.issue("kubelet", NODE_NAME, hosts=(HOST, "localhost"), server=True)
+        scheduler = ca.issue("scheduler", "system:kube-scheduler", client=True)
+        self.kubelet_serving = ca.issue("kubelet", NODE_NAME, hosts=(self.host, LOOPBACK, "localhost"), server=True)
         self.service_account = signing_key(self.pki)
         self.admin = Credentials(self.server, ca.cert, admin)
         self.node = Credentials(self.server, ca.cert, node)
@@ -136,32 +147,32 @@ class ControlPlane(Service):
         )
 
     def _start_etcd(self) -> None:
-        self.etcd_port = free_port(HOST)
-        peer = free_port(HOST)
+        self.etcd_port = free_port(LOOPBACK)
+        peer = free_port(LOOPBACK)
         data = self.dir / "etcd-data"
         argv = [
             str(self.binaries.path("etcd")),
             "--name=ferry-local",
             f"--data-dir={data}",
-            f"--listen-client-urls=http://{HOST}:{self.etcd_port}",
-            f"--advertise-client-urls=http://{HOST}:{self.etcd_port}",
-            f"--listen-peer-urls=http://{HOST}:{peer}",
-            f"--initial-advertise-peer-urls=http://{HOST}:{peer}",
-            f"--initial-cluster=ferry-local=http://{HOST}:{peer}",
+            f"--listen-client-urls=http://{LOOPBACK}:{self.etcd_port}",
+            f"--advertise-client-urls=http://{LOOPBACK}:{self.etcd_port}",
+            f"--listen-peer-urls=http://{LOOPBACK}:{peer}",
+            f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer}",
+            f"--initial-cluster=ferry-local=http://{LOOPBACK}:{peer}",
             "--listen-metrics-urls=",
             "--unsafe-no-fsync",  # a throwaway local store: no fsync on every write
             "--log-level=warn",
         ]
         self.etcd.spawn(argv, os.environ, cwd=self.dir)
-        wait_until(HttpReady(f"http://{HOST}:{self.etcd_port}/health"), self.etcd, "etcd", READY_TIMEOUT)
+        wait_until(HttpReady(f"http://{LOOPBACK}:{self.etcd_port}/health"), self.etcd, "etcd", READY_TIMEOUT)
 
     def _start_apiserver(self) -> None:
         assert self.admin is not None and self.kubelet_serving is not None
         argv = [
             str(self.binaries.path("kube-apiserver")),
-            f"--etcd-servers=http://{HOST}:{self.etcd_port}",
-            f"--bind-address={HOST}",
-            f"--advertise-address={HOST}",
+            f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
             f"--secure-port={self.port}",
             f"--tls-cert-file={self.serving.cert}",
             f"--tls-private-key-file={self.serving.key}",
@@ -176,7 +187,7 @@ class ControlPlane(Service):
             f"--kubelet-client-key={self.kubelet_client.key}",
             f"--kubelet-certificate-authority={self.admin.ca}",
             "--kubelet-preferred-address-types=InternalIP",
-            "--endpoint-reconciler-type=none",  # the reconciler refuses a loopback address; nothing here needs it
+            "--endpoint-reconciler-type=none",  # the Service's cluster IP is routed by one DNAT rule (network.py)
             "--allow-privileged=false",
             "--profiling=false",
             "--v=1",
@@ -220,8 +231,8 @@ class ControlPlane(Service):
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            f"--bind-address={HOST}",
-            f"--secure-port={free_port(HOST)}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={free_port(LOOPBACK)}",
             f"--controllers={','.join(CONTROLLERS)}",
             f"--root-ca-file={self.admin.ca}",
             f"--service-account-private-key-file={self.service_account.key}",

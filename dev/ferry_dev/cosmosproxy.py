@@ -1,4 +1,4 @@
-"""A fault-injecting HTTPS proxy in front of cosmosdb-server, on 127.0.0.1.
+"""A fault-injecting HTTPS proxy in front of cosmosdb-server, on the address pods reach (network.listen_host).
 
 It forwards every request unchanged and can:
 - answer the first N requests matching a predicate with a given status (429 with
@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ferry_dev.emulators import find_node_bin
+from ferry_dev.network import listen_host
 
 Match = Callable[[str, str, dict[str, str]], bool]  # (method, path, lower-cased headers) -> bool
 Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
@@ -73,7 +74,8 @@ class Logged:
 
 
 class CosmosProxy:
-    def __init__(self, upstream: str, port: int = 0) -> None:
+    def __init__(self, upstream: str, port: int = 0, host: str | None = None) -> None:
+        host = host or listen_host()
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 443
@@ -87,13 +89,13 @@ class CosmosProxy:
         self._upstream_tls = ssl.create_default_context()
         self._upstream_tls.check_hostname = False
         self._upstream_tls.verify_mode = ssl.CERT_NONE  # cosmosdb-server's certificate is self-signed
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(*_certificate())
         self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.endpoint = f"https://127.0.0.1:{self.port}/"
+        self.endpoint = f"https://{host}:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # Configuration, callable while clients run.

@@ -1,4 +1,5 @@
-"""Run the npm emulators (Azurite blob, cosmosdb-server) as child processes on 127.0.0.1.
+"""Run the npm emulators (Azurite blob, cosmosdb-server) as child processes, on the address pods reach
+(network.listen_host: the stack's bridge, or 127.0.0.1 without a stack).
 
 Each emulator runs in its own process group so that stopping it also stops anything it spawned;
 ports are chosen free unless given, and start() returns only once the emulator answers.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ferry_dev.lifecycle import Service
+from ferry_dev.network import listen_host
 from ferry_dev.processes import ChildProcess, ProcessRegistry
 
 # The Cosmos DB emulator's published, well-known key (not a secret).
@@ -43,7 +45,8 @@ def find_node_bin(name: str) -> Path:
     )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str | None = None) -> int:
+    host = host or listen_host()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
@@ -103,14 +106,14 @@ class Azurite(Service):
         self,
         workdir: Path,
         accounts: Sequence[str] = ("ferrysrc", "ferrydst"),
-        host: str = "127.0.0.1",
+        host: str | None = None,
         blob_port: int = 0,
         loose: bool = True,
         registry: ProcessRegistry | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.account_names = list(accounts)
-        self.host = host
+        self.host = host or listen_host()
         self.blob_port = blob_port
         self.loose = loose
         self.accounts: dict[str, StorageAccount] = {}
@@ -160,10 +163,10 @@ class CosmosServer(Service):
     """@vercel/cosmosdb-server over HTTPS (self-signed), answering the azure-cosmos SDK."""
 
     def __init__(
-        self, workdir: Path, host: str = "127.0.0.1", port: int = 0, registry: ProcessRegistry | None = None
+        self, workdir: Path, host: str | None = None, port: int = 0, registry: ProcessRegistry | None = None
     ) -> None:
         self.workdir = Path(workdir)
-        self.host = host
+        self.host = host or listen_host()
         self.port = port
         self.endpoint = CosmosEndpoint(endpoint="", key=COSMOS_EMULATOR_KEY)
         self._child = ChildProcess("cosmosdb-server", self.workdir / "cosmosdb-server.log", registry)
@@ -206,15 +209,17 @@ class CosmosWithChangeFeed(Service):
         self.endpoint = self.server.endpoint
         if self._child.running:
             return
-        port = free_port("127.0.0.1")
+        host = self.server.host
+        port = free_port(host)
         argv = [sys.executable, "-m", "ferry_dev.changefeed", "--upstream", self.server.endpoint.endpoint]
-        argv += ["--key", self.server.endpoint.key, "--port", str(port), "--ranges", str(self.ranges), "--all-versions"]
+        argv += ["--key", self.server.endpoint.key, "--host", host, "--port", str(port)]
+        argv += ["--ranges", str(self.ranges), "--all-versions"]
         self._child.spawn(argv, dict(os.environ), cwd=self.workdir)
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # cosmosdb-server's self-signed certificate, which it presents too
-        wait_until(HttpReady(f"https://127.0.0.1:{port}/", insecure), self._child, "the change feed stand-in")
-        self.endpoint = CosmosEndpoint(endpoint=f"https://127.0.0.1:{port}/", key=self.server.endpoint.key)
+        wait_until(HttpReady(f"https://{host}:{port}/", insecure), self._child, "the change feed stand-in")
+        self.endpoint = CosmosEndpoint(endpoint=f"https://{host}:{port}/", key=self.server.endpoint.key)
 
     def stop(self) -> None:
         self._child.stop()

@@ -1,12 +1,14 @@
-"""Installing Ferry into the local control plane as a cluster admin would: the CRDs with
-`kubectl apply --server-side`, and the chart's service accounts and RBAC rendered by real Helm.
+"""Installing Ferry into the local cluster as a cluster admin would: `helm install` of the chart with real Helm
+(built from its Go module, hack/helm), which installs the CRDs and runs the operator as its Deployment; and
+namespaces for Ferry objects, with the worker account the chart renders for `workerNamespaces`.
 
-The operator then runs with its ServiceAccount's token and the chart's least-privilege role, and worker
-pods run under the chart's worker ServiceAccount: a verb missing from the chart fails the tests.
+The operator runs with its ServiceAccount and the chart's least-privilege role, and worker pods under the
+chart's worker ServiceAccount: a verb missing from the chart fails the tests.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -16,40 +18,19 @@ from typing import Any
 import helm_python as helm
 import yaml
 
-from ferry_dev.binaries import kubectl
+from ferry_dev.binaries import ensure_tool, kubectl
 
 RELEASE = "ferry"
 RELEASE_NAMESPACE = "ferry-system"
 OPERATOR_ACCOUNT = f"{RELEASE}-operator"
 WORKER_ACCOUNT = f"{RELEASE}-worker"
-RBAC_KINDS = frozenset({"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"})
 # Namespaces the demo and the tests use admit only pods that meet the `restricted` Pod Security level.
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
     "pod-security.kubernetes.io/warn": "restricted",
 }
-# The node agent is also the stack's scheduler: under a scheduler identity of its own it sees every pod
-# and binds the unscheduled ones; its kubelet part is authorized by the Node authorizer like any kubelet's.
-SCHEDULER_USER = "ferry-dev:scheduler"
-SCHEDULER_RBAC = [
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": SCHEDULER_USER},
-        "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods/binding"], "verbs": ["create"]},
-        ],
-    },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": SCHEDULER_USER},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SCHEDULER_USER},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": SCHEDULER_USER}],
-    },
-]
+INSTALL_TIMEOUT = "180s"
 
 
 def repository_root() -> Path:
@@ -79,20 +60,33 @@ class Installer:
         text = "\n---\n".join(yaml.safe_dump(dict(obj), sort_keys=False) for obj in objects)
         self.kubectl("apply", "--server-side", f"--field-manager={manager}", "-f", "-", stdin=text)
 
-    def install_crds(self) -> None:
-        crds = repository_root() / "crds"
-        self.kubectl("apply", "--server-side", "--field-manager=ferry-dev", "-f", str(crds))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+    def helm(self, *args: str) -> str:
+        state = self.kubeconfig.parent / "helm"
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "HELM_CACHE_HOME": str(state / "cache"),
+            "HELM_CONFIG_HOME": str(state / "config"),
+            "HELM_DATA_HOME": str(state / "data"),
+        }
+        done = subprocess.run([str(ensure_tool("helm")), *args], capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def install_chart(self, values: Mapping[str, Any]) -> None:
+        """`helm install` of charts/ferry into the release namespace (restricted Pod Security, as the tests'),
+        waiting for the operator's Deployment; then until the CRDs' resources answer."""
+        self.create_namespace(RELEASE_NAMESPACE, worker_account=False)
+        path = self.kubeconfig.parent / "values.yaml"
+        path.write_text(yaml.safe_dump(dict(values), sort_keys=False))
+        chart = repository_root() / "charts" / "ferry"
+        self.helm("install", RELEASE, str(chart), "--namespace", RELEASE_NAMESPACE, "-f", str(path),
+                  "--wait", "--timeout", INSTALL_TIMEOUT)  # fmt: skip
         # Established, but the resources' storage may still initialize (429): list until it answers.
         deadline = time.monotonic() + 30
         while self.kubectl("get", "ferry", "-A", check=False).returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-
-    def install_rbac(self) -> None:
-        """The chart's service accounts and RBAC in the release namespace, and the node agent's role."""
-        self.create_namespace(RELEASE_NAMESPACE)
-        objects = [o for o in render_chart({}) if o.get("kind") in RBAC_KINDS]
-        self.apply([*objects, *SCHEDULER_RBAC])
 
     def create_namespace(self, name: str, worker_account: bool = True) -> None:
         """A namespace that enforces the restricted Pod Security level and has the chart's worker account,

@@ -1,7 +1,10 @@
-"""The local stack: a real control plane, the node agent, the emulators and the operator, on 127.0.0.1.
+"""The local stack: a real control plane, a real node (containerd and the kubelet), the emulators, and Ferry
+installed with its chart: the operator runs as the chart's Deployment and every worker as a container of
+Ferry's image, built from operator/Dockerfile.
 
 `DevStack` is what `ferry-dev up`, `ferry-dev demo` and the end-to-end tests share. Everything started is
-recorded in <dir>/procs and stopped by `stop()`, or by `ferry-dev down` when `ferry-dev up` was killed.
+recorded in <dir>/procs and stopped by `stop()`, or by `ferry-dev down` when `ferry-dev up` was killed; the
+node's leftovers (containers, mounts, network namespaces, cgroups, the bridge) are found from <dir> too.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+from ferry_dev import network as net
 from ferry_dev.binaries import ensure_binaries
-from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig, write_kubeconfig
-from ferry_dev.emulators import Azurite, CosmosWithChangeFeed, free_port
-from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE, RELEASE_NAMESPACE, WORKER_ACCOUNT, Installer
+from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig
+from ferry_dev.emulators import Azurite, CosmosWithChangeFeed
+from ferry_dev.images import Image, ferry_image, pause_image
+from ferry_dev.install import RELEASE_NAMESPACE, Installer
 from ferry_dev.lifecycle import Service
-from ferry_dev.nodeagent.podrunner import PodRunner
-from ferry_dev.processes import ChildProcess, ProcessRegistry, start_time
+from ferry_dev.node import Node, cleanup
+from ferry_dev.processes import ProcessRegistry, start_time
 
 STORAGE_ACCOUNTS = ("ferrysrc", "ferrydst")
 PID_FILE = "stack.pid"
@@ -32,9 +39,10 @@ ENDPOINTS_FILE = "endpoints.json"
 KUBECONFIG_FILE = "kubeconfig"
 # What a running stack leaves for scripts and users; none of it may outlive the stack, or it would be taken as live.
 STATE_FILES = (READY_FILE, ENDPOINTS_FILE, KUBECONFIG_FILE)
-# How long `ferry-dev down` waits for `ferry-dev up` to stop its parts itself (the operator, the node agent's
-# pods with their grace periods, the control plane, the emulators) before it stops what is left.
+# How long `ferry-dev down` waits for `ferry-dev up` to stop its parts itself before it stops what is left.
 STOP_TIMEOUT = 90.0
+OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
+METRICS_PORT = 8080  # the chart's default
 
 
 def clear_state(directory: Path) -> None:
@@ -60,42 +68,36 @@ def ferry_executable(name: str = "ferry") -> str:
     return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
-def installation_paths() -> list[str]:
-    """What a Ferry image would hold: the Python installation and Ferry's own source (installed editable)."""
-    import ferry
-
-    source = Path(ferry.__file__).resolve().parents[2]
-    paths = {str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix)} | {str(source)}
-    return sorted(paths)
-
-
 def bin_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
 
 
+def values_for(image: Image, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The chart's values for this stack: its image, as imported into the node (never pulled), and `values`."""
+    repository, _, tag = image.reference.rpartition(":")
+    merged: dict[str, Any] = {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 class DevStack(Service):
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        operator: bool = True,
-        restart_backoff_seconds: float = 1.0,
-        operator_env: Mapping[str, str] | None = None,
-        audit: bool = False,
-    ) -> None:
+    def __init__(self, directory: Path, *, values: Mapping[str, Any] | None = None, audit: bool = False) -> None:
         self.dir = directory.resolve()
-        self.with_operator = operator
-        self.restart_backoff_seconds = restart_backoff_seconds
-        self.operator_env = dict(operator_env or {})
+        self.values = dict(values or {})
         self.audit = audit
         self.registry = ProcessRegistry(self.dir / "procs")
+        self.network: net.Network | None = None
         self.azurite: Azurite | None = None
         self.cosmos: CosmosWithChangeFeed | None = None
         self.control_plane: ControlPlane | None = None
         self.installer: Installer | None = None
-        self.runner: PodRunner | None = None
-        self.operator = ChildProcess("operator", self.dir / "logs" / "operator.log", self.registry)
-        self.metrics_port = 0
+        self.node: Node | None = None
+        self.image: Image | None = None
+        self.timings: dict[str, float] = {}
 
     @property
     def kubeconfig(self) -> Path:
@@ -121,64 +123,71 @@ class DevStack(Service):
         clear_state(self.dir)
         try:
             binaries = ensure_binaries()
+            images: dict[str, Image] = {}
+            build = threading.Thread(target=lambda: images.update(ferry=ferry_image(), pause=pause_image()))
+            build.start()  # cached after the first run; meanwhile the control plane starts
+            self.network = net.create(self.dir)
+            # Servers this process starts from now on (emulators, the tests' stand-ins) listen where pods reach them.
+            os.environ[net.HOST_VARIABLE] = self.network.gateway
             self.azurite = Azurite(self.dir / "azurite", accounts=STORAGE_ACCOUNTS, registry=self.registry)
             # Every Cosmos client of the stack goes through the change feed stand-in: copy jobs read the change feed.
             self.cosmos = CosmosWithChangeFeed(self.dir / "cosmos", registry=self.registry)
-            emulators = [threading.Thread(target=e.start) for e in (self.azurite, self.cosmos)]
+            failures: list[BaseException] = []
+            emulators = [threading.Thread(target=_starter(e, failures)) for e in (self.azurite, self.cosmos)]
             for thread in emulators:
                 thread.start()
-            self.control_plane = ControlPlane(self.dir / "kube", binaries, self.registry, audit=self.audit)
+            self.control_plane = ControlPlane(
+                self.dir / "kube", binaries, self.registry, audit=self.audit, host=self.network.gateway
+            )
             self.control_plane.start()
-            assert self.control_plane.admin is not None and self.control_plane.node is not None
+            net.route_service(self.network, self.control_plane.port)
+            assert self.control_plane.admin is not None
             certificate_kubeconfig(self.kubeconfig, self.control_plane.admin, "ferry-admin")
             self.installer = Installer(self.kubeconfig)
-            self.installer.install_crds()
-            self.installer.install_rbac()
-            self._start_node_agent()
+            build.join()
+            if "ferry" not in images:
+                raise RuntimeError(f"the images were not built; see the output above (and {self.logs})")
+            self.image = images["ferry"]
+            self.timings["control plane"] = time.monotonic() - started
+            self._start_node(binaries, images)
+            self.timings["node"] = time.monotonic() - started
             for thread in emulators:
                 thread.join()
-            if not (self.azurite.accounts and self.cosmos.endpoint.endpoint):
-                raise RuntimeError(f"an emulator did not start; see {self.dir}/azurite and {self.dir}/cosmos")
-            if self.with_operator:
-                self.start_operator()
+            if failures:
+                raise RuntimeError(f"an emulator did not start: {failures[0]}") from failures[0]
+            self.installer.install_chart(values_for(self.image, self.values))
+            self.timings["chart"] = time.monotonic() - started
             self._write_endpoints()
             (self.dir / READY_FILE).write_text(f"{self.control_plane.server}\n{time.monotonic() - started:.1f}\n")
         except BaseException:
             self.stop()
             raise
 
-    def _start_node_agent(self) -> None:
-        assert self.control_plane is not None and self.control_plane.node is not None
+    def _start_node(self, binaries: Any, images: dict[str, Image]) -> None:
+        assert self.control_plane is not None and self.network is not None
+        assert self.control_plane.node is not None and self.control_plane.scheduler is not None
         assert self.control_plane.kubelet_serving is not None and self.control_plane.ca is not None
-        assert self.control_plane.scheduler is not None
         node_kubeconfig = certificate_kubeconfig(
-            self.dir / "kube" / "node.kubeconfig", self.control_plane.node, NODE_NAME
+            self.dir / "kube" / "node.kubeconfig", self.control_plane.node, f"system:node:{NODE_NAME}"
         )
         scheduler = certificate_kubeconfig(
-            self.dir / "kube" / "scheduler.kubeconfig", self.control_plane.scheduler, "scheduler"
+            self.dir / "kube" / "scheduler.kubeconfig", self.control_plane.scheduler, "system:kube-scheduler"
         )
-        self.runner = PodRunner(
-            node_kubeconfig,
-            self.dir / "pods",
+        self.node = Node(
+            self.dir / "node",
+            binaries,
+            self.network,
+            node_name=NODE_NAME,
+            kubeconfig=node_kubeconfig,
             scheduler_kubeconfig=scheduler,
-            api_server=self.control_plane.server,
-            serving=self.control_plane.kubelet_serving,
             ca=self.control_plane.ca,
-            entrypoint=(ferry_executable(),),
-            max_grace_seconds=10.0,
-            restart_backoff_seconds=self.restart_backoff_seconds,
+            serving=self.control_plane.kubelet_serving,
+            images=[images["ferry"], images["pause"]],
+            sandbox_image=images["pause"].reference,
             registry=self.registry,
-            keep_visible=installation_paths(),
         )
-        self.runner.start()
-        self.runner.wait_ready()
-
-    def restart_node_agent(self) -> None:
-        """Stop the node agent (its pods' processes die with it, as on a node reboot) and start it again."""
-        if self.runner is not None:
-            self.runner.stop()
-            self.runner = None
-        self._start_node_agent()
+        self.node.start()
+        self.node.wait_ready(self.kubeconfig)
 
     def create_namespace(self, name: str, worker_account: bool = True) -> None:
         """A namespace for Ferry objects: restricted Pod Security, and the chart's worker service account
@@ -186,38 +195,54 @@ class DevStack(Service):
         assert self.installer is not None
         self.installer.create_namespace(name, worker_account)
 
-    def start_operator(self, env: Mapping[str, str] | None = None) -> None:
-        """The operator as its ServiceAccount (the chart's RBAC), watching all namespaces."""
-        assert self.installer is not None and self.control_plane is not None and self.control_plane.ca is not None
-        if self.operator.running:
-            return
-        token = self.installer.token(RELEASE_NAMESPACE, OPERATOR_ACCOUNT)
-        kubeconfig = write_kubeconfig(
-            self.dir / "kube" / "operator.kubeconfig",
-            self.control_plane.server,
-            self.control_plane.ca,
-            f"system:serviceaccount:{RELEASE_NAMESPACE}:{OPERATOR_ACCOUNT}",
-            {"token": token},
-            RELEASE_NAMESPACE,
-        )
-        self.metrics_port = self.metrics_port or free_port()
-        operator_env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "PATH": bin_path(),
-            "PYTHONUNBUFFERED": "1",
-            "FERRY_WORKER_SERVICE_ACCOUNT": WORKER_ACCOUNT,
-            "FERRY_WORKER_CLUSTER_ROLE": WORKER_ACCOUNT,  # the chart's worker ClusterRole has the account's name
-            "FERRY_INSTANCE": RELEASE,  # as the chart sets it: the worker pods' app.kubernetes.io/instance
-            **self.operator_env,
-            **(env or {}),
-        }
-        operator_env.pop("KUBERNETES_SERVICE_HOST", None)
-        argv = [ferry_executable(), "operator", "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1"]
-        self.operator.spawn(argv, operator_env, cwd=self.dir)
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert self.installer is not None
+        return self.installer.kubectl(*args, check=check)
 
-    def stop_operator(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        self.operator.stop(timeout=timeout, sig=sig)
+    def pod(self, namespace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.kubectl("get", "pod", name, "-n", namespace, "-o", "json").stdout)
+        return found
+
+    def operator_pod(self) -> dict[str, Any]:
+        """The operator's pod (the chart's Deployment runs one)."""
+        listed = self.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-l", OPERATOR_SELECTOR, "-o", "json").stdout
+        pods = [p for p in json.loads(listed)["items"] if not p["metadata"].get("deletionTimestamp")]
+        if len(pods) != 1:
+            raise RuntimeError(f"{len(pods)} operator pods in {RELEASE_NAMESPACE}")
+        pod: dict[str, Any] = pods[0]
+        return pod
+
+    @property
+    def operator_metrics(self) -> str:
+        """The operator's Prometheus endpoint, at its pod's address on the stack's bridge."""
+        return f"http://{self.operator_pod()['status']['podIP']}:{METRICS_PORT}/metrics"
+
+    def kill_pod(self, namespace: str, name: str, sig: int = signal.SIGKILL) -> bool:
+        """Signal the main process of the pod's first container, as the kernel's OOM killer or a crash would end
+        it; False when it has none running. The kubelet then does what the pod's restart policy says."""
+        assert self.node is not None
+        with contextlib.suppress(RuntimeError):
+            statuses = self.pod(namespace, name).get("status", {}).get("containerStatuses") or []
+            running = [s for s in statuses if "running" in (s.get("state") or {}) and s.get("containerID")]
+            if running:
+                return self.node.kill_container(running[0]["containerID"], sig)
+        return False
+
+    def restart_operator(self, sig: int = signal.SIGKILL, timeout: float = 90.0) -> None:
+        """End the operator's process with `sig`; the kubelet starts it again (restartPolicy Always). Returns when
+        the new process runs."""
+        before = self.operator_pod()
+        name = before["metadata"]["name"]
+        restarts = (before["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0)
+        if not self.kill_pod(RELEASE_NAMESPACE, name, sig):
+            raise RuntimeError(f"the operator pod {name} has no running container to stop")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = (self.pod(RELEASE_NAMESPACE, name)["status"].get("containerStatuses") or [{}])[0]
+            if status.get("restartCount", 0) > restarts and "running" in (status.get("state") or {}):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the operator pod {name} did not run again within {timeout:.0f}s")
 
     def _write_endpoints(self) -> None:
         assert self.azurite is not None and self.cosmos is not None and self.control_plane is not None
@@ -233,16 +258,15 @@ class DevStack(Service):
                 for name, acct in self.azurite.accounts.items()
             },
             "cosmos": {"endpoint": self.cosmos.endpoint.endpoint, "key": self.cosmos.endpoint.key},
-            "operatorMetrics": f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None,
+            "image": self.image.reference if self.image else None,
         }
         (self.dir / ENDPOINTS_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
     def stop(self) -> None:
         (self.dir / READY_FILE).unlink(missing_ok=True)
-        self.operator.stop()
-        if self.runner is not None:
-            self.runner.stop()
-            self.runner = None
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
         if self.control_plane is not None:
             self.control_plane.stop()
             self.control_plane = None
@@ -251,10 +275,28 @@ class DevStack(Service):
                 emulator.stop()
         self.cosmos = self.azurite = None
         self.registry.stop_all(timeout=2.0)  # anything a part failed to stop
+        _clean_node(self.dir)
+        if os.environ.get(net.HOST_VARIABLE) == (self.network.gateway if self.network else None):
+            os.environ.pop(net.HOST_VARIABLE, None)
         clear_state(self.dir)  # the kubeconfig and endpoints name servers that are gone now
 
 
-def up(directory: Path, with_operator: bool = True) -> int:
+def _starter(service: Service, failures: list[BaseException]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            service.start()
+        except BaseException as exc:  # reported by the thread that waits for it
+            failures.append(exc)
+
+    return run
+
+
+def _clean_node(directory: Path) -> None:
+    """What the node left (containers, mounts, network namespaces, cgroups, the bridge and its rule)."""
+    cleanup(directory, directory / "node", f"/ferry-{net.stack_id(directory)}")
+
+
+def up(directory: Path) -> int:
     """Run the stack in the foreground until SIGINT/SIGTERM (or `ferry-dev down`)."""
     stopping = threading.Event()
 
@@ -271,7 +313,7 @@ def up(directory: Path, with_operator: bool = True) -> int:
         return 1
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    stack = DevStack(directory, operator=with_operator)
+    stack = DevStack(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _stop_leftovers(directory)  # an earlier `ferry-dev up` was killed: its files and processes are stale
     (directory / PID_FILE).write_text(f"{os.getpid()} {start_time(os.getpid()) or ''}\n")
@@ -279,11 +321,8 @@ def up(directory: Path, with_operator: bool = True) -> int:
         stack.start()
         print(f"local stack ready: export KUBECONFIG={stack.kubeconfig}", flush=True)
         print(f"endpoints: {stack.dir / ENDPOINTS_FILE}", flush=True)
-        while not stopping.wait(0.5):
-            if with_operator and not stack.operator.running:
-                print("the operator exited; restarting it", file=sys.stderr, flush=True)
-                stack.operator.stop()
-                stack.start_operator()
+        while not stopping.wait(0.5):  # a bounded wait: the signal handler runs between waits
+            pass
     finally:
         stack.stop()
         (directory / PID_FILE).unlink(missing_ok=True)
@@ -293,6 +332,7 @@ def up(directory: Path, with_operator: bool = True) -> int:
 def _stop_leftovers(directory: Path) -> list[str]:
     """Stop what a killed `ferry-dev up` left running in `directory` and remove its files; the names stopped."""
     left = ProcessRegistry(directory.resolve() / "procs").stop_all()
+    _clean_node(directory.resolve())
     if left:
         print(f"stopped what an earlier `ferry-dev up` left running: {', '.join(left)}", file=sys.stderr)
     clear_state(directory)

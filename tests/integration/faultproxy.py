@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP proxy in front of Azurite, on 127.0.0.1.
+"""A fault-injecting HTTP proxy in front of Azurite, on the address pods reach (ferry_dev.network.listen_host).
 
 It forwards every request unchanged (Host included, so Azurite's same-instance checks still hold)
 and can answer 503 ServerBusy to the first N requests matching a predicate, delay requests, or run
@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from ferry_dev.network import listen_host
 
 Match = Callable[[str, str], bool]  # (method, path?query) -> bool
 Hook = Callable[[str, str, dict[str, str]], None]  # (method, path?query, headers), before forwarding
@@ -37,13 +39,13 @@ class FaultProxy:
         self.hook: Hook | None = None
         self.headers_log: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((listen_host(), 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def endpoint(self, account: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{account}"
+        return f"http://{self._server.server_address[0]}:{self.port}/{account}"
 
     def fail_next(self, count: int, match: Match) -> None:
         with self._lock:

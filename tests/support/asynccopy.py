@@ -55,6 +55,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings
 
 from ferry_dev.emulators import StorageAccount
+from ferry_dev.network import listen_host
 
 MiB = 1024 * 1024
 STEP = 64 * 1024  # bytes moved per write: a multiple of 512, so page writes stay aligned
@@ -143,7 +144,7 @@ class AsyncCopyService:
         self._clients = {
             name: BlobServiceClient.from_connection_string(a.connection_string) for name, a in accounts.items()
         }
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((listen_host(), 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._threads = [
@@ -154,7 +155,7 @@ class AsyncCopyService:
     # -- the test's side ------------------------------------------------------------------------
 
     def endpoint(self, account: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{account}"
+        return f"http://{self._server.server_address[0]}:{self.port}/{account}"
 
     def connection_string(self, account: StorageAccount) -> str:
         """The account's connection string with its blob endpoint at this service."""

@@ -1,0 +1,344 @@
+"""A real node for the local stack: containerd (with runc and the CNI plugins, from Debian) and the kubelet and
+kube-scheduler built from the pinned Kubernetes module.
+
+Everything belongs to one stack directory: containerd's root, state and socket, the CNI configuration and its
+address store, the kubelet's root and pod logs, and a cgroup root of its own (/ferry-<id>) in every hierarchy,
+so two stacks run side by side and `cleanup()` finds all of a stack's leftovers (shims, containers, mounts,
+network namespaces, cgroups) even after the stack was SIGKILLed.
+
+Pinned: containerd 1.6 (Debian bookworm). The kubelet warns that it lacks the RuntimeConfig call (its
+cgroup-driver report), which kubelet 1.38 plans to require.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from ferry_dev import network as net
+from ferry_dev.binaries import Binaries
+from ferry_dev.emulators import free_port, wait_until
+from ferry_dev.images import Image
+from ferry_dev.lifecycle import Service
+from ferry_dev.pki import Pair
+from ferry_dev.processes import ChildProcess, ProcessRegistry
+
+CNI_BIN = Path("/usr/lib/cni")
+CGROUPS = Path("/sys/fs/cgroup")
+READY_TIMEOUT = 60.0
+NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    """The mounted cgroup v1 hierarchies (cpu, memory, pids, …, name=systemd)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[0] == "cgroup":
+            found.append(Path(left.split()[4]))
+    return found
+
+
+class Node(Service):
+    def __init__(
+        self,
+        directory: Path,
+        binaries: Binaries,
+        network: net.Network,
+        *,
+        node_name: str,
+        kubeconfig: Path,
+        scheduler_kubeconfig: Path,
+        ca: Path,
+        serving: Pair,
+        images: list[Image],
+        sandbox_image: str,
+        registry: ProcessRegistry | None = None,
+    ) -> None:
+        self.dir = directory
+        self.binaries = binaries
+        self.network = network
+        self.node_name = node_name
+        self.kubeconfig = kubeconfig
+        self.scheduler_kubeconfig = scheduler_kubeconfig
+        self.ca = ca
+        self.serving = serving
+        self.images = images
+        self.sandbox_image = sandbox_image
+        self.cgroup_root = f"/ferry-{net.stack_id(directory.parent)}"
+        self.containerd = ChildProcess("containerd", self.dir / "containerd.log", registry)
+        self.kubelet = ChildProcess("kubelet", self.dir / "kubelet.log", registry)
+        self.scheduler = ChildProcess("kube-scheduler", self.dir / "kube-scheduler.log", registry)
+        self.kubelet_port = 0
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd" / "containerd.sock"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._cgroups()
+        self._start_containerd()
+        self._import_images()
+        self._start_kubelet()
+        self._start_scheduler()
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """containerd's own client on this node's socket, in the CRI's namespace."""
+        done = subprocess.run(
+            ["ctr", "--address", str(self.socket), "--namespace", NAMESPACE, *args], capture_output=True, text=True
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args)}: {done.stderr.strip()}")
+        return done
+
+    def _cgroups(self) -> None:
+        # The kubelet requires its cgroup root to exist in every hierarchy; cpuset's must get cpus and mems first.
+        for hierarchy in _cgroup_hierarchies():
+            path = hierarchy / self.cgroup_root.lstrip("/")
+            path.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    (path / name).write_text((hierarchy / name).read_text())
+
+    def _start_containerd(self) -> None:
+        base = self.dir / "containerd"
+        cni = self.dir / "cni"
+        cni.mkdir(parents=True, exist_ok=True)
+        conflist = {
+            "cniVersion": "0.4.0",
+            "name": self.network.bridge,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.network.bridge,
+                    "isGateway": True,
+                    "isDefaultGateway": True,  # pods reach the host (and through the DNAT rule, the API server)
+                    "ipMasq": False,  # pods talk to this machine's servers only
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": self.network.subnet, "gateway": self.network.gateway}]],
+                        "dataDir": str(self.dir / "ipam"),
+                    },
+                }
+            ],
+        }
+        (cni / "10-ferry.conflist").write_text(json.dumps(conflist, indent=2))
+        config = f"""version = 2
+root = "{base / "root"}"
+state = "{base / "state"}"
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base / "opt"}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{self.sandbox_image}"
+  # Root here lacks CAP_SYS_RESOURCE: without this, runc fails to lower its own oom_score_adj for every sandbox.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{cni}"
+"""
+        (base).mkdir(parents=True, exist_ok=True)
+        (base / "config.toml").write_text(config)
+        self.containerd.spawn(["containerd", "--config", str(base / "config.toml")], os.environ, cwd=self.dir)
+        wait_until(lambda: self.ctr("version", check=False).returncode == 0, self.containerd, "containerd", 30.0)
+
+    def _import_images(self) -> None:
+        for image in self.images:
+            self.ctr("images", "import", "--no-unpack", str(image.archive))
+
+    def _start_kubelet(self) -> None:
+        self.kubelet_port = free_port(self.network.gateway)
+        healthz = free_port("127.0.0.1")
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": self.network.gateway,
+            "port": self.kubelet_port,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": healthz,
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(self.ca)},
+            },
+            "authorization": {"mode": "Webhook"},
+            "tlsCertFile": str(self.serving.cert),
+            "tlsPrivateKeyFile": str(self.serving.key),
+            "containerRuntimeEndpoint": f"unix://{self.socket}",
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": self.cgroup_root,
+            "failCgroupV1": False,  # this machine has cgroup v1 only
+            "failSwapOn": False,
+            "podLogsDir": str(self.dir / "pod-logs"),
+            "resolvConf": "/etc/resolv.conf",
+            "clusterDomain": "cluster.local",
+            "maxPods": 250,
+            "serializeImagePulls": False,
+            # A machine of tests, not a node to protect: evict only when memory or disk are nearly gone.
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+        }
+        path = self.dir / "kubelet.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        argv = [
+            str(self.binaries.path("kubelet")),
+            f"--config={path}",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--root-dir={self.dir / 'kubelet'}",
+            f"--hostname-override={self.node_name}",
+            f"--node-ip={self.network.gateway}",
+            "--v=1",
+        ]
+        self.kubelet.spawn(argv, os.environ, cwd=self.dir)
+        wait_until(lambda: _healthy(f"http://127.0.0.1:{healthz}/healthz"), self.kubelet, "kubelet", READY_TIMEOUT)
+
+    def _start_scheduler(self) -> None:
+        kubeconfig = str(self.scheduler_kubeconfig)
+        argv = [
+            str(self.binaries.path("kube-scheduler")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port('127.0.0.1')}",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+        self.scheduler.spawn(argv, os.environ, cwd=self.dir)
+        time.sleep(0.2)
+        if not self.scheduler.running:
+            raise RuntimeError(f"kube-scheduler exited:\n{self.scheduler.log_tail()}")
+
+    def wait_ready(self, kubeconfig: Path, timeout: float = READY_TIMEOUT) -> None:
+        """Until the API server has the node Ready."""
+        from ferry_dev.binaries import kubectl
+
+        argv = [kubectl(), "--kubeconfig", str(kubeconfig), "wait", "--for=condition=Ready", f"node/{self.node_name}"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if subprocess.run([*argv, "--timeout=5s"], capture_output=True).returncode == 0:
+                return
+            if not self.kubelet.running:
+                raise RuntimeError(f"the kubelet exited:\n{self.kubelet.log_tail()}")
+            time.sleep(0.5)
+        raise TimeoutError(f"node {self.node_name} not Ready after {timeout:.0f}s; see {self.kubelet.log_path}")
+
+    def kill_container(self, container_id: str, sig: int = signal.SIGKILL) -> bool:
+        """Signal a container's main process (`containerd://<id>` of a pod's status) as the kernel would."""
+        task = container_id.removeprefix("containerd://")
+        return self.ctr("tasks", "kill", "--signal", signal.Signals(sig).name, task, check=False).returncode == 0
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.kubelet.stop()
+        cleanup(self.dir.parent, self.dir, self.cgroup_root, containerd=self.containerd)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ssl.create_default_context()) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def _pids_under(cgroup: Path) -> set[int]:
+    pids: set[int] = set()
+    for procs in cgroup.rglob("cgroup.procs") if cgroup.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(line) for line in procs.read_text().split())
+    return pids
+
+
+def _shims(socket: Path) -> list[int]:
+    """containerd-shim processes serving the containerd at `socket` (they outlive containerd by design)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and str(socket).encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def _kill(pids: set[int] | list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def cleanup(stack_dir: Path, node_dir: Path, cgroup_root: str, containerd: ChildProcess | None = None) -> None:
+    """Remove everything the node left: containers and their shims, containerd, mounts under the node's
+    directory, the pods' network namespaces, the cgroups, the bridge and its rules."""
+    socket = node_dir / "containerd" / "containerd.sock"
+    hierarchies = _cgroup_hierarchies()
+    pids_root = next((h for h in hierarchies if h.name == "pids"), hierarchies[0] if hierarchies else CGROUPS)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        victims = _pids_under(pids_root / cgroup_root.lstrip("/")) | set(_shims(socket))
+        if not victims:
+            break
+        _kill(victims)
+        time.sleep(0.1)
+    if containerd is not None:
+        containerd.stop()
+    network = net.Network.load(stack_dir / "network.json")
+    if network is not None:
+        for name in net.namespaces_on(network):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    _unmount_under(node_dir)
+    for hierarchy in hierarchies:
+        root = hierarchy / cgroup_root.lstrip("/")
+        if root.is_dir():
+            for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                root.rmdir()
+    net.remove(stack_dir)
+
+
+def _unmount_under(directory: Path) -> None:
+    prefix = str(directory.resolve()) + "/"
+    for _ in range(5):
+        points = [
+            line.split()[4].encode().decode("unicode_escape")
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        ]
+        mine = sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+        if not mine:
+            return
+        for point in mine:
+            subprocess.run(["umount", "--lazy", point], capture_output=True)

@@ -1,0 +1,3 @@
+module ferry.dev/hack/pause
+
+go 1.26.0
