@@ -3,7 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types crds docs bench install controlplane clean
+.PHONY: demo test lint types crds docs bench install node-packages controlplane images clean
+
+# The local node's parts from Debian: containerd 1.6, runc and the CNI plugins; buildah and debootstrap build
+# Ferry's image; iptables routes the `kubernetes` Service. Installed with apt-get when one is missing (as root,
+# or through sudo).
+NODE_PACKAGES := buildah containerd runc containernetworking-plugins debootstrap iptables
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +21,27 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed node-packages
 
-# kube-apiserver, kube-controller-manager and etcd, built from Go modules (hack/kube) on the first run
-# (about 10 minutes on 2 cores) and cached in ~/.cache/ferry/kube; KUBEBUILDER_ASSETS points elsewhere.
-# Also the kstatus checker the tests run (hack/kstatus, about a minute), cached in ~/.cache/ferry/tools.
+node-packages:
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian:" $$missing; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+# kube-apiserver, kube-controller-manager, kube-scheduler, the kubelet and etcd, built from Go modules (hack/kube)
+# on the first run (about 12 minutes on 2 cores) and cached in ~/.cache/ferry/kube. Also Helm (hack/helm, about
+# 3 minutes), the pod sandbox's pause (hack/pause) and the Go tools the tests run, cached in ~/.cache/ferry/tools.
 controlplane: $(VENV)/.installed
 	$(BIN)/python -m ferry_dev.binaries
 
-demo: install controlplane
+# Ferry's image from operator/Dockerfile (buildah, on a debootstrap base built once: about 2 minutes cold; after
+# a change to Ferry's code only the wheel layer is built again), cached in ~/.cache/ferry/images.
+images: $(VENV)/.installed node-packages controlplane
+	$(BIN)/python -m ferry_dev.images
+
+demo: install controlplane images
 	$(BIN)/ferry-dev demo
 
 lint: $(VENV)/.installed
@@ -40,7 +58,7 @@ crds: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(BIN)/ferry-dev docs --dir docs
 
-test: install controlplane lint types
+test: install controlplane images lint types
 	$(BIN)/pytest -q
 
 bench: install

@@ -150,10 +150,10 @@ def main() -> int:
     args = parser.parse_args()
 
     directory = Path(args.dir or tempfile.mkdtemp(prefix="ferry-scale-"))
-    limits = {"FERRY_MAX_WORKERS": str(SLOTS), "FERRY_MAX_WORKERS_PER_NAMESPACE": str(SLOTS)}
+    limits = {"workers": {"maxConcurrent": SLOTS, "maxConcurrentPerNamespace": SLOTS}}
     print(f"stack in {directory}", flush=True)
-    with DevStack(directory, operator_env=limits, audit=True) as stack:
-        assert stack.cosmos is not None and stack.control_plane is not None and stack.operator.pid is not None
+    with DevStack(directory, values=limits, audit=True) as stack:
+        assert stack.cosmos is not None and stack.control_plane is not None
         kubectl = Kubectl(stack)
         src_cs, dst_cs, pairs = seed(stack, args.blobcopies, args.jobs)
         copy_ns = [f"scale-b{i}" for i in range(args.copy_namespaces)]
@@ -222,7 +222,7 @@ def main() -> int:
         peak_rss, cpu = 0, 0.0
         phases: Counter[str] = Counter()
         while True:
-            rss, cpu = process_stats(stack.operator.pid)
+            rss, cpu = process_stats(stack.operator_pid())
             peak_rss = max(peak_rss, rss)
             listed = json.loads(kubectl("get", "blobcopies,containercopyjobs,databaseaccounts", "-A", "-o", "json"))
             phases = Counter()
@@ -243,7 +243,7 @@ def main() -> int:
             time.sleep(10)
         terminal = time.monotonic() - started
         ideal = sum(pods.ran.values()) / SLOTS
-        rss, cpu = process_stats(stack.operator.pid)
+        rss, cpu = process_stats(stack.operator_pid())
         peak_rss = max(peak_rss, rss)
 
         time.sleep(15)  # every instance removed, every last report in

@@ -54,7 +54,7 @@ READY_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class Credentials:
-    """Where a client of the API server finds its certificate (for kubeconfigs and the node agent)."""
+    """Where a client of the API server finds its certificate (for kubeconfigs and the kubelet)."""
 
     server: str
     ca: Path

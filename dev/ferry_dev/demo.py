@@ -179,7 +179,7 @@ def run(directory: Path | None, timeout: float = 300.0) -> int:
         failures += sampledata.check_restored(cosmos.endpoint, cosmos.key, restored)
     if failures:
         print("demo FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        print(f"logs are in {workdir}/logs, {workdir}/kube and {workdir}/node (pod-logs: every container)", file=sys.stderr)
+        print(f"logs are in {workdir}/logs, {workdir}/kube and {workdir}/node (pod-logs: containers)", file=sys.stderr)
         return 1
     print(f"demo passed: {len(examples)} examples reached their expected outcome and the data is right")
     return 0

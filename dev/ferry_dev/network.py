@@ -60,7 +60,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _used_subnets() -> set[ipaddress.IPv4Network]:
+def _used_subnets() -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     found = json.loads(_ip("-j", "-4", "addr", "show").stdout or "[]")
     return {
         ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)

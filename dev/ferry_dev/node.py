@@ -1,10 +1,11 @@
 """A real node for the local stack: containerd (with runc and the CNI plugins, from Debian) and the kubelet and
 kube-scheduler built from the pinned Kubernetes module.
 
-Everything belongs to one stack directory: containerd's root, state and socket, the CNI configuration and its
-address store, the kubelet's root and pod logs, and a cgroup root of its own (/ferry-<id>) in every hierarchy,
-so two stacks run side by side and `cleanup()` finds all of a stack's leftovers (shims, containers, mounts,
-network namespaces, cgroups) even after the stack was SIGKILLed.
+Everything belongs to one stack directory: containerd's root and state, the CNI configuration and its address
+store, the kubelet's pod logs, and a cgroup root of its own (/ferry-<id>) in every hierarchy; the unix sockets
+and the kubelet's root are under /var/lib/ferry-dev/<id> (a socket's path is short). So two stacks run side by
+side, and `cleanup()` finds all of a stack's leftovers (shims, containers, mounts, network namespaces,
+cgroups) even after the stack was SIGKILLed.
 
 Pinned: containerd 1.6 (Debian bookworm). The kubelet warns that it lacks the RuntimeConfig call (its
 cgroup-driver report), which kubelet 1.38 plans to require.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -36,6 +38,17 @@ CNI_BIN = Path("/usr/lib/cni")
 CGROUPS = Path("/sys/fs/cgroup")
 READY_TIMEOUT = 60.0
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
+RUNTIME = Path("/var/lib/ferry-dev")
+
+
+def runtime_dir(stack_dir: Path) -> Path:
+    """Where the node keeps its unix sockets: containerd's, and the kubelet's root (pod-resources, plugins). A
+    socket's path has at most 107 bytes, fewer than a test's stack directory leaves."""
+    return RUNTIME / net.stack_id(stack_dir)
+
+
+def socket_path(stack_dir: Path) -> Path:
+    return runtime_dir(stack_dir) / "containerd.sock"
 
 
 def _cgroup_hierarchies() -> list[Path]:
@@ -82,7 +95,7 @@ class Node(Service):
 
     @property
     def socket(self) -> Path:
-        return self.dir / "containerd" / "containerd.sock"
+        return socket_path(self.dir.parent)
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +176,8 @@ state = "{base / "state"}"
     bin_dir = "{CNI_BIN}"
     conf_dir = "{cni}"
 """
-        (base).mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True)
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
         (base / "config.toml").write_text(config)
         self.containerd.spawn(["containerd", "--config", str(base / "config.toml")], os.environ, cwd=self.dir)
         wait_until(lambda: self.ctr("version", check=False).returncode == 0, self.containerd, "containerd", 30.0)
@@ -212,7 +226,7 @@ state = "{base / "state"}"
             str(self.binaries.path("kubelet")),
             f"--config={path}",
             f"--kubeconfig={self.kubeconfig}",
-            f"--root-dir={self.dir / 'kubelet'}",
+            f"--root-dir={runtime_dir(self.dir.parent) / 'kubelet'}",
             f"--hostname-override={self.node_name}",
             f"--node-ip={self.network.gateway}",
             "--v=1",
@@ -255,6 +269,15 @@ state = "{base / "state"}"
         """Signal a container's main process (`containerd://<id>` of a pod's status) as the kernel would."""
         task = container_id.removeprefix("containerd://")
         return self.ctr("tasks", "kill", "--signal", signal.Signals(sig).name, task, check=False).returncode == 0
+
+    def task_pid(self, container_id: str) -> int | None:
+        """The host's pid of a container's main process (for /proc readings), or None when it does not run."""
+        task = container_id.removeprefix("containerd://")
+        for line in self.ctr("tasks", "ls", check=False).stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == task and fields[2] == "RUNNING":
+                return int(fields[1])
+        return None
 
     def stop(self) -> None:
         self.scheduler.stop()
@@ -302,7 +325,7 @@ def _kill(pids: set[int] | list[int]) -> None:
 def cleanup(stack_dir: Path, node_dir: Path, cgroup_root: str, containerd: ChildProcess | None = None) -> None:
     """Remove everything the node left: containers and their shims, containerd, mounts under the node's
     directory, the pods' network namespaces, the cgroups, the bridge and its rules."""
-    socket = node_dir / "containerd" / "containerd.sock"
+    socket = socket_path(stack_dir)
     hierarchies = _cgroup_hierarchies()
     pids_root = next((h for h in hierarchies if h.name == "pids"), hierarchies[0] if hierarchies else CGROUPS)
     deadline = time.monotonic() + 10
@@ -319,6 +342,7 @@ def cleanup(stack_dir: Path, node_dir: Path, cgroup_root: str, containerd: Child
         for name in net.namespaces_on(network):
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
     _unmount_under(node_dir)
+    _unmount_under(runtime_dir(stack_dir))
     for hierarchy in hierarchies:
         root = hierarchy / cgroup_root.lstrip("/")
         if root.is_dir():
@@ -328,16 +352,48 @@ def cleanup(stack_dir: Path, node_dir: Path, cgroup_root: str, containerd: Child
             with contextlib.suppress(OSError):
                 root.rmdir()
     net.remove(stack_dir)
+    shutil.rmtree(runtime_dir(stack_dir), ignore_errors=True)
+
+
+def leftovers(network: net.Network, node_dir: Path, cgroup_root: str) -> list[str]:
+    """What of a node still exists (empty after `cleanup`): processes in its cgroups, shims, mounts, cgroups,
+    network namespaces, the bridge, the DNAT rule."""
+    found = []
+    hierarchies = _cgroup_hierarchies()
+    pids = set().union(*(_pids_under(h / cgroup_root.lstrip("/")) for h in hierarchies)) if hierarchies else set()
+    if pids:
+        found.append(f"{len(pids)} processes in {cgroup_root}")
+    if shims := _shims(socket_path(node_dir.parent)):
+        found.append(f"{len(shims)} containerd shims")
+    runtime = runtime_dir(node_dir.parent)
+    if mounts := _mounts_under(node_dir) + _mounts_under(runtime):
+        found.append(f"{len(mounts)} mounts under {node_dir} and {runtime}")
+    if runtime.exists():
+        found.append(f"{runtime}")
+    if cgroups := [str(h) for h in hierarchies if (h / cgroup_root.lstrip("/")).exists()]:
+        found.append(f"cgroup {cgroup_root} in {', '.join(cgroups)}")
+    if namespaces := net.namespaces_on(network):
+        found.append(f"network namespaces {', '.join(namespaces)}")
+    if subprocess.run(["ip", "link", "show", network.bridge], capture_output=True).returncode == 0:
+        found.append(f"bridge {network.bridge}")
+    rules = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    if network.comment in rules:
+        found.append(f"iptables rule {network.comment}")
+    return found
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory.resolve()) + "/"
+    points = [
+        line.split()[4].encode().decode("unicode_escape")
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    ]
+    return [p for p in points if p.startswith(prefix)]
 
 
 def _unmount_under(directory: Path) -> None:
-    prefix = str(directory.resolve()) + "/"
     for _ in range(5):
-        points = [
-            line.split()[4].encode().decode("unicode_escape")
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        ]
-        mine = sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+        mine = sorted(_mounts_under(directory), key=len, reverse=True)
         if not mine:
             return
         for point in mine:

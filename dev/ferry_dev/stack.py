@@ -27,9 +27,9 @@ from ferry_dev.binaries import ensure_binaries
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig
 from ferry_dev.emulators import Azurite, CosmosWithChangeFeed
 from ferry_dev.images import Image, ferry_image, pause_image
-from ferry_dev.install import RELEASE_NAMESPACE, Installer
+from ferry_dev.install import RELEASE, RELEASE_NAMESPACE, Installer
 from ferry_dev.lifecycle import Service
-from ferry_dev.node import Node, cleanup
+from ferry_dev.node import Node, cleanup, leftovers
 from ferry_dev.processes import ProcessRegistry, start_time
 
 STORAGE_ACCOUNTS = ("ferrysrc", "ferrydst")
@@ -228,6 +228,28 @@ class DevStack(Service):
                 return self.node.kill_container(running[0]["containerID"], sig)
         return False
 
+    def operator_log(self) -> str:
+        """Everything the operator's containers wrote, across restarts and pods, oldest first (the kubelet's
+        files, as `kubectl logs` reads them one container at a time)."""
+        folders = (self.dir / "node" / "pod-logs").glob(f"{RELEASE_NAMESPACE}_{RELEASE}-operator-*")
+        files = sorted((f for d in folders for f in d.glob("operator/*.log")), key=lambda f: f.stat().st_mtime)
+        # A CRI log line is "<time> <stream> <P|F> <text>".
+        return "".join(
+            line.split(" ", 3)[3] + "\n"
+            for f in files
+            for line in f.read_text(errors="replace").splitlines()
+            if line.count(" ") >= 3
+        )
+
+    def operator_pid(self) -> int:
+        """The host's pid of the operator's process (its container's main process)."""
+        assert self.node is not None
+        statuses = self.operator_pod()["status"].get("containerStatuses") or [{}]
+        pid = self.node.task_pid(statuses[0].get("containerID", ""))
+        if pid is None:
+            raise RuntimeError("the operator's container does not run")
+        return pid
+
     def restart_operator(self, sig: int = signal.SIGKILL, timeout: float = 90.0) -> None:
         """End the operator's process with `sig`; the kubelet starts it again (restartPolicy Always). Returns when
         the new process runs."""
@@ -275,7 +297,7 @@ class DevStack(Service):
                 emulator.stop()
         self.cosmos = self.azurite = None
         self.registry.stop_all(timeout=2.0)  # anything a part failed to stop
-        _clean_node(self.dir)
+        clean_node(self.dir)
         if os.environ.get(net.HOST_VARIABLE) == (self.network.gateway if self.network else None):
             os.environ.pop(net.HOST_VARIABLE, None)
         clear_state(self.dir)  # the kubeconfig and endpoints name servers that are gone now
@@ -291,9 +313,15 @@ def _starter(service: Service, failures: list[BaseException]) -> Callable[[], No
     return run
 
 
-def _clean_node(directory: Path) -> None:
+def clean_node(directory: Path) -> None:
     """What the node left (containers, mounts, network namespaces, cgroups, the bridge and its rule)."""
     cleanup(directory, directory / "node", f"/ferry-{net.stack_id(directory)}")
+
+
+def node_leftovers(directory: Path, network: net.Network) -> list[str]:
+    """What the stack in `directory`, on `network`, left of its node (nothing once it is stopped)."""
+    directory = directory.resolve()
+    return leftovers(network, directory / "node", f"/ferry-{net.stack_id(directory)}")
 
 
 def up(directory: Path) -> int:
@@ -332,7 +360,7 @@ def up(directory: Path) -> int:
 def _stop_leftovers(directory: Path) -> list[str]:
     """Stop what a killed `ferry-dev up` left running in `directory` and remove its files; the names stopped."""
     left = ProcessRegistry(directory.resolve() / "procs").stop_all()
-    _clean_node(directory.resolve())
+    clean_node(directory.resolve())
     if left:
         print(f"stopped what an earlier `ferry-dev up` left running: {', '.join(left)}", file=sys.stderr)
     clear_state(directory)

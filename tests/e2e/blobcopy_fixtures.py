@@ -59,5 +59,5 @@ def blobcopy_manifest(name: str, src: ContainerClient, dst: ContainerClient, **s
 
 def scrape_metrics(stack: DevStack) -> str:
     """The operator's /metrics page, as Prometheus scrapes it."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(stack.operator_metrics, timeout=10) as response:
         return str(response.read().decode())

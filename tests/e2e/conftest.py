@@ -1,5 +1,6 @@
-"""The local stack shared by the end-to-end tests: the real control plane, the node agent, the emulators
-and the operator (as its own ServiceAccount, under the chart's RBAC); a kubectl bound to a fresh namespace."""
+"""The local stack shared by the end-to-end tests: the real control plane, a real node (containerd and the
+kubelet), the emulators, and Ferry installed with its chart (the operator as the chart's Deployment, workers as
+containers of Ferry's image); a kubectl bound to a fresh namespace."""
 
 from __future__ import annotations
 
@@ -36,12 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     directory: Path = tmp_path_factory.mktemp("stack")
-    settings = {
-        "FERRY_MAX_WORKERS": str(MAX_WORKERS),
-        "FERRY_MAX_WORKERS_PER_NAMESPACE": str(MAX_WORKERS_PER_NAMESPACE),
-        "FERRY_ALLOW_BACKUP_RETENTION_OVERRIDE": "true",  # the retention test prunes a window of seconds
+    values = {
+        "workers": {"maxConcurrent": MAX_WORKERS, "maxConcurrentPerNamespace": MAX_WORKERS_PER_NAMESPACE},
+        "backup": {"allowRetentionOverride": True},  # the retention test prunes a window of seconds
     }
-    with DevStack(directory, operator_env=settings) as running:
+    with DevStack(directory, values=values) as running:
         yield running
 
 

@@ -1,4 +1,4 @@
-"""BlobCopy end to end: kubectl → kube-apiserver → operator → worker pods (node agent) → Azurite."""
+"""BlobCopy end to end: kubectl → kube-apiserver → operator → worker pods (containers on the kubelet) → Azurite."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def test_killed_worker_is_replaced_and_the_copy_resumes(
     dst, data = _slow_stream(stack, kubectl, slow_destination, "resume", 16, 3)
     first = _wait_bytes(kubectl, "resume", 2 * MiB)
     pod = first["status"]["worker"]["pod"]
-    assert stack.runner is not None and stack.runner.kill_pod_process(kubectl.namespace, pod, signal.SIGKILL)
+    assert stack.kill_pod(kubectl.namespace, pod, signal.SIGKILL)
 
     status = kubectl.wait_phase("blobcopy", "resume", "Succeeded", timeout=120)["status"]
     assert status["worker"]["restarts"] == 1 and status["worker"]["attempts"] == 2
@@ -243,9 +243,7 @@ def test_killed_worker_is_replaced_and_the_copy_resumes(
 def test_operator_restart_mid_copy(stack: DevStack, kubectl: Kubectl, slow_destination: FaultProxy) -> None:
     dst, data = _slow_stream(stack, kubectl, slow_destination, "oprestart", 12, 4)
     _wait_bytes(kubectl, "oprestart", MiB)
-    stack.stop_operator(signal.SIGKILL)
-    time.sleep(1)
-    stack.start_operator()
+    stack.restart_operator(signal.SIGKILL)
     status = kubectl.wait_phase("blobcopy", "oprestart", "Succeeded", timeout=120)["status"]
     assert dst.download_blob("big.bin").readall() == data
     assert status["copyStatus"] == "success"
@@ -258,7 +256,9 @@ def test_suspend_pauses_and_resume_finishes(stack: DevStack, kubectl: Kubectl, s
     kubectl("patch", "blobcopy", "pause", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     kubectl.wait_phase("blobcopy", "pause", "Pausing", timeout=10)  # the worker is still checkpointing
     kubectl.wait_phase("blobcopy", "pause", "Paused")
-    assert kubectl("get", "pods", "-o", "name").strip() == ""  # Paused only once the worker is gone
+    pods = json.loads(kubectl("get", "pods", "-o", "json"))["items"]
+    running = [p for p in pods for s in p["status"].get("containerStatuses") or [] if "running" in s.get("state", {})]
+    assert running == []  # Paused only once the worker has stopped
     assert kubectl.kstatus("blobcopy", "pause") == "Current", kubectl.kstatus_message  # paused on purpose
     paused = _wait_bytes(kubectl, "pause", MiB)["status"]["bytesCopied"]
     time.sleep(2)
@@ -293,9 +293,9 @@ def test_secrets_never_leak_and_metrics_are_served(stack: DevStack, kubectl: Kub
     texts = [
         kubectl("get", "blobcopies", "-A", "-o", "yaml"),
         kubectl("get", "events", "-A", "-o", "yaml"),
-        (stack.logs / "operator.log").read_text(errors="replace"),
+        stack.operator_log(),
     ]
-    texts += [p.read_text(errors="replace") for p in (stack.dir / "pods").rglob("*.log")]
+    texts += [p.read_text(errors="replace") for p in (stack.dir / "node" / "pod-logs").rglob("*.log")]
     for account in (src_account, dst_account):
         for text in texts:
             assert account.key not in text
@@ -492,8 +492,7 @@ def test_an_operator_restart_does_not_count_finished_work_again(stack: DevStack,
     account_secrets(kubectl, src_account.connection_string, dst_account.connection_string)
     kubectl.apply(blobcopy_manifest("counted", src, dst, source={"blob": "m.bin"}))
     kubectl.wait_phase("blobcopy", "counted", "Succeeded")
-    stack.stop_operator()
-    stack.start_operator()
+    stack.restart_operator(signal.SIGTERM)
     deadline = time.monotonic() + 60
     metrics = ""
     while time.monotonic() < deadline:  # until the new operator has looked at every object

@@ -196,8 +196,7 @@ def test_a_killed_worker_adopts_its_pending_copy_instead_of_starting_another(
     kubectl.apply(blobcopy_manifest("adopt", src, dst, source={"blob": "long.bin"}))
     status = _status_until(kubectl, "adopt", _midway)
     service.rate = 0  # the copy stays pending while no worker follows it
-    assert stack.runner is not None
-    assert stack.runner.kill_pod_process(kubectl.namespace, status["worker"]["pod"], signal.SIGKILL)
+    assert stack.kill_pod(kubectl.namespace, status["worker"]["pod"], signal.SIGKILL)
     _status_until(kubectl, "adopt", lambda s: (s.get("worker") or {}).get("attempts") == 2)
     time.sleep(2)  # the replacement worker finds the pending copy
     service.rate = 1024 * KiB

@@ -1,5 +1,5 @@
 """DatabaseAccount and ContainerCopyJob end to end: kubectl → kube-apiserver → operator → copy instances
-(node agent) → cosmosdb-server."""
+(containers on the kubelet) → cosmosdb-server."""
 
 from __future__ import annotations
 
@@ -334,7 +334,7 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
     assert len(_items(running_dst)) == stopped_at < 200  # its work stopped
     assert kubectl.status("containercopyjob", "finished")["phase"] == "Succeeded"
     assert kubectl.status("databaseaccount", "moving")["writeRegion"] == "East US"
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(stack.operator_metrics, timeout=10) as response:
         changes = re.search(r"^ferry_account_write_region_changes_total (\S+)", response.read().decode(), re.M)
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=moving", "-o", "yaml")
     assert events.count("reason: WriteRegionChanged") == 1
@@ -355,7 +355,7 @@ def test_throttled_writes_are_retried_and_nothing_is_lost(
     assert status["processedCount"] == 80
     assert status["throttledRequests"] >= 30
     assert cosmos_proxy.injected >= 30
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(stack.operator_metrics, timeout=10) as response:
         metrics = response.read().decode()
     throttled = re.search(r"^ferry_cosmos_throttled_requests_total (\S+)", metrics, re.M)
     assert throttled and float(throttled.group(1)) >= 30
@@ -377,13 +377,10 @@ def test_instances_and_operator_killed_repeatedly_the_copy_is_still_exact(stack:
         if status.get("phase") == "Succeeded":
             break
         instances = kubectl.status("databaseaccount", "sturdy").get("instances") or []
-        assert stack.runner is not None
-        if instances and stack.runner.kill_pod_process(kubectl.namespace, rng.choice(instances), signal.SIGKILL):
+        if instances and stack.kill_pod(kubectl.namespace, rng.choice(instances), signal.SIGKILL):
             kills += 1
         if kills == 2:
-            stack.stop_operator(signal.SIGKILL)
-            time.sleep(1)
-            stack.start_operator()
+            stack.restart_operator(signal.SIGKILL)
     assert kills >= 2, "the job finished before it could be interrupted"
     status = kubectl.wait_phase("containercopyjob", "sturdy", "Succeeded", timeout=240)["status"]
     assert _items(dest) == _items(source)

@@ -1,5 +1,6 @@
 """`ferry-dev up` and `ferry-dev down` leave nothing that looks live: no `ready`, `endpoints.json` or `kubeconfig`
-of a stack that is gone, no process of a killed `ferry-dev up`; and `ferry-dev down` after a normal run finds
+of a stack that is gone, no process of a killed `ferry-dev up`, nothing of its node (containers, shims, mounts,
+cgroups, network namespaces, the bridge, the DNAT rule); and `ferry-dev down` after a normal run finds
 everything stopped by `ferry-dev up` itself."""
 
 from __future__ import annotations
@@ -10,11 +11,21 @@ import subprocess
 import time
 from pathlib import Path
 
+from ferry_dev.network import Network
 from ferry_dev.processes import ProcessRegistry, start_time
-from ferry_dev.stack import ferry_executable
+from ferry_dev.stack import clean_node, ferry_executable, node_leftovers
 
 STATE_FILES = ("ready", "endpoints.json", "kubeconfig")
-PARTS = {"etcd", "kube-apiserver", "kube-controller-manager", "azurite", "cosmosdb-server", "operator"}
+PARTS = {
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "containerd",
+    "azurite",
+    "cosmosdb-server",
+}
 
 
 def _env() -> dict[str, str]:
@@ -71,7 +82,10 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         ups.append(first := _up(directory, tmp_path / "up1.log"))
         _wait_ready(first, tmp_path / "up1.log")
         stale = {name: (directory / name).read_text() for name in STATE_FILES}
+        first_network = Network.load(directory / "network.json")
+        assert first_network is not None
         _kill(first)
+        assert node_leftovers(directory, first_network)  # the operator's container and its shim, the bridge
         orphans = {name: (pid, start_time(pid)) for name, pid in registry.alive()}
         assert set(orphans) >= PARTS
 
@@ -79,6 +93,10 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         ups.append(second := _up(directory, tmp_path / "up2.log"))
         _wait_ready(second, tmp_path / "up2.log")
         assert _alive(orphans) == []
+        second_network = Network.load(directory / "network.json")
+        assert second_network is not None
+        if second_network.subnet != first_network.subnet:
+            assert node_leftovers(directory, first_network) == []
         assert "left running" in (tmp_path / "up2.log").read_text()
         assert (directory / "ready").read_text() != stale["ready"]
 
@@ -100,19 +118,24 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         down = _down(directory)
         assert "left running" in down.stderr
         assert registry.alive() == []
+        assert node_leftovers(directory, second_network) == []
         assert [name for name in STATE_FILES if (directory / name).exists()] == []
 
         # After a normal run, `ferry-dev up` has stopped every part itself when `ferry-dev down` returns.
         ups.append(fourth := _up(directory, tmp_path / "up4.log"))
         _wait_ready(fourth, tmp_path / "up4.log")
+        fourth_network = Network.load(directory / "network.json")
+        assert fourth_network is not None
         down = _down(directory)
         assert fourth.wait(10) == 0
         assert "left running" not in down.stderr, down.stderr
         assert registry.alive() == []
         assert [name for name in STATE_FILES if (directory / name).exists()] == []
         assert not (directory / "stack.pid").exists()
+        assert node_leftovers(directory, fourth_network) == []
     finally:
         for up in ups:
             if up.poll() is None:
                 os.killpg(up.pid, signal.SIGKILL)
         registry.stop_all(timeout=1)
+        clean_node(directory)

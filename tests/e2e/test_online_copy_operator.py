@@ -1,5 +1,5 @@
-"""Online copies and verification end to end: kubectl → kube-apiserver → operator → copy instances (node agent)
-→ the change feed stand-in → cosmosdb-server, with a writer on the source while the job runs."""
+"""Online copies and verification end to end: kubectl → kube-apiserver → operator → copy instances (containers
+on the kubelet) → the change feed stand-in → cosmosdb-server, with a writer on the source while the job runs."""
 
 from __future__ import annotations
 
@@ -109,9 +109,8 @@ def test_an_online_copy_follows_a_writer_through_a_killed_instance_to_a_verified
             "containercopyjob", "online", lambda o: condition(o, "CaughtUp").get("status") is not None, timeout=120
         )
         assert streaming["status"]["phase"] == "Running"
-        assert stack.runner is not None
         instances = kubectl.status("databaseaccount", "acct").get("instances") or []
-        assert instances and stack.runner.kill_pod_process(kubectl.namespace, instances[0], signal.SIGKILL)
+        assert instances and stack.kill_pod(kubectl.namespace, instances[0], signal.SIGKILL)
         time.sleep(8)  # the writer goes on while the killed instance comes back and its units are taken over
         lag = kubectl.status("containercopyjob", "online")
         assert lag["pendingChanges"] >= 0 and lag["secondsBehind"] < 30

@@ -1,5 +1,5 @@
 """Continuous backup and InAccountRestore end to end: kubectl → kube-apiserver → operator → capture pod and
-restore instances (node agent) → cosmosdb-server and Azurite."""
+restore instances (containers on the kubelet) → cosmosdb-server and Azurite."""
 
 from __future__ import annotations
 
@@ -235,11 +235,10 @@ def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
     request.addfinalizer(proxy.stop)
     backed_up_account(kubectl, stack, cosmos, endpoint=proxy.endpoint)
     captured(kubectl)
-    assert stack.runner is not None
     for i in range(0, 800, 4):
         big.upsert_item(item(i, version=2))
         if i == 400:
-            assert stack.runner.kill_pod_process(kubectl.namespace, "acct-backup-0", signal.SIGKILL)
+            assert stack.kill_pod(kubectl.namespace, "acct-backup-0", signal.SIGKILL)
     expected = contents(big)
     captured(kubectl, past=moment(), timeout=120)
     cosmos.client.get_database_client("tough").delete_container("big")
@@ -257,7 +256,7 @@ def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
         victim = instances[kills % len(instances)] if instances else None
         started = status.get("phase") == "Restoring"
         if victim and started and (kills == 0 or (status.get("restoredItemCount") or 0) > 100 * kills):
-            kills += stack.runner.kill_pod_process(kubectl.namespace, victim, signal.SIGKILL)
+            kills += stack.kill_pod(kubectl.namespace, victim, signal.SIGKILL)
         time.sleep(0.2)
     assert kills >= 1, "the restore finished before it could be interrupted"
     status = kubectl.wait_phase("inaccountrestore", "big-back", "Succeeded", timeout=180)["status"]
