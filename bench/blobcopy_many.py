@@ -6,8 +6,9 @@ grows with everything it stores, so copies measured one after another in one Azu
 Throughput: N small blobs (default 20,000 of 4 KiB) between two Azurite accounts. Ferry's Stream and
 ServerSide copies, each timed from `kubectl apply` of the BlobCopy to its Succeeded phase on the local
 stack (API server, the chart's operator, workers on the kubelet: `ferry-dev up`'s), against
-azure.storage.blob.aio with its default settings at the same concurrency (download + upload for Stream, start_copy_from_url for
-ServerSide): prints stream_vs_aio_ratio and serverside_vs_aio_ratio (aio time over Ferry's; goal >= 1.0).
+azure.storage.blob.aio with its default settings at the same concurrency (download + upload for Stream,
+start_copy_from_url for ServerSide): prints stream_vs_aio_ratio and serverside_vs_aio_ratio (aio time over
+Ferry's; goal >= 1.0).
 
 Workers: the same blobs copied (Stream) by one worker at `parallelism` and by `--workers` (default 4) worker
 processes sharing the copy as spec.workers pods do, with the same blobs in flight in all (`parallelism`
