@@ -121,6 +121,10 @@ class DevStack(Service):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         clear_state(self.dir)
+        # A stack starts afresh: no cluster state (etcd's data, the release) or node state of an earlier one.
+        clean_node(self.dir)
+        for stale in ("kube", "node"):
+            shutil.rmtree(self.dir / stale, ignore_errors=True)
         try:
             binaries = ensure_binaries()
             images: dict[str, Image] = {}
