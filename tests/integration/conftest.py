@@ -98,7 +98,7 @@ def new_reports() -> type[Reports]:
 def fault_proxy(azurite: Azurite) -> Iterator[Any]:
     from faultproxy import FaultProxy
 
-    proxy = FaultProxy(f"http://127.0.0.1:{azurite.blob_port}").start()
+    proxy = FaultProxy(f"http://{azurite.host}:{azurite.blob_port}").start()
     try:
         yield proxy
     finally:

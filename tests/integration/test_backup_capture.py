@@ -131,7 +131,7 @@ def test_a_capture_that_dies_before_committing_loses_and_duplicates_nothing(
     expected = _state(orders)
     tick()
 
-    proxy = FaultProxy(f"http://127.0.0.1:{azurite.blob_port}").start()
+    proxy = FaultProxy(f"http://{azurite.host}:{azurite.blob_port}").start()
     try:
         account = azurite.accounts["ferrydst"]
         via = account.connection_string.replace(account.blob_endpoint, proxy.endpoint(account.name))

@@ -113,7 +113,7 @@ def test_probe_tells_disabled_local_auth_from_a_wrong_key_and_from_unreachable(p
     assert "local authorization" not in str(wrong.value)
 
     with pytest.raises(AccountUnreachable):
-        probe(CosmosAccess(f"https://127.0.0.1:{free_port()}/", COSMOS_EMULATOR_KEY, verify_tls=False))
+        probe(CosmosAccess(f"https://127.0.0.1:{free_port('127.0.0.1')}/", COSMOS_EMULATOR_KEY, verify_tls=False))
 
 
 def test_state_store_is_serverless_safe_kept_and_listed(

@@ -37,7 +37,7 @@ def _kubeconfig(path: Path, server: str) -> Path:
 
 
 def test_a_worker_that_cannot_reach_the_api_server_says_so_and_is_retried(tmp_path: Path) -> None:
-    port = free_port()  # bound and closed again: nothing listens there
+    port = free_port("127.0.0.1")  # bound and closed again: nothing listens there
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
     env["KUBECONFIG"] = str(_kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{port}"))
     done = subprocess.run(
@@ -90,7 +90,7 @@ def test_a_key_the_sdk_accepts_is_accepted() -> None:
 
 def test_the_jobs_command_says_the_key_is_unusable_without_a_traceback() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ferry.cli", "jobs", "list", "--endpoint", f"https://127.0.0.1:{free_port()}/"],
+        [sys.executable, "-m", "ferry.cli", "jobs", "list", "--endpoint", f"https://127.0.0.1:{free_port('127.0.0.1')}/"],
         env={**os.environ, "FERRY_COSMOS_KEY": GARBAGE_KEY},
         capture_output=True,
         text=True,
