@@ -39,6 +39,7 @@ CGROUPS = Path("/sys/fs/cgroup")
 READY_TIMEOUT = 60.0
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
 RUNTIME = Path("/var/lib/ferry-dev")
+CRASH_LOOP_BACK_OFF = 2  # seconds: the kubelet's crashLoopBackOff.maxContainerRestartPeriod
 
 
 def runtime_dir(stack_dir: Path) -> Path:
@@ -217,6 +218,9 @@ state = "{base / "state"}"
             "serializeImagePulls": False,
             # A machine of tests, not a node to protect: evict only when memory or disk are nearly gone.
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            # Crash-loop back-off capped at 2 s (10 s doubling to 5 min by default; the setting is beta and on since
+            # 1.35): the tests kill workers on purpose, many times.
+            "crashLoopBackOff": {"maxContainerRestartPeriod": f"{CRASH_LOOP_BACK_OFF}s"},
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
         }

@@ -90,7 +90,15 @@ def test_a_key_the_sdk_accepts_is_accepted() -> None:
 
 def test_the_jobs_command_says_the_key_is_unusable_without_a_traceback() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ferry.cli", "jobs", "list", "--endpoint", f"https://127.0.0.1:{free_port('127.0.0.1')}/"],
+        [
+            sys.executable,
+            "-m",
+            "ferry.cli",
+            "jobs",
+            "list",
+            "--endpoint",
+            f"https://127.0.0.1:{free_port('127.0.0.1')}/",
+        ],
         env={**os.environ, "FERRY_COSMOS_KEY": GARBAGE_KEY},
         capture_output=True,
         text=True,
