@@ -156,6 +156,9 @@ def _build_ferry(base: str, reference: str, version: str, archive: Path, say: Ca
     old = sorted(images_dir().glob("ferry-*.tar"), key=lambda p: p.stat().st_mtime)[:-KEEP_ARCHIVES]
     for stale in old:
         stale.unlink(missing_ok=True)
+        # Its tag goes too; the layers other images share (and the build's cache) stay.
+        tag = f"localhost/ferry:{version}-{stale.stem.removeprefix('ferry-')}"
+        subprocess.run(["buildah", "rmi", tag], capture_output=True)
     say(f"  ferry image: {time.monotonic() - started:.0f}s")
 
 

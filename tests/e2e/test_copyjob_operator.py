@@ -394,7 +394,7 @@ def test_idle_instances_are_removed(stack: DevStack, kubectl: Kubectl) -> None:
     kubectl.wait_phase("containercopyjob", "quick", "Succeeded", timeout=90)
     kubectl.wait_for("databaseaccount", "idler", lambda o: not (o.get("status") or {}).get("instances"), timeout=60)
     pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy,ferry.dev/kind=DatabaseAccount", "-o", "name").split()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 20  # under the pods' 30 s grace period: an idle instance stops on SIGTERM
     while pods and time.monotonic() < deadline:
         time.sleep(0.5)
         pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy,ferry.dev/kind=DatabaseAccount", "-o", "name").split()

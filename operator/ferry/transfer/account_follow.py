@@ -52,9 +52,18 @@ class AccountWatch:
         self._changed = threading.Condition()
         self._version = 0
         self._thread = threading.Thread(target=self._run, name="account-watch", daemon=True)
+        # A waiter sleeps until notified: the stop (SIGTERM) must notify too, or an idle instance would sit out the
+        # pod's whole grace period until SIGKILL.
+        self._waker = threading.Thread(target=self._wake_on_stop, name="account-watch-stop", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._waker.start()
+
+    def _wake_on_stop(self) -> None:
+        self.stop.wait()
+        with self._changed:
+            self._changed.notify_all()
 
     @property
     def state(self) -> AccountState:
