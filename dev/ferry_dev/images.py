@@ -55,7 +55,7 @@ def _digest(parts: Iterable[bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-def _run(argv: list[str], say: Callable[[str], None] | None = None) -> str:
+def _run(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} ... failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -111,16 +111,13 @@ def _build_base(reference: str, say: Callable[[str], None]) -> None:
             for entry in (rootfs / cache).glob("*"):
                 if entry.is_file():
                     entry.unlink()
-        container = _run(["buildah", "from", "scratch"]).strip()
-        try:
-            mount = _run(["buildah", "mount", container]).strip()
-            _run(["cp", "-a", f"{rootfs}/.", mount])
+
+        def fill(container: str) -> None:
+            _run(["cp", "-a", f"{rootfs}/.", _run(["buildah", "mount", container]).strip()])
             _run(["buildah", "config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                   "--env", "LANG=C.UTF-8", "--cmd", "python3", container])  # fmt: skip
-            _run(["buildah", "commit", "--quiet", "--rm", container, reference])
-        except BaseException:
-            subprocess.run(["buildah", "rm", container], capture_output=True)
-            raise
+
+        _commit_from_scratch(reference, fill)
     say(f"  base image: {time.monotonic() - started:.0f}s")
 
 
@@ -178,15 +175,24 @@ def pause_image(say: Callable[[str], None] = print) -> Image:
 
 
 def _build_pause(binary: Path, reference: str, archive: Path) -> None:
-    container = _run(["buildah", "from", "scratch"]).strip()
-    try:
+    def fill(container: str) -> None:
         _run(["buildah", "copy", "--chmod", "0755", container, str(binary), "/pause"])
         _run(["buildah", "config", "--entrypoint", '["/pause"]', "--user", "65535:65535", container])
+
+    _commit_from_scratch(reference, fill)
+    _push_archive(reference, archive)
+
+
+def _commit_from_scratch(reference: str, fill: Callable[[str], None]) -> None:
+    """An image made from nothing: `fill` puts its files and settings into the working container, which is then
+    committed as `reference` (or removed, if anything failed)."""
+    container = _run(["buildah", "from", "scratch"]).strip()
+    try:
+        fill(container)
         _run(["buildah", "commit", "--quiet", "--rm", container, reference])
     except BaseException:
         subprocess.run(["buildah", "rm", container], capture_output=True)
         raise
-    _push_archive(reference, archive)
 
 
 if __name__ == "__main__":

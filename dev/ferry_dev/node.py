@@ -18,27 +18,25 @@ import json
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from ferry_dev import network as net
-from ferry_dev.binaries import Binaries
-from ferry_dev.emulators import free_port, wait_until
+from ferry_dev.binaries import Binaries, kubectl
+from ferry_dev.emulators import HttpReady, free_port, wait_until
 from ferry_dev.images import Image
 from ferry_dev.lifecycle import Service
 from ferry_dev.pki import Pair
 from ferry_dev.processes import ChildProcess, ProcessRegistry
 
 CNI_BIN = Path("/usr/lib/cni")
-CGROUPS = Path("/sys/fs/cgroup")
 READY_TIMEOUT = 60.0
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
 RUNTIME = Path("/var/lib/ferry-dev")
+NODE_DIR = "node"  # the node's folder in the stack's directory
 CRASH_LOOP_BACK_OFF = 2  # seconds: the kubelet's crashLoopBackOff.maxContainerRestartPeriod
 
 
@@ -52,6 +50,11 @@ def socket_path(stack_dir: Path) -> Path:
     return runtime_dir(stack_dir) / "containerd.sock"
 
 
+def cgroup_root(stack_dir: Path) -> str:
+    """The kubelet's cgroup root: every pod of the stack, and nothing else, is below it."""
+    return f"/ferry-{net.stack_id(stack_dir)}"
+
+
 def _cgroup_hierarchies() -> list[Path]:
     """The mounted cgroup v1 hierarchies (cpu, memory, pids, …, name=systemd)."""
     found = []
@@ -60,6 +63,20 @@ def _cgroup_hierarchies() -> list[Path]:
         if right.split()[0] == "cgroup":
             found.append(Path(left.split()[4]))
     return found
+
+
+def _cgroup_dirs(root: str) -> list[Path]:
+    """The cgroup `root` in every hierarchy (whether it exists or not)."""
+    return [hierarchy / root.lstrip("/") for hierarchy in _cgroup_hierarchies()]
+
+
+def _processes(root: str) -> set[int]:
+    """Every process in the cgroup `root` or below it, in any hierarchy."""
+    pids: set[int] = set()
+    for procs in (f for folder in _cgroup_dirs(root) if folder.is_dir() for f in folder.rglob("cgroup.procs")):
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(line) for line in procs.read_text().split())
+    return pids
 
 
 class Node(Service):
@@ -88,11 +105,10 @@ class Node(Service):
         self.serving = serving
         self.images = images
         self.sandbox_image = sandbox_image
-        self.cgroup_root = f"/ferry-{net.stack_id(directory.parent)}"
+        self.cgroup_root = cgroup_root(directory.parent)
         self.containerd = ChildProcess("containerd", self.dir / "containerd.log", registry)
         self.kubelet = ChildProcess("kubelet", self.dir / "kubelet.log", registry)
         self.scheduler = ChildProcess("kube-scheduler", self.dir / "kube-scheduler.log", registry)
-        self.kubelet_port = 0
 
     @property
     def socket(self) -> Path:
@@ -117,12 +133,11 @@ class Node(Service):
 
     def _cgroups(self) -> None:
         # The kubelet requires its cgroup root to exist in every hierarchy; cpuset's must get cpus and mems first.
-        for hierarchy in _cgroup_hierarchies():
-            path = hierarchy / self.cgroup_root.lstrip("/")
+        for path in _cgroup_dirs(self.cgroup_root):
             path.mkdir(exist_ok=True)
-            if hierarchy.name == "cpuset":
+            if path.parent.name == "cpuset":
                 for name in ("cpuset.cpus", "cpuset.mems"):
-                    (path / name).write_text((hierarchy / name).read_text())
+                    (path / name).write_text((path.parent / name).read_text())
 
     def _start_containerd(self) -> None:
         base = self.dir / "containerd"
@@ -188,13 +203,12 @@ state = "{base / "state"}"
             self.ctr("images", "import", "--no-unpack", str(image.archive))
 
     def _start_kubelet(self) -> None:
-        self.kubelet_port = free_port(self.network.gateway)
         healthz = free_port("127.0.0.1")
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
             "address": self.network.gateway,
-            "port": self.kubelet_port,
+            "port": free_port(self.network.gateway),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": healthz,
@@ -236,7 +250,7 @@ state = "{base / "state"}"
             "--v=1",
         ]
         self.kubelet.spawn(argv, os.environ, cwd=self.dir)
-        wait_until(lambda: _healthy(f"http://127.0.0.1:{healthz}/healthz"), self.kubelet, "kubelet", READY_TIMEOUT)
+        wait_until(HttpReady(f"http://127.0.0.1:{healthz}/healthz"), self.kubelet, "kubelet", READY_TIMEOUT)
 
     def _start_scheduler(self) -> None:
         kubeconfig = str(self.scheduler_kubeconfig)
@@ -257,8 +271,6 @@ state = "{base / "state"}"
 
     def wait_ready(self, kubeconfig: Path, timeout: float = READY_TIMEOUT) -> None:
         """Until the API server has the node Ready."""
-        from ferry_dev.binaries import kubectl
-
         argv = [kubectl(), "--kubeconfig", str(kubeconfig), "wait", "--for=condition=Ready", f"node/{self.node_name}"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -286,23 +298,7 @@ state = "{base / "state"}"
     def stop(self) -> None:
         self.scheduler.stop()
         self.kubelet.stop()
-        cleanup(self.dir.parent, self.dir, self.cgroup_root, containerd=self.containerd)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ssl.create_default_context()) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
-def _pids_under(cgroup: Path) -> set[int]:
-    pids: set[int] = set()
-    for procs in cgroup.rglob("cgroup.procs") if cgroup.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            pids.update(int(line) for line in procs.read_text().split())
-    return pids
+        cleanup(self.dir.parent, containerd=self.containerd)
 
 
 def _shims(socket: Path) -> list[int]:
@@ -326,15 +322,14 @@ def _kill(pids: set[int] | list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def cleanup(stack_dir: Path, node_dir: Path, cgroup_root: str, containerd: ChildProcess | None = None) -> None:
-    """Remove everything the node left: containers and their shims, containerd, mounts under the node's
-    directory, the pods' network namespaces, the cgroups, the bridge and its rules."""
-    socket = socket_path(stack_dir)
-    hierarchies = _cgroup_hierarchies()
-    pids_root = next((h for h in hierarchies if h.name == "pids"), hierarchies[0] if hierarchies else CGROUPS)
+def cleanup(stack_dir: Path, containerd: ChildProcess | None = None) -> None:
+    """Remove everything the node of the stack in `stack_dir` left: containers and their shims, containerd, mounts
+    under the node's directories, the pods' network namespaces, the cgroups, the bridge and its rules."""
+    stack_dir = stack_dir.resolve()
+    socket, root = socket_path(stack_dir), cgroup_root(stack_dir)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        victims = _pids_under(pids_root / cgroup_root.lstrip("/")) | set(_shims(socket))
+        victims = _processes(root) | set(_shims(socket))
         if not victims:
             break
         _kill(victims)
@@ -345,37 +340,35 @@ def cleanup(stack_dir: Path, node_dir: Path, cgroup_root: str, containerd: Child
     if network is not None:
         for name in net.namespaces_on(network):
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-    _unmount_under(node_dir)
+    _unmount_under(stack_dir / NODE_DIR)
     _unmount_under(runtime_dir(stack_dir))
-    for hierarchy in hierarchies:
-        root = hierarchy / cgroup_root.lstrip("/")
-        if root.is_dir():
-            for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+    for top in (d for d in _cgroup_dirs(root) if d.is_dir()):
+        for folder in [
+            *sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True),
+            top,
+        ]:
             with contextlib.suppress(OSError):
-                root.rmdir()
+                folder.rmdir()
     net.remove(stack_dir)
     shutil.rmtree(runtime_dir(stack_dir), ignore_errors=True)
 
 
-def leftovers(network: net.Network, node_dir: Path, cgroup_root: str) -> list[str]:
-    """What of a node still exists (empty after `cleanup`): processes in its cgroups, shims, mounts, cgroups,
-    network namespaces, the bridge, the DNAT rule."""
+def leftovers(stack_dir: Path, network: net.Network) -> list[str]:
+    """What of the node of the stack in `stack_dir`, on `network`, still exists (nothing after `cleanup`):
+    processes in its cgroups, shims, mounts, cgroups, network namespaces, the bridge, the DNAT rule."""
+    stack_dir = stack_dir.resolve()
+    node_dir, runtime, root = stack_dir / NODE_DIR, runtime_dir(stack_dir), cgroup_root(stack_dir)
     found = []
-    hierarchies = _cgroup_hierarchies()
-    pids = set().union(*(_pids_under(h / cgroup_root.lstrip("/")) for h in hierarchies)) if hierarchies else set()
-    if pids:
-        found.append(f"{len(pids)} processes in {cgroup_root}")
-    if shims := _shims(socket_path(node_dir.parent)):
+    if pids := _processes(root):
+        found.append(f"{len(pids)} processes in {root}")
+    if shims := _shims(socket_path(stack_dir)):
         found.append(f"{len(shims)} containerd shims")
-    runtime = runtime_dir(node_dir.parent)
     if mounts := _mounts_under(node_dir) + _mounts_under(runtime):
         found.append(f"{len(mounts)} mounts under {node_dir} and {runtime}")
     if runtime.exists():
         found.append(f"{runtime}")
-    if cgroups := [str(h) for h in hierarchies if (h / cgroup_root.lstrip("/")).exists()]:
-        found.append(f"cgroup {cgroup_root} in {', '.join(cgroups)}")
+    if cgroups := [str(d.parent) for d in _cgroup_dirs(root) if d.exists()]:
+        found.append(f"cgroup {root} in {', '.join(cgroups)}")
     if namespaces := net.namespaces_on(network):
         found.append(f"network namespaces {', '.join(namespaces)}")
     if subprocess.run(["ip", "link", "show", network.bridge], capture_output=True).returncode == 0:

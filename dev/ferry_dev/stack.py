@@ -29,7 +29,7 @@ from ferry_dev.emulators import Azurite, CosmosWithChangeFeed
 from ferry_dev.images import Image, ferry_image, pause_image
 from ferry_dev.install import RELEASE, RELEASE_NAMESPACE, Installer
 from ferry_dev.lifecycle import Service
-from ferry_dev.node import Node, cleanup, leftovers
+from ferry_dev.node import NODE_DIR, Node, cleanup
 from ferry_dev.processes import ProcessRegistry, start_time
 
 STORAGE_ACCOUNTS = ("ferrysrc", "ferrydst")
@@ -122,8 +122,8 @@ class DevStack(Service):
         self.logs.mkdir(exist_ok=True)
         clear_state(self.dir)
         # A stack starts afresh: no cluster state (etcd's data, the release) or node state of an earlier one.
-        clean_node(self.dir)
-        for stale in ("kube", "node"):
+        cleanup(self.dir)
+        for stale in ("kube", NODE_DIR):
             shutil.rmtree(self.dir / stale, ignore_errors=True)
         try:
             binaries = ensure_binaries()
@@ -178,7 +178,7 @@ class DevStack(Service):
             self.dir / "kube" / "scheduler.kubeconfig", self.control_plane.scheduler, "system:kube-scheduler"
         )
         self.node = Node(
-            self.dir / "node",
+            self.dir / NODE_DIR,
             binaries,
             self.network,
             node_name=NODE_NAME,
@@ -235,7 +235,7 @@ class DevStack(Service):
     def operator_log(self) -> str:
         """Everything the operator's containers wrote, across restarts and pods, oldest first (the kubelet's
         files, as `kubectl logs` reads them one container at a time)."""
-        folders = (self.dir / "node" / "pod-logs").glob(f"{RELEASE_NAMESPACE}_{RELEASE}-operator-*")
+        folders = (self.dir / NODE_DIR / "pod-logs").glob(f"{RELEASE_NAMESPACE}_{RELEASE}-operator-*")
         files = sorted((f for d in folders for f in d.glob("operator/*.log")), key=lambda f: f.stat().st_mtime)
         # A CRI log line is "<time> <stream> <P|F> <text>".
         return "".join(
@@ -301,7 +301,7 @@ class DevStack(Service):
                 emulator.stop()
         self.cosmos = self.azurite = None
         self.registry.stop_all(timeout=2.0)  # anything a part failed to stop
-        clean_node(self.dir)
+        cleanup(self.dir)
         if os.environ.get(net.HOST_VARIABLE) == (self.network.gateway if self.network else None):
             os.environ.pop(net.HOST_VARIABLE, None)
         clear_state(self.dir)  # the kubeconfig and endpoints name servers that are gone now
@@ -315,17 +315,6 @@ def _starter(service: Service, failures: list[BaseException]) -> Callable[[], No
             failures.append(exc)
 
     return run
-
-
-def clean_node(directory: Path) -> None:
-    """What the node left (containers, mounts, network namespaces, cgroups, the bridge and its rule)."""
-    cleanup(directory, directory / "node", f"/ferry-{net.stack_id(directory)}")
-
-
-def node_leftovers(directory: Path, network: net.Network) -> list[str]:
-    """What the stack in `directory`, on `network`, left of its node (nothing once it is stopped)."""
-    directory = directory.resolve()
-    return leftovers(network, directory / "node", f"/ferry-{net.stack_id(directory)}")
 
 
 def up(directory: Path) -> int:
@@ -364,7 +353,7 @@ def up(directory: Path) -> int:
 def _stop_leftovers(directory: Path) -> list[str]:
     """Stop what a killed `ferry-dev up` left running in `directory` and remove its files; the names stopped."""
     left = ProcessRegistry(directory.resolve() / "procs").stop_all()
-    clean_node(directory.resolve())
+    cleanup(directory)
     if left:
         print(f"stopped what an earlier `ferry-dev up` left running: {', '.join(left)}", file=sys.stderr)
     clear_state(directory)

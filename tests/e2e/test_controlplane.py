@@ -20,8 +20,9 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE_NAMESPACE, WORKER_ACCOUNT
 from ferry_dev.network import Network
+from ferry_dev.node import cleanup, leftovers
 from ferry_dev.processes import ProcessRegistry
-from ferry_dev.stack import DevStack, clean_node, ferry_executable, node_leftovers
+from ferry_dev.stack import DevStack, ferry_executable
 from integration.faultproxy import FaultProxy
 from support.kubectl import Kubectl
 
@@ -222,11 +223,11 @@ def test_dev_up_starts_and_dev_down_stops_everything_even_after_a_kill(tmp_path:
         stopped_in = time.monotonic() - stopping
         assert down.returncode == 0, down.stderr
         assert registry.alive() == []
-        assert node_leftovers(directory, network) == []
+        assert leftovers(directory, network) == []
         assert stopped_in < 20, stopped_in
         print(f"dev up ready in {ready_in:.1f}s; dev down after a kill in {stopped_in:.1f}s", file=sys.stderr)
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
         ProcessRegistry(directory / "procs").stop_all(timeout=1)
-        clean_node(directory)
+        cleanup(directory)

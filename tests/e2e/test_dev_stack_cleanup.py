@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from ferry_dev.network import Network
+from ferry_dev.node import cleanup, leftovers
 from ferry_dev.processes import ProcessRegistry, start_time
-from ferry_dev.stack import clean_node, ferry_executable, node_leftovers
+from ferry_dev.stack import ferry_executable
 
 STATE_FILES = ("ready", "endpoints.json", "kubeconfig")
 PARTS = {
@@ -85,7 +86,7 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         first_network = Network.load(directory / "network.json")
         assert first_network is not None
         _kill(first)
-        assert node_leftovers(directory, first_network)  # the operator's container and its shim, the bridge
+        assert leftovers(directory, first_network)  # the operator's container and its shim, the bridge
         orphans = {name: (pid, start_time(pid)) for name, pid in registry.alive()}
         assert set(orphans) >= PARTS
 
@@ -96,7 +97,7 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         second_network = Network.load(directory / "network.json")
         assert second_network is not None
         if second_network.subnet != first_network.subnet:
-            assert node_leftovers(directory, first_network) == []
+            assert leftovers(directory, first_network) == []
         assert "left running" in (tmp_path / "up2.log").read_text()
         assert (directory / "ready").read_text() != stale["ready"]
 
@@ -118,7 +119,7 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         down = _down(directory)
         assert "left running" in down.stderr
         assert registry.alive() == []
-        assert node_leftovers(directory, second_network) == []
+        assert leftovers(directory, second_network) == []
         assert [name for name in STATE_FILES if (directory / name).exists()] == []
 
         # After a normal run, `ferry-dev up` has stopped every part itself when `ferry-dev down` returns.
@@ -132,10 +133,10 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         assert registry.alive() == []
         assert [name for name in STATE_FILES if (directory / name).exists()] == []
         assert not (directory / "stack.pid").exists()
-        assert node_leftovers(directory, fourth_network) == []
+        assert leftovers(directory, fourth_network) == []
     finally:
         for up in ups:
             if up.poll() is None:
                 os.killpg(up.pid, signal.SIGKILL)
         registry.stop_all(timeout=1)
-        clean_node(directory)
+        cleanup(directory)
