@@ -28,6 +28,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
             image_pull_secrets=tuple(settings.image_pull_secrets),
             allow_backup_retention_override=settings.allow_backup_retention_override,
             instance=settings.instance,
+            resources=settings.worker_resources,
         ),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),

@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferry import __version__
+from ferry.kube.resources import WorkerResources
 
 
 def _flag(value: Any) -> bool:
@@ -43,6 +44,8 @@ class OperatorSettings(BaseSettings):
         default_factory=dict
     )
     image_pull_secrets: Annotated[list[str], BeforeValidator(_pull_secrets)] = Field(default_factory=list)
+    # Requests and limits of the monitor, capture and BlobCopy worker pods, as JSON (the chart's workers.resources).
+    worker_resources: Annotated[WorkerResources, BeforeValidator(_annotations)] = WorkerResources()
     # The Helm release the operator belongs to: its worker pods' app.kubernetes.io/instance label.
     instance: str = "ferry"
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.

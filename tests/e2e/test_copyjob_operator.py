@@ -132,6 +132,32 @@ def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl:
     assert "create" in status["failure"]["message"].lower()
 
 
+def test_instances_no_node_has_room_for_say_so_and_start_once_resized(stack: DevStack, kubectl: Kubectl) -> None:
+    """The node has two CPUs: instances asking for 64 wait unscheduled, the account says why in the scheduler's
+    words, and the job waits for them; lowering copyInstances.resources replaces them and the job runs."""
+    source = _container(stack, "/tenant", items=20)
+    dest = _container(stack, "/tenant")
+    _account(kubectl, stack, copyInstances={"count": 1, "resources": {"cpu": "64", "memory": "256Mi"}})
+    kubectl.apply(_job("waits", source, dest))
+
+    def unschedulable(account: dict[str, Any]) -> bool:
+        found = {c["type"]: c for c in (account.get("status") or {}).get("conditions") or []}.get("InstancesReady")
+        return found is not None and found["status"] == "False" and found["reason"] == "Unschedulable"
+
+    account = kubectl.wait_for("databaseaccount", "acct", unschedulable, timeout=60)
+    ready = {c["type"]: c for c in account["status"]["conditions"]}["InstancesReady"]
+    assert "acct-copy-0" in ready["message"] and "Insufficient cpu" in ready["message"], ready
+    events = kubectl("get", "events", "--field-selector", "involvedObject.name=acct,reason=Unschedulable")
+    assert "Insufficient cpu" in events
+    job = yaml.safe_load(kubectl("get", "containercopyjob", "waits", "-o", "yaml"))
+    assert job["status"].get("phase") in ("Queued", "Pending"), job["status"]
+
+    resized = {"spec": {"copyInstances": {"count": 1, "resources": {"cpu": "100m", "memory": "256Mi"}}}}
+    kubectl("patch", "databaseaccount", "acct", "--type", "merge", "-p", yaml.safe_dump(resized))
+    kubectl.wait_phase("containercopyjob", "waits", "Succeeded", timeout=120)
+    assert _items(dest) == _items(source)
+
+
 def test_jobs_of_one_account_run_one_at_a_time_in_creation_order(stack: DevStack, kubectl: Kubectl) -> None:
     _account(kubectl, stack)
     pairs = [(_container(stack, "/tenant", items=40), _container(stack, "/id")) for _ in range(3)]

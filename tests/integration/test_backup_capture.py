@@ -3,15 +3,19 @@ about any moment of its window."""
 
 from __future__ import annotations
 
+import io
+import tempfile
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from azure.cosmos import PartitionKey
 from backup_fixtures import account_of_own, backup_store, blob_names, capturer, own_account
 from cosmos_fixtures import contents, fill, make_items
 
 from ferry.backup.format import Operation, ResourceKind
 from ferry.backup.store import BackupStore, IndexConflict
+from ferry.backup.stream import write_lines
 from ferry.backup.timeline import incarnations, items_at, named, restorable_window
 from ferry.kinds.databaseaccount.capture import CaptureSettings
 from ferry.storage.cosmos import CosmosAccess, strip_system
@@ -243,3 +247,21 @@ def test_the_backup_does_not_capture_ferrys_job_history(own_account: CosmosAcces
     own_account.client().create_database("shop")
     index = capturer(own_account, backup_store).run_once().index
     assert {e.owner_id for e in index.events} == {"shop"}
+
+
+def test_a_blob_read_in_part_leaves_no_file_behind(
+    backup_store: BackupStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that stops early and is never closed (a restore killed mid-stream) leaves no named spool file."""
+    spool_dir = tmp_path / "tmp"
+    spool_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_dir))  # this test's own temporary directory
+    data = io.BytesIO()
+    write_lines(({"r": f"rid-{i}", "d": {"id": str(i)}} for i in range(5_000)), data)
+    backup_store.container.create_container()
+    backup_store.put("segments/one.jsonl.gz", data.getvalue())
+
+    reader = backup_store.records("segments/one.jsonl.gz")
+    assert next(reader) == {"r": "rid-0", "d": {"id": "0"}}
+    assert list(spool_dir.iterdir()) == []
+    assert sum(1 for _ in reader) == 4_999  # the rest is still there to read

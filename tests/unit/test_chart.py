@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
 import yaml
+from builders import NOW, WORKERS, meta
 
+from ferry.api.blobcopy import BlobCopyOperatorStatus, BlobCopyProgress, BlobCopySpec
 from ferry.api.kinds import BLOB_COPY
+from ferry.kinds.blobcopy.controller import Observed, manifest
 from ferry.kube.manifests import worker_pod
+from ferry.settings import OperatorSettings
 from ferry_dev.binaries import ensure_tool
 from support.monitoring import ENABLED, rendered
 
@@ -496,3 +501,43 @@ def test_the_alert_rules_pass_promtool(tmp_path: Path) -> None:
     broken = tmp_path / "broken.rules.yaml"  # the checker is real: a bad expression fails it
     broken.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"alert": "X", "expr": "rate(x[5m]"}]}]}))
     assert subprocess.run([str(ensure_tool("promtool")), "check", "rules", str(broken)], capture_output=True).returncode
+
+
+def test_worker_resources_reach_the_pods_the_operator_starts(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """workers.resources, merged by Helm with the defaults, is what the operator reads and puts on its pods."""
+    values = {"workers": {"resources": {"monitor": {"requests": {"cpu": "10m"}}, "blobCopy": {"limits": {"cpu": 2}}}}}
+    env = env_of(container(render(chart, values)))
+    monkeypatch.setenv("FERRY_WORKER_RESOURCES", env["FERRY_WORKER_RESOURCES"])
+    resources = OperatorSettings().worker_resources
+    assert resources.monitor.requests == {"cpu": "10m", "memory": "96Mi"}
+    assert resources.backup.limits == {"memory": "2Gi"}
+
+    spec = BlobCopySpec.model_validate(
+        {
+            "source": {"account": {"secretRef": {"name": "s", "key": "k"}}, "container": "src"},
+            "destination": {"account": {"secretRef": {"name": "d", "key": "k"}}, "container": "dst"},
+        }
+    )
+    observed = Observed(
+        meta=meta("x"),
+        spec=spec,
+        state=BlobCopyOperatorStatus(),
+        progress=BlobCopyProgress(),
+        copy_pods=(),
+        cleanup_pods=(),
+        slots=1,
+        now=NOW,
+        workers=replace(WORKERS, resources=resources),
+    )
+    pod = manifest(observed, "copy", "x-copy-1")
+    assert pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "512Mi"},  # the memory limit still follows the blocks in flight
+    }
+
+
+def test_worker_resources_that_are_not_quantities_are_refused_naming_the_value(chart: helm.Chart) -> None:
+    with pytest.raises(Exception, match="/workers/resources/monitor/requests/cpu"):
+        render(chart, {"workers": {"resources": {"monitor": {"requests": {"cpu": "a lot"}}}}})

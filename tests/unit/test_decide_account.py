@@ -165,6 +165,13 @@ CASES = [
         events=["SecretNotFound"],
     ),
     Case(
+        "a monitor no node can take makes the account not Ready, with the scheduler's words",
+        state={"conditions": []},
+        monitor_pods=[monitor(unschedulable="0/1 nodes are available: 1 Insufficient cpu.")],
+        ready="Unschedulable",
+        events=["Unschedulable"],
+    ),
+    Case(
         "the monitor's report makes the account Ready",
         observation=CONNECTED,
         ready="Connected",
@@ -416,3 +423,22 @@ def test_an_instance_that_cannot_start_is_named_in_instances_ready_with_the_caus
     assert isinstance(healthy.status, DatabaseAccountOperatorStatus)
     running = condition(healthy.status.conditions, "InstancesReady")
     assert running is not None and running.status == "True"
+
+
+def test_an_instance_no_node_can_take_is_unschedulable_in_instances_ready() -> None:
+    case = Case(
+        "-",
+        observation=CONNECTED,
+        jobs=[job_body("b")],
+        instances=[
+            instance(0),
+            instance(1, phase="Pending", unschedulable="0/1 nodes are available: 1 Insufficient cpu."),
+        ],
+    )
+    plan = decide(observe(case))
+    assert isinstance(plan.status, DatabaseAccountOperatorStatus)
+    ready = condition(plan.status.conditions, "InstancesReady")
+    assert ready is not None and ready.status == "False" and ready.reason == "Unschedulable"
+    assert "acct-copy-1" in ready.message and "Insufficient cpu" in ready.message
+    assert plan.create == []  # it waits for room; it is not deleted or doubled
+    assert plan.delete == []

@@ -285,6 +285,13 @@ CASES = [
         finalizer_op="remove",
         events=["CleanupFailed"],
     ),
+    Case(
+        "a worker no node can take says so with the scheduler's words, and keeps its place",
+        state={**RUNNING, "phase": "Pending"},
+        pods=[pod("x-copy-1", COPY_ROLE, "Pending", unschedulable="0/1 nodes are available: 1 Insufficient cpu.")],
+        phase="Pending",
+        events=["Unschedulable"],
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from ferry.api.outcome import OutcomeResult, WorkerOutcome, parse_outcome
 from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC
 from ferry.metrics import JobFigures, ObjectsCollector, ProgressMeter
 from ferry.runtime.controller import running_figures
+from ferry.runtime.pods import pod_view
 from ferry.runtime.queue import WorkQueue
 from ferry.runtime.slots import SlotLimits, WorkerSlots
 
@@ -162,3 +163,25 @@ def test_an_accounts_instances_and_backup_figures_come_from_its_status() -> None
     assert samples[("ferry_backup_capture_interval_seconds", shop)] == 30.0
     assert samples[("ferry_backup_failing", shop)] == 0
     assert not any(labels == (("account", "plain"), ("namespace", "ns")) for _, labels in samples)  # no backup
+
+
+def test_a_pod_the_scheduler_cannot_place_carries_its_message() -> None:
+    """The PodScheduled condition as kube-scheduler writes it on a pod that waits for room."""
+    message = (
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+        "1 No preemption victims found for incoming pod."
+    )
+    pending = {
+        "metadata": {"name": "w-0", "labels": {}},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}],
+        },
+    }
+    assert pod_view(pending).unschedulable == message
+    scheduled = {
+        "metadata": {"name": "w-0"},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+    }
+    assert pod_view(scheduled).unschedulable is None
+    assert pod_view({"metadata": {"name": "w-0"}}).unschedulable is None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -97,14 +96,12 @@ class BackupStore:
 
     def records(self, name: str) -> Iterator[dict[str, Any]]:
         """A blob's records, streamed: downloaded to a temporary file (in chunks) when first read, then read
-        line by line; the file goes when the reading ends."""
-        handle, path = tempfile.mkstemp(prefix="ferry-backup-", suffix=".jsonl.gz")
-        try:
-            with os.fdopen(handle, "wb") as target:
-                self.container.get_blob_client(self._name(name)).download_blob().readinto(target)
-            yield from read_lines(path)
-        finally:
-            os.unlink(path)
+        line by line. The file has no name, so nothing is left behind by a reader that stops early, is never
+        closed, or is killed."""
+        with tempfile.TemporaryFile(prefix="ferry-backup-") as spool:
+            self.container.get_blob_client(self._name(name)).download_blob().readinto(spool)
+            spool.seek(0)
+            yield from read_lines(spool)
 
     # The cursor.
 

@@ -23,8 +23,9 @@ def line(record: Any) -> bytes:
     return (json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n").encode()
 
 
-def read_lines(path: str) -> Iterator[Any]:
-    with gzip.open(path, "rb") as lines:
+def read_lines(source: str | IO[bytes]) -> Iterator[Any]:
+    """The records of a gzip JSON-lines file, given by its path or as an open binary file."""
+    with gzip.open(source, "rb") as lines:
         for text in lines:
             if text.strip():
                 yield json.loads(text)

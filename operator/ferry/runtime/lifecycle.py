@@ -81,6 +81,7 @@ class TaskResult:
     retrying: WorkerOutcome | None = None  # a transient failure, replaced after worker.retry_time
     stopped: bool = False  # a worker stopped at its checkpoint on this pass
     config_error: str | None = None  # the pod cannot start (a missing Secret or key)
+    unschedulable: str | None = None  # no node takes the pod (yet): the scheduler's message
     start: str | None = None  # the pod to create
     wants_slot: bool = False
     delete: list[PodDeletion] = field(default_factory=list)
@@ -120,6 +121,7 @@ def task_worker(given: TaskInput) -> TaskResult:
             return result
         result.state = TaskState.RUNNING if current.phase == "Running" else TaskState.STARTING
         result.config_error = current.config_error
+        result.unschedulable = current.unschedulable
         return result
     if not given.wanted:
         return result
@@ -177,11 +179,20 @@ class ServicePod:
     takes_slot: bool
 
 
+@dataclass(frozen=True)
+class PodProblem:
+    """Why one of a service's pods does not run."""
+
+    pod: str
+    reason: str  # SecretNotFound, ConfigError, Unschedulable or CrashLoopBackOff
+    message: str
+
+
 @dataclass
 class ServiceResult:
     start: list[ServicePod] = field(default_factory=list)
     delete: list[PodDeletion] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (pod, why it cannot run)
+    problems: list[PodProblem] = field(default_factory=list)
 
 
 def service_workers(wanted: Sequence[ServicePod], pods: Sequence[PodView]) -> ServiceResult:
@@ -202,10 +213,20 @@ def service_workers(wanted: Sequence[ServicePod], pods: Sequence[PodView]) -> Se
         if found.finished or found.template != want.template:
             result.delete.append(PodDeletion(found.name, grace_seconds=0 if found.finished else None))
             continue
-        why = found.config_error or _crash_loop(found)
-        if why:
-            result.problems.append((found.name, why))
+        problem = _problem(found)
+        if problem:
+            result.problems.append(problem)
     return result
+
+
+def _problem(pod: PodView) -> PodProblem | None:
+    if pod.config_error:
+        missing = "not found" in pod.config_error or "couldn't find key" in pod.config_error
+        return PodProblem(pod.name, "SecretNotFound" if missing else "ConfigError", pod.config_error)
+    if pod.unschedulable:
+        return PodProblem(pod.name, "Unschedulable", f"no node can run it: {pod.unschedulable}")
+    crash = _crash_loop(pod)
+    return PodProblem(pod.name, "CrashLoopBackOff", crash) if crash else None
 
 
 def _crash_loop(pod: PodView) -> str | None:

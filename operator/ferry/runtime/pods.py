@@ -33,6 +33,7 @@ class PodView:
     last_termination_message: str | None = None
     template: str | None = None
     index: int | None = None  # which of its object's several worker pods, where it has several
+    unschedulable: str | None = None  # the scheduler's word on why no node takes the pod (too little CPU, a taint)
 
     @property
     def finished(self) -> bool:
@@ -75,6 +76,13 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
             last_exit_code=last.get("exitCode"),
             last_termination_message=last.get("message"),
         )
+    for condition in status.get("conditions") or []:
+        if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            view["unschedulable"] = str(condition.get("message") or "Unschedulable")
     return PodView(
         name=str(meta.get("name")),
         role=str(labels.get(LABEL_ROLE, "")),

@@ -7,11 +7,12 @@ the operator: the runtime's own World over in-memory caches and API server (test
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from ferry.api.kinds import Kind
+from ferry.kube.resources import WorkerResources
 from ferry.runtime.objects import ObjectKey
 from ferry.runtime.pods import PodView
 
@@ -30,6 +31,7 @@ class WorkerSettings:
     image_pull_secrets: tuple[str, ...] = ()
     allow_backup_retention_override: bool = False  # see OperatorSettings
     instance: str = "ferry"  # the Helm release: worker pods' app.kubernetes.io/instance label
+    resources: WorkerResources = field(default_factory=WorkerResources)
 
 
 class World(Protocol):

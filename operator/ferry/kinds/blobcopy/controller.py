@@ -128,6 +128,7 @@ def manifest(o: Observed, role: str, name: str, index: int | None = None) -> dic
     """A worker pod; `index` numbers the pods of a copy spread over several (0: the coordinator)."""
     args = [BLOB_COPY.singular, role, "--namespace", o.meta.namespace, "--name", o.meta.name]
     env = worker_env(o.spec, o.workers.allow_link_local_sources)
+    sized = o.workers.resources.blob_copy
     if index is not None:
         env.append({"name": WORKER_INDEX_ENV, "value": str(index)})
     return worker_pod(
@@ -141,8 +142,8 @@ def manifest(o: Observed, role: str, name: str, index: int | None = None) -> dic
         service_account=o.workers.service_account,
         args=args,
         env=env,
-        requests={"cpu": "250m", "memory": "256Mi"},
-        limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi"},
+        requests=sized.requests,
+        limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi", **sized.limits},
         instance=o.workers.instance,
         extra_labels={LABEL_WORKER_INDEX: str(index)} if index is not None else None,
     )
@@ -246,6 +247,9 @@ def _copying(d: _Decision) -> None:
             d.worker_ready(True, "Running", "the worker is copying")
     elif task.config_error:
         d.worker_ready(False, "ConfigError", f"the worker pod cannot start: {task.config_error}", warning=True)
+    elif task.unschedulable:
+        message = f"no node can run the worker pod (yet): {task.unschedulable}"
+        d.worker_ready(False, "Unschedulable", message, warning=True)
     elif task.wants_slot:
         d.worker_ready(
             False,

@@ -41,7 +41,7 @@ from ferry.kinds.databaseaccount.metrics import (
 )
 from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
-from ferry.runtime.lifecycle import ServicePod, service_workers
+from ferry.runtime.lifecycle import PodProblem, ServicePod, service_workers
 from ferry.runtime.objects import (
     Activity,
     ObjectMeta,
@@ -213,8 +213,10 @@ def _account_pod(
 def monitor_manifest(o: Observed) -> dict[str, Any]:
     args = [*_command(o, MONITOR_ROLE), "--poll-interval", o.spec.region_poll_interval]
     name = pod_name(o.meta.name, MONITOR_ROLE, 0)
-    requests, limits = {"cpu": "50m", "memory": "96Mi"}, {"memory": "256Mi"}
-    return _account_pod(o, MONITOR_ROLE, name, args, account_env(o.spec), requests, limits, takes_slot=False)
+    sized = o.workers.resources.monitor
+    return _account_pod(
+        o, MONITOR_ROLE, name, args, account_env(o.spec), sized.requests, sized.limits, takes_slot=False
+    )
 
 
 def copy_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
@@ -276,8 +278,8 @@ def backup_manifest(o: Observed) -> dict[str, Any]:
     args += ["--container", location[0], "--prefix", location[1]]
     env = account_env(o.spec) + backup_env(o.spec)
     name = pod_name(o.meta.name, BACKUP_ROLE, 0)
-    requests, limits = {"cpu": "100m", "memory": "256Mi"}, {"memory": "2Gi"}
-    return _account_pod(o, BACKUP_ROLE, name, args, env, requests, limits, takes_slot=False)
+    sized = o.workers.resources.backup
+    return _account_pod(o, BACKUP_ROLE, name, args, env, sized.requests, sized.limits, takes_slot=False)
 
 
 READY_REASONS = {
@@ -298,6 +300,8 @@ def _capture_interval_seconds(account: Mapping[str, Any]) -> float | None:
         return None
 
 
+# Causes of a pod not running that keep their own reason in a condition; any other is the pod's failing.
+OWN_REASONS = frozenset({"SecretNotFound", "Unschedulable"})
 NEEDS_THE_USER = frozenset(
     {"Unauthorized", "InvalidCredentials", "LocalAuthDisabled", "SecretNotFound", "MonitorFailing"}
 )
@@ -328,14 +332,13 @@ def decide(o: Observed) -> Plan:
     return plan
 
 
-def _instances_ready(
-    o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan, problems: list[tuple[str, str]]
-) -> None:
+def _instances_ready(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan, problems: list[PodProblem]) -> None:
     """InstancesReady: False, with the cause, while an instance the account's jobs wait for cannot run."""
     before = condition(state.conditions, "InstancesReady")
     if problems:
-        pod, why = problems[0]
-        ok, reason, message = False, "InstanceCannotStart", f"instance {pod} cannot run: {why}"
+        problem = problems[0]
+        reason = "Unschedulable" if problem.reason == "Unschedulable" else "InstanceCannotStart"
+        ok, message = False, f"instance {problem.pod} cannot run: {problem.message}"
     elif state.instances or state.restore_instances:
         ok, reason, message = True, "Running", "the instances are running"
     elif before is None:
@@ -366,9 +369,9 @@ def _monitor(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> N
     plan.create.extend(PodCreation(manifest, takes_slot=False) for _ in result.start)
     connection = o.observation.connection
     if result.problems:
-        _, why = result.problems[0]
-        reason = "SecretNotFound" if "not found" in why or "couldn't find key" in why else "MonitorFailing"
-        _set_ready(o, state, plan, False, reason, f"the account monitor cannot run: {why}")
+        problem = result.problems[0]
+        reason = problem.reason if problem.reason in OWN_REASONS else "MonitorFailing"
+        _set_ready(o, state, plan, False, reason, f"the account monitor cannot run: {problem.message}")
     elif connection is not None:
         ok = connection.state == ConnectionState.CONNECTED
         _set_ready(o, state, plan, ok, READY_REASONS[connection.state], connection.message)
@@ -419,9 +422,9 @@ def _backup(o: Observed, state: DatabaseAccountOperatorStatus, plan: Plan) -> No
     if o.backup.earliest_restorable_time and o.backup.latest_restorable_time:
         window = f"restorable from {when(o.backup.earliest_restorable_time)} to {when(o.backup.latest_restorable_time)}"
     if result.problems:
-        _, why = result.problems[0]
-        reason = "SecretNotFound" if "not found" in why or "couldn't find key" in why else "CapturePodFailing"
-        _set_backup_health(o, state, plan, False, reason, f"the capture pod cannot run: {why}")
+        problem = result.problems[0]
+        reason = problem.reason if problem.reason in OWN_REASONS else "CapturePodFailing"
+        _set_backup_health(o, state, plan, False, reason, f"the capture pod cannot run: {problem.message}")
     elif report is not None and report.error is not None:
         _set_backup_health(o, state, plan, False, report.error.reason, report.error.message)
     elif last is None:
@@ -462,7 +465,7 @@ class PoolState:
     pods: list[str] | None
     idle_since: datetime | None
     budget: int  # slots left for the next pool
-    problems: list[tuple[str, str]]  # (pod, why it cannot run)
+    problems: list[PodProblem]  # why its pods cannot run
 
 
 def _instances(
@@ -476,7 +479,7 @@ def _instances(
 ) -> PoolState:
     """Start the pool's pods while it has work, remove them after the idle timeout."""
     active = [p for p in pods if not p.deleting]
-    problems: list[tuple[str, str]] = []
+    problems: list[PodProblem] = []
     if busy:
         idle_since = None
         existing = {p.name for p in active}
