@@ -150,7 +150,15 @@ def main() -> int:
     args = parser.parse_args()
 
     directory = Path(args.dir or tempfile.mkdtemp(prefix="ferry-scale-"))
-    limits = {"workers": {"maxConcurrent": SLOTS, "maxConcurrentPerNamespace": SLOTS}}
+    # The stack's one node has two CPUs: the pods ask for little, so that the slots, not the node, bound the run.
+    small = {"requests": {"cpu": "10m", "memory": "64Mi"}}
+    limits = {
+        "workers": {
+            "maxConcurrent": SLOTS,
+            "maxConcurrentPerNamespace": SLOTS,
+            "resources": {"monitor": small, "blobCopy": small},
+        }
+    }
     print(f"stack in {directory}", flush=True)
     with DevStack(directory, values=limits, audit=True) as stack:
         assert stack.cosmos is not None and stack.control_plane is not None
@@ -195,7 +203,7 @@ def main() -> int:
                         "endpoint": stack.cosmos.endpoint.endpoint,
                         "insecureSkipTLSVerify": True,
                         "credentials": {"secretRef": {"name": "key", "key": "k"}},
-                        "copyInstances": {"count": 1, "resources": {"cpu": "100m", "memory": "256Mi"}},
+                        "copyInstances": {"count": 1, "resources": {"cpu": "50m", "memory": "256Mi"}},
                         "idleTimeout": "10s",
                         "regionPollInterval": "60s",
                     },
