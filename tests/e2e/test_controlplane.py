@@ -1,17 +1,13 @@
 """What only a real control plane shows: the chart's RBAC is enough and no more, field ownership under
-server-side apply, watches that expire, an API server restart mid-copy, and the stack's own start and stop."""
+server-side apply, watches that expire, and an API server restart mid-copy. (The stack's own start and stop:
+test_dev_stack_cleanup.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +15,7 @@ import yaml
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from ferry_dev.install import OPERATOR_ACCOUNT, RELEASE_NAMESPACE, WORKER_ACCOUNT
-from ferry_dev.network import Network
-from ferry_dev.node import cleanup, leftovers
-from ferry_dev.processes import ProcessRegistry
-from ferry_dev.stack import DevStack, ferry_executable
+from ferry_dev.stack import DevStack
 from integration.faultproxy import FaultProxy
 from support.kubectl import Kubectl
 
@@ -174,60 +167,3 @@ def test_an_api_server_restart_and_expired_watches_mid_copy(stack: DevStack, kub
         assert "Traceback" not in stack.operator_log()
     finally:
         proxy.stop()
-
-
-def test_dev_up_starts_and_dev_down_stops_everything_even_after_a_kill(tmp_path: Path) -> None:
-    """`ferry-dev up` killed with SIGKILL leaves its children; `ferry-dev down` stops every one of them."""
-    directory = tmp_path / "stack"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    started = time.monotonic()
-    up = subprocess.Popen(
-        [ferry_executable("ferry-dev"), "up", "--dir", str(directory)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        while not (directory / "ready").exists():
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
-            assert time.monotonic() - started < 120, "the stack did not become ready"
-            time.sleep(0.2)
-        ready_in = time.monotonic() - started
-        registry = ProcessRegistry(directory / "procs")
-        running = {name for name, _ in registry.alive()}
-        assert {
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kubelet",
-            "containerd",
-            "azurite",
-            "cosmosdb-server",
-        } <= running
-        network = Network.load(directory / "network.json")
-        assert network is not None
-        os.killpg(up.pid, signal.SIGKILL)  # only `ferry-dev up` itself: its children have groups of their own
-        up.wait(10)
-        assert registry.alive(), "the children should outlive a killed `ferry-dev up`"
-        stopping = time.monotonic()
-        down = subprocess.run(
-            [ferry_executable("ferry-dev"), "down", "--dir", str(directory)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        stopped_in = time.monotonic() - stopping
-        assert down.returncode == 0, down.stderr
-        assert registry.alive() == []
-        assert leftovers(directory, network) == []
-        assert stopped_in < 20, stopped_in
-        print(f"dev up ready in {ready_in:.1f}s; dev down after a kill in {stopped_in:.1f}s", file=sys.stderr)
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-        ProcessRegistry(directory / "procs").stop_all(timeout=1)
-        cleanup(directory)

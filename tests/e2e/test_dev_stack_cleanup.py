@@ -116,8 +116,11 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         # `ferry-dev down` after a kill: the parts stopped, and no file says the stack runs.
         _kill(second)
         assert (directory / "ready").exists()
+        stopping = time.monotonic()
         down = _down(directory)
+        stopped_in = time.monotonic() - stopping
         assert "left running" in down.stderr
+        assert stopped_in < 20, stopped_in
         assert registry.alive() == []
         assert leftovers(directory, second_network) == []
         assert [name for name in STATE_FILES if (directory / name).exists()] == []

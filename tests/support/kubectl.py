@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import select
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ferry_dev.binaries import ensure_tool, kubectl
@@ -86,24 +89,72 @@ class Kubectl:
     def wait_for(
         self, kind: str, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        """Until the object satisfies `predicate`: judged on each change a `kubectl get --watch` shows, and again
+        each second on the latest state (some predicates also read the pod's log or the data)."""
         obj: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            done = self.run("get", kind, name, "-o", "json", check=False)
-            if done.returncode == 0:
-                obj = json.loads(done.stdout)
-                if predicate(obj):
+        events = self._watch(kind, name, time.monotonic() + timeout)
+        try:
+            for event in events:
+                if event is not None:
+                    obj = {} if event.get("type") == "DELETED" else event.get("object") or {}
+                if obj and predicate(obj):
                     return obj
-            time.sleep(0.3)
+        finally:
+            events.close()
         raise AssertionError(f"{kind}/{name} did not reach the expected state in {timeout}s: {obj.get('status')}")
 
     def wait_phase(self, kind: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
         return self.wait_for(kind, name, lambda o: (o.get("status") or {}).get("phase") == phase, timeout)
 
     def wait_gone(self, kind: str, name: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.run("get", kind, name, check=False).returncode != 0:
-                return
-            time.sleep(0.3)
+        events = self._watch(kind, name, time.monotonic() + timeout)
+        try:
+            for seen, event in enumerate(events):
+                if event is not None and event.get("type") == "DELETED":
+                    return
+                if event is None and seen % 5 == 0 and self.run("get", kind, name, check=False).returncode != 0:
+                    return  # gone before the watch's first list, or between two watches
+        finally:
+            events.close()
         raise AssertionError(f"{kind}/{name} still exists after {timeout}s")
+
+    def _watch(self, kind: str, name: str, deadline: float) -> Iterator[dict[str, Any] | None]:
+        """The object's watch events ({"type": ..., "object": ...}) until `deadline`, and None after each second
+        without one. One kubectl process per wait, not one per poll: polling with a kubectl a few times a second
+        cost the suite a good part of a CPU. A watch that ends (an API server restart) is opened again."""
+        command = [kubectl(), "-n", self.namespace, "get", kind, "--field-selector", f"metadata.name={name}"]
+        command += ["--watch", "--output-watch-events", "-o", "json"]
+        while time.monotonic() < deadline:
+            process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            try:
+                assert process.stdout is not None
+                yield from _json_documents(process.stdout.fileno(), deadline)
+            finally:
+                process.kill()
+                process.wait()
+            yield None
+            time.sleep(0.3)  # the watch ended: the API server may be restarting
+
+
+def _json_documents(fd: int, deadline: float) -> Iterator[dict[str, Any] | None]:
+    """The JSON documents a stream carries one after another; None after each second without one. Ends at the
+    stream's end or at `deadline`."""
+    decoder = json.JSONDecoder()
+    text = codecs.getincrementaldecoder("utf-8")()
+    buffer = ""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if not ready:
+            yield None
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buffer += text.decode(chunk)
+        while buffer := buffer.lstrip():
+            try:
+                document, end = decoder.raw_decode(buffer)
+            except json.JSONDecodeError:
+                break  # the rest of this document is still on its way
+            buffer = buffer[end:]
+            yield document
