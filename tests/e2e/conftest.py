@@ -21,19 +21,6 @@ MAX_WORKERS = 6
 MAX_WORKERS_PER_NAMESPACE = 4
 
 
-# The end-to-end files in two groups of about equal length; each group runs on one xdist worker and starts one
-# stack there (the stack fixture is per worker process).
-COSMOS_FILES = ("test_copyjob_operator.py", "test_restore_operator.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.path
-        if path.parent.name == "e2e":
-            group = "stack-cosmos" if path.name in COSMOS_FILES else "stack-blob"
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     directory: Path = tmp_path_factory.mktemp("stack")
