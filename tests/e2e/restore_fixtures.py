@@ -91,7 +91,7 @@ def backed_up_account(
             "endpoint": endpoint or cosmos.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
-            "copyInstances": {"count": 2, "resources": {"cpu": "100m", "memory": "256Mi"}},
+            "copyInstances": {"count": 2, "resources": {"cpu": "300m", "memory": "256Mi"}},
             "regionPollInterval": "2s",
             "idleTimeout": "20s",
             "backup": policy,

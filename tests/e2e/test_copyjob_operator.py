@@ -59,7 +59,7 @@ def _account(kubectl: Kubectl, stack: DevStack, name: str = "acct", endpoint: st
             "endpoint": endpoint or stack.cosmos.endpoint.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
-            "copyInstances": {"count": 2, "resources": {"cpu": "100m", "memory": "256Mi"}},
+            "copyInstances": {"count": 2, "resources": {"cpu": "300m", "memory": "256Mi"}},
             "regionPollInterval": "2s",
             **spec,
         },
@@ -152,7 +152,7 @@ def test_instances_no_node_has_room_for_say_so_and_start_once_resized(stack: Dev
     job = yaml.safe_load(kubectl("get", "containercopyjob", "waits", "-o", "yaml"))
     assert job["status"].get("phase") in ("Queued", "Pending"), job["status"]
 
-    resized = {"spec": {"copyInstances": {"count": 1, "resources": {"cpu": "100m", "memory": "256Mi"}}}}
+    resized = {"spec": {"copyInstances": {"count": 1, "resources": {"cpu": "300m", "memory": "256Mi"}}}}
     kubectl("patch", "databaseaccount", "acct", "--type", "merge", "-p", yaml.safe_dump(resized))
     kubectl.wait_phase("containercopyjob", "waits", "Succeeded", timeout=120)
     assert _items(dest) == _items(source)

@@ -35,7 +35,7 @@ def _account(kubectl: Kubectl, cosmos: OwnCosmos, endpoint: str | None = None) -
             "endpoint": endpoint or cosmos.endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
-            "copyInstances": {"count": 2, "resources": {"cpu": "100m", "memory": "256Mi"}},
+            "copyInstances": {"count": 2, "resources": {"cpu": "300m", "memory": "256Mi"}},
             "regionPollInterval": "2s",
         },
     }

@@ -257,7 +257,7 @@ def test_killed_restore_instances_and_a_killed_capture_pod_lose_nothing(
         started = status.get("phase") == "Restoring"
         if victim and started and (kills == 0 or (status.get("restoredItemCount") or 0) > 100 * kills):
             kills += stack.kill_pod(kubectl.namespace, victim, signal.SIGKILL)
-        time.sleep(0.2)
+        time.sleep(0.5)
     assert kills >= 1, "the restore finished before it could be interrupted"
     status = kubectl.wait_phase("inaccountrestore", "big-back", "Succeeded", timeout=180)["status"]
     assert contents(cosmos.client.get_database_client("tough").get_container_client("big")) == expected
