@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ferry.api.blobcopy import BlobCopyOperatorStatus, BlobCopyProgress, BlobCopySpec
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
+from ferry.kinds.blobcopy import controller as blobcopy
 from ferry.runtime.objects import FINALIZER, ObjectMeta
 from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings
@@ -163,3 +165,18 @@ def account_body(name: str = "acct", *, backup: bool = False, status: dict[str, 
         "spec": spec,
         "status": status or {},
     }
+
+
+def new_blobcopy(spec: dict[str, Any], workers: WorkerSettings = WORKERS) -> blobcopy.Observed:
+    """A BlobCopy just created, with a free worker slot and no pod yet."""
+    return blobcopy.Observed(
+        meta=meta("x"),
+        spec=BlobCopySpec.model_validate(spec),
+        state=BlobCopyOperatorStatus(),
+        progress=BlobCopyProgress(),
+        copy_pods=(),
+        cleanup_pods=(),
+        slots=1,
+        now=NOW,
+        workers=workers,
+    )

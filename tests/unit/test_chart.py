@@ -11,11 +11,10 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from builders import NOW, WORKERS, meta
+from builders import WORKERS, new_blobcopy
 
-from ferry.api.blobcopy import BlobCopyOperatorStatus, BlobCopyProgress, BlobCopySpec
 from ferry.api.kinds import BLOB_COPY
-from ferry.kinds.blobcopy.controller import Observed, manifest
+from ferry.kinds.blobcopy.controller import manifest
 from ferry.kube.manifests import worker_pod
 from ferry.settings import OperatorSettings
 from ferry_dev.binaries import ensure_tool
@@ -514,23 +513,11 @@ def test_worker_resources_reach_the_pods_the_operator_starts(
     assert resources.monitor.requests == {"cpu": "10m", "memory": "96Mi"}
     assert resources.backup.limits == {"memory": "2Gi"}
 
-    spec = BlobCopySpec.model_validate(
-        {
-            "source": {"account": {"secretRef": {"name": "s", "key": "k"}}, "container": "src"},
-            "destination": {"account": {"secretRef": {"name": "d", "key": "k"}}, "container": "dst"},
-        }
-    )
-    observed = Observed(
-        meta=meta("x"),
-        spec=spec,
-        state=BlobCopyOperatorStatus(),
-        progress=BlobCopyProgress(),
-        copy_pods=(),
-        cleanup_pods=(),
-        slots=1,
-        now=NOW,
-        workers=replace(WORKERS, resources=resources),
-    )
+    spec = {
+        "source": {"account": {"secretRef": {"name": "s", "key": "k"}}, "container": "src"},
+        "destination": {"account": {"secretRef": {"name": "d", "key": "k"}}, "container": "dst"},
+    }
+    observed = new_blobcopy(spec, replace(WORKERS, resources=resources))
     pod = manifest(observed, "copy", "x-copy-1")
     assert pod["spec"]["containers"][0]["resources"] == {
         "requests": {"cpu": "250m", "memory": "256Mi"},

@@ -11,9 +11,8 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
-from builders import NOW, WORKERS, meta
+from builders import NOW, WORKERS, meta, new_blobcopy
 
-from ferry.api.blobcopy import BlobCopyOperatorStatus, BlobCopyProgress, BlobCopySpec
 from ferry.api.databaseaccount import (
     AccountObservation,
     BackupObservation,
@@ -77,17 +76,7 @@ def account_pods() -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def blobcopy_pods() -> dict[tuple[str, str], dict[str, Any]]:
-    o = blobcopy.Observed(
-        meta=meta("x"),
-        spec=BlobCopySpec.model_validate(BLOB_SPEC),
-        state=BlobCopyOperatorStatus(),
-        progress=BlobCopyProgress(),
-        copy_pods=(),
-        cleanup_pods=(),
-        slots=1,
-        now=NOW,
-        workers=WORKERS_OF_RELEASE,
-    )
+    o = new_blobcopy(BLOB_SPEC, WORKERS_OF_RELEASE)
     roles = (blobcopy.COPY_ROLE, blobcopy.CLEANUP_ROLE)
     return {("BlobCopy", role): blobcopy.manifest(o, role, f"x-{role}-1") for role in roles}
 
