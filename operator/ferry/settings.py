@@ -16,7 +16,8 @@ def _flag(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).lower() == "true"
 
 
-def _annotations(value: Any) -> Any:
+def _empty_object(value: Any) -> Any:
+    """A JSON object setting that is null or empty is the empty object: its fields keep their defaults."""
     return value or {}
 
 
@@ -40,12 +41,12 @@ class OperatorSettings(BaseSettings):
     # The worker service account is made in each namespace on first use, bound to this ClusterRole.
     worker_cluster_role: str = ""
     # Annotations of those service accounts (workload identity) and their image pull secrets, as JSON.
-    worker_service_account_annotations: Annotated[dict[str, str], BeforeValidator(_annotations)] = Field(
+    worker_service_account_annotations: Annotated[dict[str, str], BeforeValidator(_empty_object)] = Field(
         default_factory=dict
     )
     image_pull_secrets: Annotated[list[str], BeforeValidator(_pull_secrets)] = Field(default_factory=list)
     # Requests and limits of the monitor, capture and BlobCopy worker pods, as JSON (the chart's workers.resources).
-    worker_resources: Annotated[WorkerResources, BeforeValidator(_annotations)] = WorkerResources()
+    worker_resources: Annotated[WorkerResources, BeforeValidator(_empty_object)] = WorkerResources()
     # The Helm release the operator belongs to: its worker pods' app.kubernetes.io/instance label.
     instance: str = "ferry"
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
