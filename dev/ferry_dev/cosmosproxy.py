@@ -73,6 +73,11 @@ class Logged:
     at: float = field(default_factory=time.monotonic)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops connections when a worker opens its pool at once
+
+
 class CosmosProxy:
     def __init__(self, upstream: str, port: int = 0, host: str | None = None) -> None:
         host = host or listen_host()
@@ -89,11 +94,12 @@ class CosmosProxy:
         self._upstream_tls = ssl.create_default_context()
         self._upstream_tls.check_hostname = False
         self._upstream_tls.verify_mode = ssl.CERT_NONE  # cosmosdb-server's certificate is self-signed
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler())
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(*_certificate())
-        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        # The handshake happens in the connection's own thread (Handler.setup): done in accept(), one slow
+        # client on a loaded machine held up every other, and a pod's connect timed out behind it.
+        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
         self.endpoint = f"https://{host}:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -182,6 +188,12 @@ class CosmosProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                self.request.settimeout(30)  # a client that never finishes its handshake
+                self.request.do_handshake()
+                self.request.settimeout(None)
+                super().setup()
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -306,7 +306,7 @@ def test_refused_key_and_unreachable_endpoint_are_explained(
     cosmos_proxy.fail_next(10_000, 401, message=disabled, x_ms_substatus="5202")
     _account(kubectl, stack, name="keyless", endpoint=cosmos_proxy.endpoint)
     keyless = _ready(kubectl, "keyless", "False")
-    assert keyless["reason"] == "LocalAuthDisabled" and "enable local" in keyless["message"]
+    assert keyless["reason"] == "LocalAuthDisabled" and "enable local" in keyless["message"], keyless
 
     cosmos_proxy.faults.clear()
     cosmos_proxy.fail_next(10_000, 401, message="The input authorization token can't serve the request.")

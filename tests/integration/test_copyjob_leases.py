@@ -129,7 +129,7 @@ def test_killed_instances_resume_from_checkpoints(
         units = transferstate.StateStore(access).job_units(job.job_id)
         progress.append(sum(u.get("processedCount", 0) for u in units))
     assert progress[-1] < 160, "the instances finished before being killed: slow them down"
-    assert progress == sorted(progress)
+    assert progress == sorted(progress), progress
 
     reports = Reports()
     unlimited = replace(job, max_items_per_second=None)  # the rate limit may change while a job runs

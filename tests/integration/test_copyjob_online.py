@@ -86,13 +86,20 @@ class Writer:
             self.ops["delete"] += 1
 
 
-def wait_for(check: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def wait_for(check: Any, seconds: float, what: str, progress: Any = None, limit: float = 240) -> None:
+    """Wait until check() holds: for `seconds`, or, given progress(), for `seconds` after it last changed
+    (a loaded machine is slower, not stuck), but never past `limit`."""
+    start = time.monotonic()
+    last, deadline = progress() if progress else None, start + seconds
+    while True:
         if check():
             return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+        now = time.monotonic()
+        if progress and (current := progress()) != last:
+            last, deadline = current, now + seconds
+        if now > min(deadline, start + limit):
+            raise AssertionError(f"timed out waiting for {what}: no progress for {seconds:.0f} s")
+        time.sleep(0.25)
 
 
 def test_online_copy_applies_changes_made_meanwhile_then_cuts_over(access: CosmosAccess) -> None:
@@ -229,8 +236,9 @@ def test_instances_killed_mid_stream_lose_nothing(
                 if not u.get("final")  # the verification, once every unit is done
             )
         ),
-        60,
+        45,
         "the survivor to catch up",
+        progress=lambda: [reports.merged().get(k) for k in ("processedCount", "pendingChanges")],
     )
     cut.set()
     survivor.join(timeout=60)
