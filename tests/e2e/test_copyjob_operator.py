@@ -9,13 +9,13 @@ import re
 import signal
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos import ContainerProxy
+from copyjobs import all_items, apply_account, job_manifest, new_container
 
 from ferry_dev.cosmosproxy import CosmosProxy
 from ferry_dev.stack import DevStack
@@ -26,59 +26,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),  # the emulator's own certificate
 ]
 
-SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts")
-
-
-def _cosmos(stack: DevStack) -> CosmosClient:
-    assert stack.cosmos is not None
-    return CosmosClient(stack.cosmos.endpoint.endpoint, credential=stack.cosmos.endpoint.key, connection_verify=False)
-
-
-def _container(stack: DevStack, pk: str, items: int = 0, db: str | None = None) -> ContainerProxy:
-    database = _cosmos(stack).create_database_if_not_exists(db or f"db{uuid.uuid4().hex[:8]}")
-    container = database.create_container(f"c{uuid.uuid4().hex[:8]}", PartitionKey(pk))
-    for i in range(items):
-        container.upsert_item({"id": f"item-{i:04d}", "tenant": f"t{i % 7}", "region": f"r{i % 3}", "n": i})
-    return container
-
-
-def _items(container: ContainerProxy) -> dict[str, dict[str, Any]]:
-    found = container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
-    return {i["id"]: {k: v for k, v in i.items() if k not in SYSTEM} for i in found}
-
-
-def _account(kubectl: Kubectl, stack: DevStack, name: str = "acct", endpoint: str | None = None, **spec: Any) -> None:
-    assert stack.cosmos is not None
-    if kubectl.run("get", "secret", "cosmos-key", check=False).returncode != 0:
-        kubectl("create", "secret", "generic", "cosmos-key", f"--from-literal=primaryKey={stack.cosmos.endpoint.key}")
-    body = {
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "DatabaseAccount",
-        "metadata": {"name": name},
-        "spec": {
-            "endpoint": endpoint or stack.cosmos.endpoint.endpoint,
-            "insecureSkipTLSVerify": True,
-            "credentials": {"secretRef": {"name": "cosmos-key", "key": "primaryKey"}},
-            "copyInstances": {"count": 2, "resources": {"cpu": "300m", "memory": "256Mi"}},
-            "regionPollInterval": "2s",
-            **spec,
-        },
-    }
-    kubectl.apply(yaml.safe_dump(body))
-
-
-def _job(name: str, source: ContainerProxy, dest: ContainerProxy, account: str = "acct", **spec: Any) -> str:
-    def path(c: ContainerProxy) -> dict[str, str]:
-        return {"database": c.container_link.split("/")[1], "container": c.id}
-
-    body = {
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "ContainerCopyJob",
-        "metadata": {"name": name},
-        "spec": {"accountRef": {"name": account}, "source": path(source), "destination": path(dest), **spec},
-    }
-    return yaml.safe_dump(body)
-
 
 def _connected(account: dict[str, Any]) -> dict[str, Any] | None:
     """The account's Ready condition once it is True and the write region is recorded."""
@@ -88,9 +35,9 @@ def _connected(account: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevStack, kubectl: Kubectl) -> None:
-    source = _container(stack, "/tenant", items=120)
-    dest = _container(stack, "/region")
-    _account(kubectl, stack)
+    source = new_container(stack, "/tenant", items=120)
+    dest = new_container(stack, "/region")
+    apply_account(kubectl, stack)
     # The monitor records the regions and the operator then judges Ready: wait for both.
     account = kubectl.wait_for("databaseaccount", "acct", lambda o: _connected(o) is not None, timeout=60)
     ready = _connected(account)
@@ -99,9 +46,9 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
     listed = kubectl("get", "databaseaccounts")
     assert re.search(r"acct\s+True\s+" + re.escape(account["status"]["writeRegion"]), listed), listed
 
-    kubectl.apply(_job("repartition", source, dest))
+    kubectl.apply(job_manifest("repartition", source, dest))
     status = kubectl.wait_phase("containercopyjob", "repartition", "Succeeded", timeout=120)["status"]
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)
     assert status["totalCount"] == status["processedCount"] == 120
     assert status["percent"] == 100
     assert status["writeRegion"] == account["status"]["writeRegion"]
@@ -121,9 +68,9 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
 
 
 def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl: Kubectl) -> None:
-    source = _container(stack, "/tenant", items=3)
-    _account(kubectl, stack)
-    doc = yaml.safe_load(_job("nodest", source, source))
+    source = new_container(stack, "/tenant", items=3)
+    apply_account(kubectl, stack)
+    doc = yaml.safe_load(job_manifest("nodest", source, source))
     doc["spec"]["destination"]["container"] = "does-not-exist"
     kubectl.apply(yaml.safe_dump(doc))
     status = kubectl.wait_phase("containercopyjob", "nodest", "Failed", timeout=90)["status"]
@@ -135,10 +82,10 @@ def test_missing_destination_fails_with_a_clear_reason(stack: DevStack, kubectl:
 def test_instances_no_node_has_room_for_say_so_and_start_once_resized(stack: DevStack, kubectl: Kubectl) -> None:
     """The node has two CPUs: instances asking for 64 wait unscheduled, the account says why in the scheduler's
     words, and the job waits for them; lowering copyInstances.resources replaces them and the job runs."""
-    source = _container(stack, "/tenant", items=20)
-    dest = _container(stack, "/tenant")
-    _account(kubectl, stack, copyInstances={"count": 1, "resources": {"cpu": "64", "memory": "256Mi"}})
-    kubectl.apply(_job("waits", source, dest))
+    source = new_container(stack, "/tenant", items=20)
+    dest = new_container(stack, "/tenant")
+    apply_account(kubectl, stack, copyInstances={"count": 1, "resources": {"cpu": "64", "memory": "256Mi"}})
+    kubectl.apply(job_manifest("waits", source, dest))
 
     def unschedulable(account: dict[str, Any]) -> bool:
         found = {c["type"]: c for c in (account.get("status") or {}).get("conditions") or []}.get("InstancesReady")
@@ -155,14 +102,14 @@ def test_instances_no_node_has_room_for_say_so_and_start_once_resized(stack: Dev
     resized = {"spec": {"copyInstances": {"count": 1, "resources": {"cpu": "300m", "memory": "256Mi"}}}}
     kubectl("patch", "databaseaccount", "acct", "--type", "merge", "-p", yaml.safe_dump(resized))
     kubectl.wait_phase("containercopyjob", "waits", "Succeeded", timeout=120)
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)
 
 
 def test_jobs_of_one_account_run_one_at_a_time_in_creation_order(stack: DevStack, kubectl: Kubectl) -> None:
-    _account(kubectl, stack)
-    pairs = [(_container(stack, "/tenant", items=40), _container(stack, "/id")) for _ in range(3)]
+    apply_account(kubectl, stack)
+    pairs = [(new_container(stack, "/tenant", items=40), new_container(stack, "/id")) for _ in range(3)]
     for index, (source, dest) in enumerate(pairs):
-        kubectl.apply(_job(f"job-{index}", source, dest, maxItemsPerSecond=20))
+        kubectl.apply(job_manifest(f"job-{index}", source, dest, maxItemsPerSecond=20))
         time.sleep(1.1)  # creationTimestamp has a one-second resolution
     second = kubectl.wait_for(
         "containercopyjob", "job-2", lambda o: (o.get("status") or {}).get("queuePosition") == 2, timeout=60
@@ -175,22 +122,22 @@ def test_jobs_of_one_account_run_one_at_a_time_in_creation_order(stack: DevStack
     for earlier, later in itertools.pairwise(finished):
         assert later["status"]["startTime"] >= earlier["status"]["completionTime"]
     for source, dest in pairs:
-        assert _items(dest) == _items(source)
+        assert all_items(dest) == all_items(source)
 
 
 def test_a_queue_applied_at_once_runs_in_the_order_written(stack: DevStack, kubectl: Kubectl) -> None:
     """One `kubectl apply` creates the jobs within a second: they still run in the order of the file."""
-    _account(kubectl, stack)
-    pairs = [(_container(stack, "/tenant", items=15), _container(stack, "/id")) for _ in range(3)]
+    apply_account(kubectl, stack)
+    pairs = [(new_container(stack, "/tenant", items=15), new_container(stack, "/id")) for _ in range(3)]
     names = ["zulu", "alpha", "mike"]  # not in name order
-    kubectl.apply("---\n".join(_job(n, s, d) for n, (s, d) in zip(names, pairs, strict=True)))
+    kubectl.apply("---\n".join(job_manifest(n, s, d) for n, (s, d) in zip(names, pairs, strict=True)))
     finished = [kubectl.wait_phase("containercopyjob", n, "Succeeded", timeout=180)["status"] for n in names]
     for earlier, later in itertools.pairwise(finished):
         assert later["startTime"] >= earlier["completionTime"]
     created = {kubectl.get("containercopyjob", n)["metadata"]["creationTimestamp"] for n in names}
     assert len(created) <= 2  # created within (about) one second: the second alone could not order them
     for source, dest in pairs:
-        assert _items(dest) == _items(source)
+        assert all_items(dest) == all_items(source)
 
 
 def test_an_account_whose_secret_is_missing_says_so_and_can_be_deleted(stack: DevStack, kubectl: Kubectl) -> None:
@@ -219,10 +166,10 @@ def test_an_account_whose_secret_is_missing_says_so_and_can_be_deleted(stack: De
 
 
 def test_suspend_pauses_and_resume_completes(stack: DevStack, kubectl: Kubectl) -> None:
-    source, dest = _container(stack, "/tenant", items=150), _container(stack, "/id")
-    _account(kubectl, stack)
+    source, dest = new_container(stack, "/tenant", items=150), new_container(stack, "/id")
+    apply_account(kubectl, stack)
     # Slow enough that both instances (the source has several feed ranges) are still copying when suspended.
-    kubectl.apply(_job("pausable", source, dest, maxItemsPerSecond=12))
+    kubectl.apply(job_manifest("pausable", source, dest, maxItemsPerSecond=12))
     running = kubectl.wait_for(
         "containercopyjob", "pausable", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 30, 90
     )["status"]
@@ -230,14 +177,14 @@ def test_suspend_pauses_and_resume_completes(stack: DevStack, kubectl: Kubectl) 
     assert running["estimatedSecondsRemaining"] > 0
     kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     kubectl.wait_phase("containercopyjob", "pausable", "Paused")
-    copied = len(_items(dest))
+    copied = len(all_items(dest))
     time.sleep(3)
-    assert len(_items(dest)) == copied < 150  # Paused means no instance writes any more
+    assert len(all_items(dest)) == copied < 150  # Paused means no instance writes any more
     paused_at, copied = _settled(kubectl, "pausable", dest)
     assert paused_at <= copied
     kubectl("patch", "containercopyjob", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     kubectl.wait_phase("containercopyjob", "pausable", "Succeeded", timeout=120)
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)
 
 
 def _settled(kubectl: Kubectl, name: str, dest: ContainerProxy, timeout: float = 30) -> tuple[int, int]:
@@ -245,10 +192,10 @@ def _settled(kubectl: Kubectl, name: str, dest: ContainerProxy, timeout: float =
     deadline = time.monotonic() + timeout
     last = (-1, -1)
     while time.monotonic() < deadline:
-        now = (kubectl.status("containercopyjob", name).get("processedCount") or 0, len(_items(dest)))
+        now = (kubectl.status("containercopyjob", name).get("processedCount") or 0, len(all_items(dest)))
         if now == last:
             time.sleep(3)
-            assert (kubectl.status("containercopyjob", name).get("processedCount") or 0, len(_items(dest))) == now
+            assert (kubectl.status("containercopyjob", name).get("processedCount") or 0, len(all_items(dest))) == now
             return now
         last = now
         time.sleep(3)
@@ -256,21 +203,21 @@ def _settled(kubectl: Kubectl, name: str, dest: ContainerProxy, timeout: float =
 
 
 def test_deleting_a_job_cancels_it(stack: DevStack, kubectl: Kubectl) -> None:
-    source, dest = _container(stack, "/tenant", items=150), _container(stack, "/id")
-    _account(kubectl, stack)
-    kubectl.apply(_job("doomed", source, dest, maxItemsPerSecond=20))
+    source, dest = new_container(stack, "/tenant", items=150), new_container(stack, "/id")
+    apply_account(kubectl, stack)
+    kubectl.apply(job_manifest("doomed", source, dest, maxItemsPerSecond=20))
     kubectl.wait_for(
         "containercopyjob", "doomed", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 90
     )
     kubectl("delete", "containercopyjob", "doomed")
     deadline, copied = time.monotonic() + 30, -1
     while time.monotonic() < deadline:  # the work stops at the instances' next check
-        previous, copied = copied, len(_items(dest))
+        previous, copied = copied, len(all_items(dest))
         if copied == previous:
             break
         time.sleep(3)
     time.sleep(3)
-    assert len(_items(dest)) == copied < 150
+    assert len(all_items(dest)) == copied < 150
     assert kubectl.status("databaseaccount", "acct").get("activeCopyJob") is None
     history = kubectl.ferry("jobs", "show", f"{kubectl.namespace}/doomed", "--account", "acct")
     assert "state: Cancelled" in history, history
@@ -297,14 +244,14 @@ def _ready(kubectl: Kubectl, name: str, status: str) -> dict[str, Any]:
 def test_refused_key_and_unreachable_endpoint_are_explained(
     stack: DevStack, kubectl: Kubectl, cosmos_proxy: CosmosProxy
 ) -> None:
-    _account(kubectl, stack, name="nowhere", endpoint="https://127.0.0.1:9/")
+    apply_account(kubectl, stack, name="nowhere", endpoint="https://127.0.0.1:9/")
     nowhere = _ready(kubectl, "nowhere", "False")
     assert nowhere["reason"] == "Unreachable" and "127.0.0.1:9" in nowhere["message"]
     assert kubectl.kstatus("databaseaccount", "nowhere") == "InProgress"  # it may come back on its own
 
     disabled = "Local Authorization is disabled. Use an AAD token to authorize all requests."
     cosmos_proxy.fail_next(10_000, 401, message=disabled, x_ms_substatus="5202")
-    _account(kubectl, stack, name="keyless", endpoint=cosmos_proxy.endpoint)
+    apply_account(kubectl, stack, name="keyless", endpoint=cosmos_proxy.endpoint)
     keyless = _ready(kubectl, "keyless", "False")
     assert keyless["reason"] == "LocalAuthDisabled" and "enable local" in keyless["message"], keyless
 
@@ -329,18 +276,18 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
     stack: DevStack, kubectl: Kubectl, cosmos_proxy: CosmosProxy
 ) -> None:
     cosmos_proxy.set_regions(["West US"], ["West US", "East US"])
-    _account(kubectl, stack, name="moving", endpoint=cosmos_proxy.endpoint)
-    _account(kubectl, stack, name="steady")
-    done_src, done_dst = _container(stack, "/tenant", items=10), _container(stack, "/id")
-    kubectl.apply(_job("finished", done_src, done_dst, account="moving"))
+    apply_account(kubectl, stack, name="moving", endpoint=cosmos_proxy.endpoint)
+    apply_account(kubectl, stack, name="steady")
+    done_src, done_dst = new_container(stack, "/tenant", items=10), new_container(stack, "/id")
+    kubectl.apply(job_manifest("finished", done_src, done_dst, account="moving"))
     kubectl.wait_phase("containercopyjob", "finished", "Succeeded", timeout=90)
 
-    running_src, running_dst = _container(stack, "/tenant", items=200), _container(stack, "/id")
-    kubectl.apply(_job("running", running_src, running_dst, account="moving", maxItemsPerSecond=20))
+    running_src, running_dst = new_container(stack, "/tenant", items=200), new_container(stack, "/id")
+    kubectl.apply(job_manifest("running", running_src, running_dst, account="moving", maxItemsPerSecond=20))
     time.sleep(1.1)
-    kubectl.apply(_job("queued", done_src, _container(stack, "/id"), account="moving"))
-    other_src, other_dst = _container(stack, "/tenant", items=60), _container(stack, "/id")
-    kubectl.apply(_job("elsewhere", other_src, other_dst, account="steady", maxItemsPerSecond=20))
+    kubectl.apply(job_manifest("queued", done_src, new_container(stack, "/id"), account="moving"))
+    other_src, other_dst = new_container(stack, "/tenant", items=60), new_container(stack, "/id")
+    kubectl.apply(job_manifest("elsewhere", other_src, other_dst, account="steady", maxItemsPerSecond=20))
     kubectl.wait_for(
         "containercopyjob", "running", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 90
     )
@@ -355,9 +302,9 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
         assert "West US" in status["failure"]["message"] and "East US" in status["failure"]["message"]
     assert time.monotonic() - changed <= 2 * 2 + 3  # two poll intervals (2s each), and a little slack
     time.sleep(4)
-    stopped_at = len(_items(running_dst))
+    stopped_at = len(all_items(running_dst))
     time.sleep(3)
-    assert len(_items(running_dst)) == stopped_at < 200  # its work stopped
+    assert len(all_items(running_dst)) == stopped_at < 200  # its work stopped
     assert kubectl.status("containercopyjob", "finished")["phase"] == "Succeeded"
     assert kubectl.status("databaseaccount", "moving")["writeRegion"] == "East US"
     with urllib.request.urlopen(stack.operator_metrics, timeout=10) as response:
@@ -366,18 +313,18 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
     assert events.count("reason: WriteRegionChanged") == 1
     assert changes and float(changes.group(1)) >= 1
     kubectl.wait_phase("containercopyjob", "elsewhere", "Succeeded", timeout=120)
-    assert _items(other_dst) == _items(other_src)
+    assert all_items(other_dst) == all_items(other_src)
 
 
 def test_throttled_writes_are_retried_and_nothing_is_lost(
     stack: DevStack, kubectl: Kubectl, cosmos_proxy: CosmosProxy
 ) -> None:
-    source, dest = _container(stack, "/tenant", items=80), _container(stack, "/region")
+    source, dest = new_container(stack, "/tenant", items=80), new_container(stack, "/region")
     cosmos_proxy.throttle_next(30, retry_after_ms=100)
-    _account(kubectl, stack, name="busy", endpoint=cosmos_proxy.endpoint)
-    kubectl.apply(_job("throttled", source, dest, account="busy"))
+    apply_account(kubectl, stack, name="busy", endpoint=cosmos_proxy.endpoint)
+    kubectl.apply(job_manifest("throttled", source, dest, account="busy"))
     status = kubectl.wait_phase("containercopyjob", "throttled", "Succeeded", timeout=120)["status"]
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)
     assert status["processedCount"] == 80
     assert status["throttledRequests"] >= 30
     assert cosmos_proxy.injected >= 30
@@ -391,9 +338,9 @@ def test_throttled_writes_are_retried_and_nothing_is_lost(
 
 
 def test_instances_and_operator_killed_repeatedly_the_copy_is_still_exact(stack: DevStack, kubectl: Kubectl) -> None:
-    source, dest = _container(stack, "/tenant", items=300), _container(stack, "/region")
-    _account(kubectl, stack, name="sturdy")
-    kubectl.apply(_job("sturdy", source, dest, account="sturdy", maxItemsPerSecond=40))
+    source, dest = new_container(stack, "/tenant", items=300), new_container(stack, "/region")
+    apply_account(kubectl, stack, name="sturdy")
+    kubectl.apply(job_manifest("sturdy", source, dest, account="sturdy", maxItemsPerSecond=40))
     rng = random.Random(7)
     kills = 0
     deadline = time.monotonic() + 150
@@ -409,14 +356,14 @@ def test_instances_and_operator_killed_repeatedly_the_copy_is_still_exact(stack:
             stack.restart_operator(signal.SIGKILL)
     assert kills >= 2, "the job finished before it could be interrupted"
     status = kubectl.wait_phase("containercopyjob", "sturdy", "Succeeded", timeout=240)["status"]
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)
     assert status["processedCount"] == status["totalCount"] == 300
 
 
 def test_idle_instances_are_removed(stack: DevStack, kubectl: Kubectl) -> None:
-    source, dest = _container(stack, "/tenant", items=10), _container(stack, "/id")
-    _account(kubectl, stack, name="idler", idleTimeout="3s")
-    kubectl.apply(_job("quick", source, dest, account="idler"))
+    source, dest = new_container(stack, "/tenant", items=10), new_container(stack, "/id")
+    apply_account(kubectl, stack, name="idler", idleTimeout="3s")
+    kubectl.apply(job_manifest("quick", source, dest, account="idler"))
     kubectl.wait_phase("containercopyjob", "quick", "Succeeded", timeout=90)
     kubectl.wait_for("databaseaccount", "idler", lambda o: not (o.get("status") or {}).get("instances"), timeout=60)
     pods = kubectl("get", "pods", "-l", "ferry.dev/role=copy,ferry.dev/kind=DatabaseAccount", "-o", "name").split()
@@ -428,16 +375,18 @@ def test_idle_instances_are_removed(stack: DevStack, kubectl: Kubectl) -> None:
 
 
 def test_an_online_copy_follows_writes_and_completes_at_the_cutover(stack: DevStack, kubectl: Kubectl) -> None:
-    source = _container(stack, "/tenant", items=60)
-    dest = _container(stack, "/region")
-    _account(kubectl, stack)
+    source = new_container(stack, "/tenant", items=60)
+    dest = new_container(stack, "/region")
+    apply_account(kubectl, stack)
     kubectl.wait_for("databaseaccount", "acct", lambda o: _connected(o) is not None, timeout=60)
     # A cutover on an offline job is refused by the schema, which names the field.
-    refused = kubectl.run("apply", "-f", "-", stdin=_job("offline-cut", source, dest, cutover=True), check=False)
+    refused = kubectl.run(
+        "apply", "-f", "-", stdin=job_manifest("offline-cut", source, dest, cutover=True), check=False
+    )
     assert refused.returncode != 0 and "spec.cutover" in refused.stderr, refused.stderr
     assert "only when mode is Online" in refused.stderr
 
-    kubectl.apply(_job("online", source, dest, mode="Online"))
+    kubectl.apply(job_manifest("online", source, dest, mode="Online"))
 
     def caught_up(job: dict[str, Any]) -> bool:
         conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []}
@@ -448,9 +397,9 @@ def test_an_online_copy_follows_writes_and_completes_at_the_cutover(stack: DevSt
     source.replace_item("item-0003", {"id": "item-0003", "tenant": "t3", "region": "r1", "n": 1003})  # moves
     source.delete_item("item-0004", "t4")
     deadline = time.monotonic() + 60
-    while _items(dest) != _items(source) and time.monotonic() < deadline:
+    while all_items(dest) != all_items(source) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)
     assert kubectl.status("containercopyjob", "online")["phase"] == "Running"  # online: it does not end by itself
 
     kubectl("patch", "containercopyjob", "online", "--type=merge", "-p", '{"spec": {"cutover": true}}')
@@ -458,4 +407,4 @@ def test_an_online_copy_follows_writes_and_completes_at_the_cutover(stack: DevSt
     complete = {c["type"]: c for c in status["conditions"]}["Complete"]
     assert complete["reason"] == "CutOver" and "safe to repoint clients" in complete["message"]
     assert status["pendingChanges"] == 0
-    assert _items(dest) == _items(source)
+    assert all_items(dest) == all_items(source)

@@ -57,6 +57,21 @@ def access(cosmos: CosmosServer, changefeed: ChangeFeedProxy) -> CosmosAccess:
     return CosmosAccess(changefeed.endpoint, cosmos.endpoint.key, verify_tls=False)
 
 
+@pytest.fixture(scope="session")
+def other_account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosAccess]:
+    """A second account (its own cosmosdb-server and change feed stand-in): the source of cross-account copies."""
+    server = CosmosServer(Path(tmp_path_factory.mktemp("cosmos-other")))
+    server.start()
+    try:
+        feed = ChangeFeedProxy(server.endpoint.endpoint, server.endpoint.key, ranges=2, all_versions=True).start()
+        try:
+            yield CosmosAccess(feed.endpoint, server.endpoint.key, verify_tls=False)
+        finally:
+            feed.stop()
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def proxy(changefeed: ChangeFeedProxy) -> Iterator[CosmosProxy]:
     server = CosmosProxy(changefeed.endpoint).start()

@@ -12,13 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
-from typing import Any
 
 import pytest
-from azure.cosmos import ContainerProxy
 from cosmos_fixtures import contents, create_container, fill, job_spec, make_items, never, unique
+from source_writer import Writer, wait_for
 
-from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_instance
+from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, TransientJobError, run_instance
 from ferry.storage.cosmos import CosmosAccess
 from ferry.transfer import state as transferstate
 from ferry_dev.changefeed import ChangeFeedProxy
@@ -31,75 +30,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
 ]
-
-
-class Writer:
-    """Creates, replaces and deletes source items from a thread, at about `per_second` writes a second."""
-
-    def __init__(self, source: ContainerProxy, items: list[dict[str, Any]], per_second: float, seed: int = 3) -> None:
-        self.source = source
-        self.items = {str(i["id"]): dict(i) for i in items}
-        self.interval = 1.0 / per_second
-        self.rng = random.Random(seed)
-        self.stop = threading.Event()
-        self.writes = 0
-        self.ops = {"create": 0, "replace": 0, "delete": 0}
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._next = 10_000
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                self._one()
-                self.writes += 1
-                self.stop.wait(self.interval)
-        except BaseException as error:
-            self.error = error
-
-    def _one(self) -> None:
-        roll = self.rng.random()
-        if roll < 0.4 or not self.items:
-            self._next += 1
-            item = {"id": f"new-{self._next}", "tenant": f"t{self._next % 7}", "city": "c9", "n": 0}
-            self.source.create_item(item)
-            self.items[item["id"]] = item
-            self.ops["create"] += 1
-            return
-        item_id = self.rng.choice(sorted(self.items))
-        if roll < 0.8:
-            item = self.items[item_id]
-            item["n"] = int(item.get("n", 0)) + 1000
-            item["city"] = f"c{self.rng.randrange(5)}"  # moves between the destination's partitions
-            self.source.replace_item(item_id, item)
-            self.ops["replace"] += 1
-        else:
-            self.source.delete_item(item_id, self.items.pop(item_id)["tenant"])
-            self.ops["delete"] += 1
-
-
-def wait_for(check: Any, seconds: float, what: str, progress: Any = None, limit: float = 240) -> None:
-    """Wait until check() holds: for `seconds`, or, given progress(), for `seconds` after it last changed
-    (a loaded machine is slower, not stuck), but never past `limit`."""
-    start = time.monotonic()
-    last, deadline = progress() if progress else None, start + seconds
-    while True:
-        if check():
-            return
-        now = time.monotonic()
-        if progress and (current := progress()) != last:
-            last, deadline = current, now + seconds
-        if now > min(deadline, start + limit):
-            raise AssertionError(f"timed out waiting for {what}: no progress for {seconds:.0f} s")
-        time.sleep(0.25)
 
 
 def test_online_copy_applies_changes_made_meanwhile_then_cuts_over(access: CosmosAccess) -> None:
@@ -222,39 +152,56 @@ def test_instances_killed_mid_stream_lose_nothing(
 
     reports = Reports()
     outcome: list[InstanceOutcome] = []
-    cut = threading.Event()
+    retried: list[str] = []
+    cut, gone = threading.Event(), threading.Event()
     survivor = threading.Thread(
-        target=lambda: outcome.append(run_until_done(access, job, "survivor", reports, lease, cut))
+        target=lambda: outcome.append(run_until_done(access, job, "survivor", reports, lease, cut, gone, retried))
     )
     survivor.start()
-    wait_for(
-        lambda: (
-            reports.merged().get("pendingChanges") == 0
-            and all(
-                u.get("streaming")
-                for u in transferstate.StateStore(access).job_units(job.job_id)
-                if not u.get("final")  # the verification, once every unit is done
-            )
-        ),
-        45,
-        "the survivor to catch up",
-        progress=lambda: [reports.merged().get(k) for k in ("processedCount", "pendingChanges")],
-    )
-    cut.set()
-    survivor.join(timeout=60)
+    try:
+        wait_for(
+            lambda: (
+                reports.merged().get("pendingChanges") == 0
+                and all(
+                    u.get("streaming")
+                    for u in transferstate.StateStore(access).job_units(job.job_id)
+                    if not u.get("final")  # the verification, once every unit is done
+                )
+            ),
+            45,
+            "the survivor to catch up",
+            progress=lambda: [reports.merged().get(k) for k in ("processedCount", "pendingChanges")],
+            details=lambda: f"survivor {'running' if survivor.is_alive() else 'ended'}, {outcome}, retried {retried}",
+        )
+        cut.set()
+        survivor.join(timeout=60)
+    finally:
+        gone.set()  # a failed wait leaves no instance running into the next tests
     assert outcome and outcome[0].kind == "completed", outcome
     assert contents(destination) == contents(source)
 
 
 def run_until_done(
-    access: CosmosAccess, job: JobSpec, instance: str, reports: Reports, lease: float, cut: threading.Event
+    access: CosmosAccess,
+    job: JobSpec,
+    instance: str,
+    reports: Reports,
+    lease: float,
+    cut: threading.Event,
+    gone: threading.Event,
+    retried: list[str],
 ) -> InstanceOutcome:
-    """Run an instance until the job ends (the doomed instances' leases expire meanwhile)."""
+    """Run an instance until the job ends (the doomed instances' leases expire meanwhile); like the copy instance
+    pods, resume after a transient error."""
     deadline = time.monotonic() + 90
     while True:
-        outcome = run_instance(
-            access, job, instance, reports, never, lease_seconds=lease, page_size=20, cutover=cut.is_set
-        )
-        if outcome.kind != "idle" or time.monotonic() > deadline:
+        try:
+            outcome = run_instance(
+                access, job, instance, reports, gone.is_set, lease_seconds=lease, page_size=20, cutover=cut.is_set
+            )
+        except TransientJobError as error:
+            retried.append(str(error))
+            outcome = InstanceOutcome("idle")
+        if outcome.kind != "idle" or time.monotonic() > deadline or gone.is_set():
             return outcome
         time.sleep(0.2)

@@ -32,8 +32,11 @@ from ferry.runtime.engine import (
     PODS_INDEX,
     SLOT_PODS_INDEX,
     Runtime,
+    account_of,
     accountref_index,
     objects_index,
+    source_account_of,
+    sourceref_index,
     trimmed,
 )
 from ferry.runtime.kubeapi import KubeApi
@@ -347,13 +350,18 @@ class MemCaches:
             indices[objects_index(kind)] = {}
         for kind in self.account_scoped:
             indices[accountref_index(kind)] = {}
+            indices[sourceref_index(kind)] = {}
         for (kind_name, namespace, name), body in self.objects.items():
             kind = self.kinds[kind_name]
             indices[objects_index(kind)][(namespace, name)] = [trimmed(body)]
             if kind in self.account_scoped:
-                account = ((body.get("spec") or {}).get("accountRef") or {}).get("name")
-                if account:
-                    indices[accountref_index(kind)].setdefault((namespace, account), []).append(name)
+                spec = body.get("spec") or {}
+                for index, account in (
+                    (accountref_index, account_of(spec)),
+                    (sourceref_index, source_account_of(spec)),
+                ):
+                    if account:
+                        indices[index(kind)].setdefault((namespace, account), []).append(name)
         pods: dict[Any, list[Any]] = {}
         slot_pods: dict[Any, list[Any]] = {}
         for (namespace, name), body in self.pods.items():

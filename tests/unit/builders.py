@@ -70,6 +70,7 @@ def job_body(
     suspend: bool = False,
     status: dict[str, Any] | None = None,
     deleting: bool = False,
+    source_account: str | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": name,
@@ -87,7 +88,11 @@ def job_body(
         "metadata": metadata,
         "spec": {
             "accountRef": {"name": account},
-            "source": {"database": "db", "container": f"{name}-src"},
+            "source": {
+                "database": "db",
+                "container": f"{name}-src",
+                **({"accountRef": {"name": source_account}} if source_account else {}),
+            },
             "destination": {"database": "db", "container": f"{name}-dst"},
             "suspend": suspend,
         },

@@ -19,6 +19,7 @@ from ferry.kinds.databaseaccount.controller import (
     BACKUP_ROLE,
     COPY_ROLE,
     MONITOR_ROLE,
+    CopySource,
     Observed,
     backup_location,
     backup_manifest,
@@ -442,3 +443,44 @@ def test_an_instance_no_node_can_take_is_unschedulable_in_instances_ready() -> N
     assert "acct-copy-1" in ready.message and "Insufficient cpu" in ready.message
     assert plan.create == []  # it waits for room; it is not deleted or doubled
     assert plan.delete == []
+
+
+SOURCE_SPEC = DatabaseAccountSpec.model_validate(
+    {
+        **SPEC,
+        "endpoint": "https://orders.documents.azure.com:443/",
+        "credentials": {"secretRef": {"name": "src-key", "key": "k"}},
+    }
+)
+
+
+def cross_account(source: CopySource | None, missing: bool = False, instances: list[PodView] | None = None) -> Observed:
+    base = observe(
+        Case("-", observation=CONNECTED, jobs=[job_body("b", source_account="orders")], instances=instances or [])
+    )
+    return Observed(**{**base.__dict__, "copy_source": source, "copy_source_missing": missing})
+
+
+def test_a_cross_account_job_gives_its_instances_the_source_endpoint_and_key_as_a_secret_reference() -> None:
+    plan = decide(cross_account(CopySource("orders", SOURCE_SPEC, readable=True)))
+    assert [c.name for c in plan.create] == ["acct-copy-0", "acct-copy-1"]
+    env = {e["name"]: e for e in plan.create[0].manifest["spec"]["containers"][0]["env"]}
+    assert env["FERRY_COSMOS_ENDPOINT"]["value"] == "https://shop.documents.azure.com:443/"
+    assert env["FERRY_SOURCE_ACCOUNT"]["value"] == "orders"
+    assert env["FERRY_SOURCE_COSMOS_ENDPOINT"]["value"] == "https://orders.documents.azure.com:443/"
+    assert env["FERRY_SOURCE_COSMOS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "src-key", "key": "k", "optional": False}
+    }
+    assert "value" not in env["FERRY_SOURCE_COSMOS_KEY"]  # the operator never reads the key
+
+
+def test_instances_of_a_same_account_job_are_replaced_when_a_cross_account_job_runs() -> None:
+    plan = decide(cross_account(CopySource("orders", SOURCE_SPEC, readable=True), instances=[instance(0), instance(1)]))
+    assert sorted(d.name for d in plan.delete) == ["acct-copy-0", "acct-copy-1"]
+
+
+def test_no_instance_starts_while_the_source_account_is_missing_or_cannot_be_read() -> None:
+    for observed in (cross_account(None, missing=True), cross_account(CopySource("orders", SOURCE_SPEC, False))):
+        plan = decide(observed)
+        assert plan.create == [] and not plan.wants_slot
+        assert isinstance(plan.status, DatabaseAccountOperatorStatus) and plan.status.active_copy_job == "b"

@@ -24,6 +24,8 @@ class Case:
     suspend: bool = False
     account: AccountView | None = ACCOUNT
     ahead: int = 0  # runnable jobs created before this one
+    source: AccountView | None = None  # spec.source.accountRef's account (named "src" when `reads_from`)
+    reads_from: bool = False
     # expectations
     phase: str | None = None
     position: int | None = None
@@ -33,7 +35,13 @@ class Case:
 
 
 def observe(case: Case) -> Observed:
-    me = job_body("me", revision="100", suspend=case.suspend, status={**case.state, **case.progress})
+    me = job_body(
+        "me",
+        revision="100",
+        suspend=case.suspend,
+        status={**case.state, **case.progress},
+        source_account="src" if case.reads_from else None,
+    )
     earlier = [job_body(f"e{i}", revision=str(i)) for i in range(case.ahead)]
     region = case.account.write_region if case.account else None
     return Observed(
@@ -44,6 +52,7 @@ def observe(case: Case) -> Observed:
         account=case.account,
         queue=copy_jobs([*earlier, me], region),
         now=NOW,
+        source_account=case.source,
     )
 
 
@@ -151,6 +160,56 @@ CASES = [
         events=["Suspended"],
     ),
     Case("a finished job is quiet", state={"phase": "Succeeded"}, progress=WORKING, phase="Succeeded"),
+    Case(
+        "a cross-account job whose source account does not exist waits and names the field",
+        reads_from=True,
+        phase="Pending",
+        events=["SourceAccountNotFound"],
+    ),
+    Case(
+        "a cross-account job waits for its source account's write region",
+        reads_from=True,
+        source=AccountView("src", None, "the account monitor has not reported yet", False),
+        phase="Pending",
+        events=["WaitingForAccount"],
+    ),
+    Case(
+        "a source account whose key is refused fails the job with the source's reason",
+        reads_from=True,
+        source=AccountView("src", "East US", "the account rejected the key (401)", False, "Unauthorized"),
+        phase="Failed",
+        failure="Unauthorized",
+        events=["Unauthorized"],
+    ),
+    Case(
+        "an unreachable source account does not fail the job: it may come back",
+        reads_from=True,
+        source=AccountView("src", "East US", "https://src:8081/ is unreachable", False, "Unreachable"),
+        state={**RUNNING, "sourceWriteRegion": "East US"},
+        progress=WORKING,
+        phase="Running",
+        position=0,
+        events=["Copying"],
+    ),
+    Case(
+        "a cross-account job runs in its own account's queue once its source is readable",
+        reads_from=True,
+        source=AccountView("src", "East US", None, False),
+        ahead=1,
+        phase="Queued",
+        position=1,
+        events=["Queued"],
+    ),
+    Case(
+        "a change of the source account's write region fails an incomplete job, naming that account",
+        reads_from=True,
+        source=AccountView("src", "West Europe", None, False),
+        state={**RUNNING, "sourceWriteRegion": "East US"},
+        progress=WORKING,
+        phase="Failed",
+        failure="WriteRegionChanged",
+        events=["WriteRegionChanged"],
+    ),
 ]
 
 
@@ -178,6 +237,31 @@ def test_the_start_time_is_the_instances_start() -> None:
     plan = decide(observe(CASES[4]))
     assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
     assert plan.status.start_time == NOW
+
+
+def test_failures_name_the_account_they_come_from() -> None:
+    by_case = {c.name: c for c in CASES}
+    moved = decide(
+        observe(by_case["a change of the source account's write region fails an incomplete job, naming that account"])
+    )
+    refused = decide(observe(by_case["a source account whose key is refused fails the job with the source's reason"]))
+    own = decide(observe(by_case["a changed write region fails an incomplete job"]))
+    messages = [
+        p.status.failure.message
+        for p in (moved, refused, own)
+        if isinstance(p.status, ContainerCopyJobOperatorStatus) and p.status.failure
+    ]
+    assert len(messages) == 3
+    assert 'account "src" changed from East US to West Europe' in messages[0]
+    assert 'source account "src" cannot be read: the account rejected the key (401)' in messages[1]
+    assert 'account "acct" changed from West US to East US' in messages[2]
+
+
+def test_the_source_write_region_is_recorded_when_first_queued() -> None:
+    case = next(c for c in CASES if c.name.startswith("a cross-account job runs in its own account's queue"))
+    plan = decide(observe(case))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert (plan.status.write_region, plan.status.source_write_region) == ("West US", "East US")
 
 
 def test_a_waiting_message_repeats_nothing() -> None:

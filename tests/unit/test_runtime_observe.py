@@ -84,11 +84,43 @@ async def test_a_copy_job_observes_its_accounts_region_readiness_and_instances_a
     world = RuntimeWorld(c.runtime)
 
     seen = ContainerCopyJobController().observe(body(c, CONTAINER_COPY_JOB, "j2"), world)
-    assert seen.account == JobAccountView("acct", "West US", "no answer from the endpoint", instances_running=True)
+    assert seen.account == JobAccountView(
+        "acct", "West US", "no answer from the endpoint", instances_running=True, ready_reason="Unreachable"
+    )
     assert seen.queue == Queue(running=("j1",), waiting=("j2",))
 
     orphan = ContainerCopyJobController().observe(body(c, CONTAINER_COPY_JOB, "orphan"), world)
     assert (orphan.account, orphan.queue) == (None, Queue((), ()))
+
+
+async def test_a_cross_account_job_and_its_accounts_see_each_other() -> None:
+    """The job observes its source account; the account it runs on gives its instances the source's endpoint;
+    a change of the source account brings both to a pass."""
+    c = cluster()
+    refused = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Unauthorized",
+        "message": "the key was refused",
+        "lastTransitionTime": NOW.isoformat(),
+    }
+    c.create(DATABASE_ACCOUNT, account_body("acct", status=WEST))
+    c.create(DATABASE_ACCOUNT, account_body("legacy", status={**WEST, "conditions": [refused]}))
+    c.create(CONTAINER_COPY_JOB, job_body("across", source_account="legacy"))
+    c.sync()
+    world = RuntimeWorld(c.runtime)
+
+    job = ContainerCopyJobController().observe(body(c, CONTAINER_COPY_JOB, "across"), world)
+    assert job.source_account == JobAccountView(
+        "legacy", "West US", "the key was refused", instances_running=False, ready_reason="Unauthorized"
+    )
+    account = DatabaseAccountController().observe(body(c, DATABASE_ACCOUNT, "acct"), world)
+    assert account.copy_source is not None and not account.copy_source.readable
+    assert account.copy_source.spec.endpoint == "https://legacy.documents.azure.com:443/"
+    assert not DatabaseAccountController().observe(body(c, DATABASE_ACCOUNT, "legacy"), world).copy_source
+
+    related = DatabaseAccountController().related(body(c, DATABASE_ACCOUNT, "legacy"), world)
+    assert sorted(o["metadata"]["name"] for o in related) == ["acct", "across"]
 
 
 async def test_a_copy_job_does_not_count_instances_that_do_not_run_yet() -> None:

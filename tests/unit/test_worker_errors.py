@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.api.databaseaccount import KEY_SECRET_ENV, KEY_SECRET_KEY_ENV
+from ferry.api.databaseaccount import KEY_SECRET_ENV, KEY_SECRET_KEY_ENV, SOURCE_ACCOUNT_ENV_PREFIX
 from ferry.api.outcome import OUTCOME_MARKER, OutcomeResult
 from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
 from ferry.workers.outcome import PermanentError, classify
@@ -63,6 +63,26 @@ def _pod_env(key: str) -> dict[str, str]:
         KEY_SECRET_ENV: "cosmos-credentials",
         KEY_SECRET_KEY_ENV: "primaryKey",
     }
+
+
+def test_a_cross_account_copys_source_key_is_read_and_checked_under_its_own_prefix() -> None:
+    """The copy instances of a cross-account job have both accounts' variables: each is read apart, and a bad
+    source key names the source account's Secret."""
+    env = {
+        **_pod_env(COSMOS_EMULATOR_KEY),
+        "FERRY_SOURCE_COSMOS_ENDPOINT": "https://10.0.0.7:8081/",
+        "FERRY_SOURCE_COSMOS_KEY": GARBAGE_KEY,
+        "FERRY_SOURCE_COSMOS_KEY_SECRET": "legacy-credentials",
+        "FERRY_SOURCE_COSMOS_KEY_SECRET_KEY": "readKey",
+        "FERRY_SOURCE_COSMOS_VERIFY_TLS": "false",
+    }
+    assert cosmos_access_from_env(env).endpoint == "https://127.0.0.1:8081/"
+    with pytest.raises(PermanentError) as raised:
+        cosmos_access_from_env(env, prefix=SOURCE_ACCOUNT_ENV_PREFIX)
+    assert 'key "readKey" of Secret legacy-credentials' in raised.value.message
+    env["FERRY_SOURCE_COSMOS_KEY"] = COSMOS_EMULATOR_KEY
+    source = cosmos_access_from_env(env, prefix=SOURCE_ACCOUNT_ENV_PREFIX)
+    assert (source.endpoint, source.verify_tls) == ("https://10.0.0.7:8081/", False)
 
 
 @pytest.mark.parametrize("key", [GARBAGE_KEY, "abcde", "schlüssel==", " "])

@@ -1,7 +1,9 @@
-"""ContainerCopyJob: a copy of every item of one container into another of the same account.
+"""ContainerCopyJob: a copy of every item of one container into another, in the same account or from another.
 
-Offline (the default) copies a source nobody writes to; Online keeps applying the source's changes
-until spec.cutover.
+The job runs on its account (spec.accountRef, the destination's): in its queue and on its copy instances, as
+the service's copy jobs run on the destination account. spec.source.accountRef names another account to read
+from. Offline (the default) copies a source nobody writes to; Online keeps applying the source's changes until
+spec.cutover.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class ContainerPath(FerryModel):
     container: CosmosName = Field(min_length=1, max_length=255)
 
 
+class SourcePath(ContainerPath):
+    account_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="The DatabaseAccount to read from, when not the job's own (spec.accountRef): the job runs "
+        "on its own account's instances, which read the source with this account's key.",
+    )
+
+
 class ContainerCopyJobSpec(FerryModel):
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.accountRef == oldSelf.accountRef", "message": "accountRef is immutable"},
@@ -45,7 +55,8 @@ class ContainerCopyJobSpec(FerryModel):
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
         {"rule": "self.verify == oldSelf.verify", "message": "verify is immutable"},
         {
-            "rule": "self.source.database != self.destination.database "
+            "rule": "(has(self.source.accountRef) && self.source.accountRef.name != self.accountRef.name) "
+            "|| self.source.database != self.destination.database "
             "|| self.source.container != self.destination.container",
             "message": "source and destination must differ",
         },
@@ -56,8 +67,10 @@ class ContainerCopyJobSpec(FerryModel):
         },
     ]
 
-    account_ref: LocalObjectReference
-    source: ContainerPath
+    account_ref: LocalObjectReference = Field(
+        description="The destination's DatabaseAccount: the job waits in its queue and runs on its instances."
+    )
+    source: SourcePath
     destination: ContainerPath
     mode: CopyMode = Field(
         default=CopyMode.OFFLINE,
@@ -112,6 +125,9 @@ class ContainerCopyJobOperatorStatus(FerryModel):
         "within the same second (resource versions of one resource compare as integers).",
     )
     write_region: str | None = Field(default=None, description="The account's write region when the job was queued.")
+    source_write_region: str | None = Field(
+        default=None, description="The source account's write region when the job was queued (a cross-account copy)."
+    )
     start_time: datetime | None = None
     completion_time: datetime | None = None
     failure: Failure | None = None

@@ -131,8 +131,14 @@ class DatabaseAccountSpec(FerryModel):
 
 # Worker pods get the name and key of the account key's Secret (never its value) beside the value itself,
 # so that an error about the key can say where it comes from.
-KEY_SECRET_ENV = "FERRY_COSMOS_KEY_SECRET"
-KEY_SECRET_KEY_ENV = "FERRY_COSMOS_KEY_SECRET_KEY"
+# A worker's environment names an account with a prefix: FERRY_COSMOS for its own, FERRY_SOURCE_COSMOS for the
+# source of a cross-account copy; <prefix>_ENDPOINT, _KEY (a Secret reference), _KEY_SECRET and _KEY_SECRET_KEY
+# (where the key comes from, for errors that name it) and _VERIFY_TLS.
+ACCOUNT_ENV_PREFIX = "FERRY_COSMOS"
+SOURCE_ACCOUNT_ENV_PREFIX = "FERRY_SOURCE_COSMOS"
+SOURCE_ACCOUNT_NAME_ENV = "FERRY_SOURCE_ACCOUNT"  # which DatabaseAccount the FERRY_SOURCE_COSMOS_* variables are of
+KEY_SECRET_ENV = f"{ACCOUNT_ENV_PREFIX}_KEY_SECRET"
+KEY_SECRET_KEY_ENV = f"{ACCOUNT_ENV_PREFIX}_KEY_SECRET_KEY"
 
 
 class ConnectionState(StrEnum):

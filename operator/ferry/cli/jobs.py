@@ -39,7 +39,8 @@ class JobNotFound(LookupError):
 def _path(where: Any) -> str:
     if not isinstance(where, dict):
         return "-"
-    return f"{where.get('database', '?')}/{where.get('container', '?')}"
+    account = f"{where['account']}:" if where.get("account") else ""  # a cross-account copy's source
+    return f"{account}{where.get('database', '?')}/{where.get('container', '?')}"
 
 
 def _places(job: dict[str, Any]) -> tuple[str, str]:

@@ -67,6 +67,20 @@ def accountref_index(kind: Kind) -> str:
     return f"ferry_{kind.plural}_by_account"
 
 
+def sourceref_index(kind: Kind) -> str:
+    return f"ferry_{kind.plural}_by_source_account"
+
+
+def account_of(spec: Mapping[str, Any]) -> str | None:
+    """The account an object runs on (spec.accountRef): the key of its accountref index."""
+    return (spec.get("accountRef") or {}).get("name") or None
+
+
+def source_account_of(spec: Mapping[str, Any]) -> str | None:
+    """The account a copy reads from when it is another (spec.source.accountRef): the key of its sourceref index."""
+    return ((spec.get("source") or {}).get("accountRef") or {}).get("name") or None
+
+
 PODS_INDEX = "ferry_pods"
 SLOT_PODS_INDEX = "ferry_slot_pods"
 
@@ -104,7 +118,13 @@ class Caches:
             yield from index[key]
 
     def referencing(self, kind: Kind, namespace: str, account: str) -> list[Mapping[str, Any]]:
-        names = self._indices[accountref_index(kind)].get((namespace, account), [])
+        return self._named(kind, namespace, self._indices[accountref_index(kind)].get((namespace, account), []))
+
+    def reading_from(self, kind: Kind, namespace: str, account: str) -> list[Mapping[str, Any]]:
+        index = self._indices.get(sourceref_index(kind))
+        return [] if index is None else self._named(kind, namespace, index.get((namespace, account), []))
+
+    def _named(self, kind: Kind, namespace: str, names: Any) -> list[Mapping[str, Any]]:
         return [obj for name in names if (obj := self.object(kind, namespace, name)) is not None]
 
     def pods(self, owner_uid: str) -> list[PodView]:
@@ -128,6 +148,9 @@ class RuntimeWorld:
 
     def referencing(self, kind: Kind, namespace: str, account: str) -> Sequence[Mapping[str, Any]]:
         return self._runtime.caches.referencing(kind, namespace, account)
+
+    def reading_from(self, kind: Kind, namespace: str, account: str) -> Sequence[Mapping[str, Any]]:
+        return self._runtime.caches.reading_from(kind, namespace, account)
 
     def pods(self, owner_uid: str, role: str) -> Sequence[PodView]:
         return [p for p in self._runtime.pods_of(owner_uid) if p.role == role]

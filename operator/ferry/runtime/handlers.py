@@ -19,8 +19,11 @@ from ferry.runtime.engine import (
     PODS_INDEX,
     SLOT_PODS_INDEX,
     Runtime,
+    account_of,
     accountref_index,
     objects_index,
+    source_account_of,
+    sourceref_index,
     trimmed,
 )
 from ferry.runtime.pods import pod_view
@@ -82,7 +85,12 @@ def _register_kind(registry: kopf.OperatorRegistry, runtime: Runtime, kind: Kind
 
         @kopf.index(*resource, id=accountref_index(kind), registry=registry)
         async def index_by_account(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
-            account = (spec.get("accountRef") or {}).get("name")
+            account = account_of(spec)
+            return {(namespace, account): name} if account else {}
+
+        @kopf.index(*resource, id=sourceref_index(kind), registry=registry)
+        async def index_by_source_account(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
+            account = source_account_of(spec)
             return {(namespace, account): name} if account else {}
 
     @kopf.on.event(*resource, registry=registry)

@@ -47,6 +47,10 @@ class World(Protocol):
         """Objects of `kind` in the namespace whose spec.accountRef names `account`."""
         ...
 
+    def reading_from(self, kind: Kind, namespace: str, account: str) -> Sequence[Mapping[str, Any]]:
+        """Objects of `kind` in the namespace whose spec.source.accountRef names `account` (they read from it)."""
+        ...
+
     def pods(self, owner_uid: str, role: str) -> Sequence[PodView]: ...
 
     def slots(self, key: ObjectKey, order: tuple[Any, ...], wanted: int = 1) -> int:

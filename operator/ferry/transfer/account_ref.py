@@ -18,6 +18,14 @@ def not_ready_message(account_status: Mapping[str, Any]) -> str | None:
     return None
 
 
+def not_ready_reason(account_status: Mapping[str, Any]) -> str | None:
+    """The reason of the account's Ready condition when it is not True."""
+    for found in account_status.get("conditions") or []:
+        if found.get("type") == "Ready" and found.get("status") != "True":
+            return str(found.get("reason") or "") or None
+    return None
+
+
 def pods_running(world: World, account_uid: str, role: str) -> bool:
     """Whether any of the account's pods of this role runs (and is not being deleted)."""
     return any(p.phase == "Running" and not p.deleting for p in world.pods(account_uid, role))

@@ -82,18 +82,21 @@ class AccountJobDecision(QueuedPhaseDecision[Q, P]):
             self.now,
         )
 
-    def account_missing(self, name: str) -> None:
-        message = f'DatabaseAccount "{name}" does not exist in this namespace; create it or fix spec.accountRef'
-        self.phase(self.phases.pending, "AccountNotFound", message, warning=True)
+    def account_missing(self, name: str, field: str = "spec.accountRef", reason: str = "AccountNotFound") -> None:
+        message = f'DatabaseAccount "{name}" does not exist in this namespace; create it or fix {field}'
+        self.phase(self.phases.pending, reason, message, warning=True)
 
-    def waiting_for_region(self, ready_message: str | None) -> None:
+    def waiting_for_region(self, ready_message: str | None, whose: str = "the account's") -> None:
         why = ready_message or "the account monitor has not reported yet"
-        self.phase(self.phases.pending, "WaitingForAccount", f"waiting for the account's write region: {why}")
+        self.phase(self.phases.pending, "WaitingForAccount", f"waiting for {whose} write region: {why}")
 
-    def region_changed(self, recorded: str, now: str, then: str) -> None:
-        """The account's write region moved while the job was incomplete: it fails, and `then` says what to do."""
-        message = f"the account's write region changed from {recorded} to {now} while the {self.phases.job} was "
-        self.fail(Failure(reason="WriteRegionChanged", message=f"{message}incomplete; {then}"))
+    def region_changed(self, account: str, recorded: str, now: str, then: str) -> None:
+        """An account's write region moved while the job was incomplete: it fails, and `then` says what to do."""
+        message = (
+            f'the write region of account "{account}" changed from {recorded} to {now} while the '
+            f"{self.phases.job} was incomplete; {then}"
+        )
+        self.fail(Failure(reason="WriteRegionChanged", message=message))
 
     def in_line(self, position: int, transfer: TransferRecord | None, instances_running: bool, doing: str) -> None:
         """Queued behind earlier jobs, running on the instances, or waiting for them to start or take it up."""

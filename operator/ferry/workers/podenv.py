@@ -5,25 +5,26 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ferry.api.databaseaccount import KEY_SECRET_ENV, KEY_SECRET_KEY_ENV
+from ferry.api.databaseaccount import ACCOUNT_ENV_PREFIX
 from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
 from ferry.workers.outcome import PermanentError
 
 
-def cosmos_access_from_env(env: Mapping[str, str] = os.environ) -> CosmosAccess:
-    """FERRY_COSMOS_ENDPOINT and FERRY_COSMOS_KEY (a Secret reference in the pod spec).
+def cosmos_access_from_env(env: Mapping[str, str] = os.environ, prefix: str = ACCOUNT_ENV_PREFIX) -> CosmosAccess:
+    """<prefix>_ENDPOINT and <prefix>_KEY (a Secret reference in the pod spec): FERRY_COSMOS_* for the worker's
+    own account, FERRY_SOURCE_COSMOS_* for the source of a cross-account copy.
 
     A key that cannot be an account key is a PermanentError (InvalidCredentials) naming its Secret: every
-    worker reading the account (monitor, capture, copy and restore instances) checks it here.
+    worker reading an account (monitor, capture, copy and restore instances) checks it here.
     """
     try:
         return CosmosAccess(
-            endpoint=env["FERRY_COSMOS_ENDPOINT"],
-            key=env["FERRY_COSMOS_KEY"],
-            verify_tls=env.get("FERRY_COSMOS_VERIFY_TLS", "true").lower() != "false",
+            endpoint=env[f"{prefix}_ENDPOINT"],
+            key=env[f"{prefix}_KEY"],
+            verify_tls=env.get(f"{prefix}_VERIFY_TLS", "true").lower() != "false",
         )
     except InvalidAccountKey as error:
-        secret, key = env.get(KEY_SECRET_ENV), env.get(KEY_SECRET_KEY_ENV)
+        secret, key = env.get(f"{prefix}_KEY_SECRET"), env.get(f"{prefix}_KEY_SECRET_KEY")
         where = f'key "{key}" of Secret {secret}' if secret and key else "the DatabaseAccount's Secret"
         raise PermanentError(
             "InvalidCredentials",

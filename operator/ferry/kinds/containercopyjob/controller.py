@@ -24,18 +24,19 @@ from ferry.api.databaseaccount import AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
 from ferry.api.transfer import TransferState
 from ferry.kinds.containercopyjob.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
-from ferry.kinds.databaseaccount.controller import COPY_ROLE
+from ferry.kinds.databaseaccount.controller import COPY_ROLE, NEEDS_THE_USER
 from ferry.runtime.controller import Controller
 from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
 from ferry.runtime.plan import Plan
 from ferry.runtime.world import World
 from ferry.transfer.account_queue import FINISHED_PHASES, Queue, copy_jobs
-from ferry.transfer.account_ref import account_and_siblings, not_ready_message, pods_running
+from ferry.transfer.account_ref import account_and_siblings, not_ready_message, not_ready_reason, pods_running
 from ferry.transfer.job_decision import AccountJobDecision, JobPhases
 
 # Instances hold a work unit's lease this long without renewing it before it expires; after that no
 # instance can still be writing for a suspended job, even one that died before saying it stopped.
 LEASE_EXPIRY = timedelta(seconds=20)
+AFTER_REGION_CHANGE = "re-create the job to run it in the new write region"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class AccountView:
     write_region: str | None
     ready_message: str | None  # why the account is not ready, if it is not
     instances_running: bool
+    ready_reason: str | None = None  # the Ready condition's reason, when it is not True
+
+    @property
+    def needs_the_user(self) -> bool:
+        """Its key is refused or missing: nothing changes until the user acts."""
+        return self.ready_reason in NEEDS_THE_USER
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Observed:
     account: AccountView | None
     queue: Queue
     now: datetime
+    source_account: AccountView | None = None  # spec.source.accountRef's, when set and it exists
 
 
 class ContainerCopyJobController(Controller[Observed]):
@@ -65,21 +73,12 @@ class ContainerCopyJobController(Controller[Observed]):
         meta = meta_of(body)
         status = body.get("status") or {}
         spec = ContainerCopyJobSpec.model_validate(body.get("spec") or {})
-        account_body = world.object(DATABASE_ACCOUNT, meta.namespace, spec.account_ref.name)
-        account: AccountView | None = None
+        account = _account_view(world, meta.namespace, spec.account_ref.name)
         jobs_queue = Queue((), ())
-        if account_body is not None:
-            account_meta = meta_of(account_body)
-            account_status = account_body.get("status") or {}
-            observation = AccountObservation.part_of(account_status)
-            account = AccountView(
-                name=account_meta.name,
-                write_region=observation.write_region,
-                ready_message=not_ready_message(account_status),
-                instances_running=pods_running(world, account_meta.uid, COPY_ROLE),
-            )
-            siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account_meta.name)
-            jobs_queue = copy_jobs(siblings, observation.write_region)
+        if account is not None:
+            siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account.name)
+            jobs_queue = copy_jobs(siblings, account.write_region)
+        source_ref = spec.source.account_ref
         return Observed(
             meta=meta,
             spec=spec,
@@ -88,6 +87,7 @@ class ContainerCopyJobController(Controller[Observed]):
             account=account,
             queue=jobs_queue,
             now=world.now,
+            source_account=_account_view(world, meta.namespace, source_ref.name) if source_ref else None,
         )
 
     def decide(self, observed: Observed) -> Plan:
@@ -96,6 +96,20 @@ class ContainerCopyJobController(Controller[Observed]):
     def related(self, body: Mapping[str, Any], world: World) -> list[Mapping[str, Any]]:
         """Its account and the account's other jobs."""
         return account_and_siblings(CONTAINER_COPY_JOB, body, world)
+
+
+def _account_view(world: World, namespace: str, name: str) -> AccountView | None:
+    body = world.object(DATABASE_ACCOUNT, namespace, name)
+    if body is None:
+        return None
+    meta, status = meta_of(body), body.get("status") or {}
+    return AccountView(
+        name=meta.name,
+        write_region=AccountObservation.part_of(status).write_region,
+        ready_message=not_ready_message(status),
+        instances_running=pods_running(world, meta.uid, COPY_ROLE),
+        ready_reason=not_ready_reason(status),
+    )
 
 
 PHASES = JobPhases(
@@ -170,11 +184,11 @@ def decide(o: Observed) -> Plan:
         d.waiting_for_region(account.ready_message)
         return d.done()
     if state.write_region is not None and state.write_region != account.write_region:
-        d.region_changed(
-            state.write_region, account.write_region, "re-create the job to run it in the new write region"
-        )
+        d.region_changed(account.name, state.write_region, account.write_region, AFTER_REGION_CHANGE)
         return d.done()
     state.write_region = account.write_region
+    if o.spec.source.account_ref is not None and not _source_readable(d, o.spec.source.account_ref.name):
+        return d.done()
     if o.spec.suspend:
         _suspended(d)
         return d.done()
@@ -188,6 +202,26 @@ def decide(o: Observed) -> Plan:
         return d.done()  # not runnable for a reason handled above on the next pass
     d.in_line(position, transfer, account.instances_running, "copying this job")
     return d.done()
+
+
+def _source_readable(d: _Decision, name: str) -> bool:
+    """A cross-account copy's source account: it must exist, answer to its key and keep its write region."""
+    source, state = d.o.source_account, d.state
+    if source is None:
+        d.account_missing(name, "spec.source.accountRef", reason="SourceAccountNotFound")
+        return False
+    if source.needs_the_user:
+        message = f'the source account "{name}" cannot be read: {source.ready_message}'
+        d.fail(Failure(reason=str(source.ready_reason), message=message))
+        return False
+    if source.write_region is None:
+        d.waiting_for_region(source.ready_message, f'the source account "{name}"\'s')
+        return False
+    if state.source_write_region is not None and state.source_write_region != source.write_region:
+        d.region_changed(name, state.source_write_region, source.write_region, AFTER_REGION_CHANGE)
+        return False
+    state.source_write_region = source.write_region
+    return True
 
 
 def _suspended(d: _Decision) -> None:

@@ -96,6 +96,7 @@ class JobSpec:
     write_region: str | None
     mode: str = "Offline"
     verify: VerifyMode = VerifyMode.COUNT
+    source_account: str | None = None  # another DatabaseAccount to read from (its name), or the job's own
 
 
 def run_instance(
@@ -110,9 +111,11 @@ def run_instance(
     page_size: int = PAGE_SIZE,
     previous: ContainerCopyProgress | None = None,
     cutover: Callable[[], bool] = lambda: False,
+    source: CosmosAccess | None = None,
 ) -> InstanceOutcome:
     """Work on the job until it is done, fails, or `should_stop`; `cutover` says the user asked an
-    online copy to finish (spec.cutover)."""
+    online copy to finish (spec.cutover). `access` is the job's account (the destination, which also holds
+    the job's state); `source` the account read from, when it is another."""
     if job.max_items_per_second:
         # Pages of about two seconds of work: a rate-limited instance still stops within seconds when asked.
         share = job.max_items_per_second / max(1, job.instances)
@@ -128,9 +131,8 @@ def run_instance(
         }
         if (refused := open_job(store, _new_job_doc(job), names, reporter)) is not None:
             return refused
-        return _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds, cutover).run(
-            concurrency, page_size
-        )
+        instance = _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds, cutover, source)
+        return instance.run(concurrency, page_size)
     except (AzureError, OSError) as error:
         if is_transient(error):
             raise TransientJobError(describe(error)) from None
@@ -173,7 +175,11 @@ def _new_job_doc(job: JobSpec) -> dict[str, Any]:
         "id": job.job_id,
         "jobId": job.job_id,
         "name": job.name,
-        "source": {"database": job.source_db, "container": job.source_container},
+        "source": {
+            "database": job.source_db,
+            "container": job.source_container,
+            **({"account": job.source_account} if job.source_account else {}),
+        },
         "destination": {"database": job.dest_db, "container": job.dest_container},
         "state": JobState.PENDING.value,
         "writeRegion": job.write_region,
@@ -217,10 +223,12 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         should_stop: Callable[[], bool],
         lease_seconds: float,
         cutover: Callable[[], bool],
+        source: CosmosAccess | None,
     ) -> None:
         super().__init__(access, store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
         self.job = job
         self.cutover = cutover
+        self.source = source or access  # the account the source container is read from
         self._checked = 0.0
         self._quiet_visits = 0  # streaming visits in a row that found nothing new
         self._source_paths: list[str] = []
@@ -242,7 +250,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         if ended is not None:
             self.reporter.send(self.doc, force=True)
             return ended
-        source = container_properties(self.access, self.job.source_db, self.job.source_container)
+        source = container_properties(self.source, self.job.source_db, self.job.source_container)
         if source is None:
             return self.failed(
                 Failure(
@@ -280,7 +288,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         An online copy first takes each range's position in the all-versions-and-deletes feed: the
         changes after it are applied once the range is copied, so none made during the copy is lost.
         """
-        source = self.access.container(self.job.source_db, self.job.source_container)
+        source = self.source.container(self.job.source_db, self.job.source_container)
         ranges = feed_ranges(source)
         streams: list[str | None] = [None] * len(ranges)
         if self.job.mode == ONLINE:
@@ -406,7 +414,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         order and only once all their items are in the destination: a replay after a crash
         rewrites at most the pages that were in flight, which the writer recognises as replays.
         """
-        source = self.access.container(self.job.source_db, self.job.source_container)
+        source = self.source.container(self.job.source_db, self.job.source_container)
 
         def read(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
             items, after = change_feed_page(source, lease.feed_range, token, page_size)
@@ -476,7 +484,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
 
     def _verify(self, lease: UnitLease) -> InstanceOutcome | None:
         """Compare the destination with the source once every unit is done (after the cutover, when online)."""
-        source = self.access.container(self.job.source_db, self.job.source_container)
+        source = self.source.container(self.job.source_db, self.job.source_container)
         destination = self.access.container(self.job.dest_db, self.job.dest_container)
         mode = VerifyMode(self.doc.get("verify") or self.job.verify)
         if mode == VerifyMode.FULL:
@@ -494,7 +502,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         page counts, so the destination follows the source's order. The unit is given back after the
         visit (other units take their turn); after the cutover, a unit with nothing left is done.
         """
-        source = self.access.container(self.job.source_db, self.job.source_container)
+        source = self.source.container(self.job.source_db, self.job.source_container)
         token = lease.doc.get("stream")
         applied = int(lease.doc.get("appliedChanges") or 0)
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from ferry.api.containercopyjob import ContainerCopyProgress
+from ferry.api.databaseaccount import SOURCE_ACCOUNT_ENV_PREFIX, SOURCE_ACCOUNT_NAME_ENV
 from ferry.api.kinds import CONTAINER_COPY_JOB
 from ferry.api.outcome import WorkerOutcome
 from ferry.api.transfer import VerifyMode
@@ -91,7 +93,13 @@ def _work_on(
         write_region=(job.get("status") or {}).get("writeRegion"),
         mode=spec.get("mode") or "Offline",
         verify=VerifyMode(spec.get("verify") or VerifyMode.COUNT.value),
+        source_account=((spec["source"].get("accountRef")) or {}).get("name"),
     )
+    if work.source_account and os.environ.get(SOURCE_ACCOUNT_NAME_ENV) != work.source_account:
+        # Started before this job became active: the operator replaces this pod with one that has the source
+        # account's endpoint and key.
+        log.info("instance %s waits for its replacement to read from account %s", owner, work.source_account)
+        return RETRY_SECONDS
     reporter: StatusReporter[ContainerCopyProgress] = StatusReporter(
         CONTAINER_COPY_JOB, namespace, job["metadata"]["name"], FIELD_MANAGER
     )
@@ -112,7 +120,11 @@ def _work_on(
     log.info("instance %s working on %s", owner, work.name)
     try:
         previous = ContainerCopyProgress.part_of(job.get("status"))
-        outcome = run_instance(access, work, owner, reporter.report, should_stop, previous=previous, cutover=cutover)
+        # A source key that cannot be a key fails the job (InvalidCredentials, naming its Secret), not the instance.
+        source = cosmos_access_from_env(prefix=SOURCE_ACCOUNT_ENV_PREFIX) if work.source_account else None
+        outcome = run_instance(
+            access, work, owner, reporter.report, should_stop, previous=previous, cutover=cutover, source=source
+        )
     except TransientJobError as error:
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)

@@ -20,10 +20,11 @@ from prometheus_client.core import Metric
 
 from ferry.api.common import DURATION_PATTERN, parse_duration
 from ferry.api.databaseaccount import (
-    KEY_SECRET_ENV,
-    KEY_SECRET_KEY_ENV,
+    ACCOUNT_ENV_PREFIX,
     RETENTION,
     RETENTION_OVERRIDE,
+    SOURCE_ACCOUNT_ENV_PREFIX,
+    SOURCE_ACCOUNT_NAME_ENV,
     AccountObservation,
     BackupMode,
     BackupObservation,
@@ -57,6 +58,7 @@ from ferry.runtime.pods import PodView
 from ferry.runtime.world import WorkerSettings, World
 from ferry.timefmt import when
 from ferry.transfer.account_queue import BackupView, Queue, copy_jobs, restore_unfinished, restores
+from ferry.transfer.account_ref import not_ready_reason
 
 # A role is the pod's ferry.dev/role label, its pod-name segment and its command (`ferry worker databaseaccount ROLE`).
 MONITOR_ROLE = "monitor"
@@ -67,6 +69,15 @@ BACKUP_CONNECTION_ENV = "FERRY_BACKUP_CONNECTION_STRING"
 # A capture later than this many intervals (plus a margin for a slow one) means capturing has stalled.
 STALL_INTERVALS = 3
 STALL_MARGIN_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class CopySource:
+    """The source account of the running copy job, when that is another account."""
+
+    name: str
+    spec: DatabaseAccountSpec
+    readable: bool  # its write region is known and its key not refused: the copy can start
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,8 @@ class Observed:
     instance_slots: int  # slots granted for instances (copy first, then restore) that do not exist yet
     now: datetime
     workers: WorkerSettings
+    copy_source: CopySource | None = None
+    copy_source_missing: bool = False  # the running job reads from an account that does not exist
 
 
 class DatabaseAccountController(Controller[Observed]):
@@ -131,8 +144,10 @@ class DatabaseAccountController(Controller[Observed]):
                 latest_restorable=backup.latest_restorable_time,
             ),
         )
+        copy_source, source_missing = _copy_source(world, meta.namespace, jobs_queue)
+        copying = _copying(jobs_queue, copy_source, source_missing)
         wanted = 0
-        for pods, busy in ((instance_pods, jobs_queue.running), (restorer_pods, restore_queue.running)):
+        for pods, busy in ((instance_pods, copying), (restorer_pods, bool(restore_queue.running))):
             missing = spec.copy_instances.count - sum(1 for p in pods if p.active)
             wanted += missing if busy and missing > 0 else 0
         return Observed(
@@ -151,6 +166,8 @@ class DatabaseAccountController(Controller[Observed]):
             instance_slots=world.slots(key_of(DATABASE_ACCOUNT, body), meta.order(), wanted) if wanted else 0,
             now=world.now,
             workers=world.workers,
+            copy_source=copy_source,
+            copy_source_missing=source_missing,
         )
 
     def decide(self, observed: Observed) -> Plan:
@@ -164,19 +181,45 @@ class DatabaseAccountController(Controller[Observed]):
         unfinished = [
             r for r in world.referencing(IN_ACCOUNT_RESTORE, meta.namespace, meta.name) if restore_unfinished(r)
         ]
-        return [*jobs, *unfinished]
+        # Jobs reading from it, and the accounts they run on (whose instances carry its endpoint and key).
+        readers = world.reading_from(CONTAINER_COPY_JOB, meta.namespace, meta.name)
+        destinations = {str(((j.get("spec") or {}).get("accountRef") or {}).get("name")) for j in readers}
+        hosts = [a for name in destinations if (a := world.object(DATABASE_ACCOUNT, meta.namespace, name)) is not None]
+        return [*jobs, *unfinished, *readers, *hosts]
 
 
-def account_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
+def _copy_source(world: World, namespace: str, jobs: Queue) -> tuple[CopySource | None, bool]:
+    """The running job's source account when it reads from another; and whether that account is missing."""
+    job = world.object(CONTAINER_COPY_JOB, namespace, jobs.running[0]) if jobs.running else None
+    name = ((((job or {}).get("spec") or {}).get("source") or {}).get("accountRef") or {}).get("name")
+    if not name:
+        return None, False
+    body = world.object(DATABASE_ACCOUNT, namespace, str(name))
+    if body is None:
+        return None, True
+    status = body.get("status") or {}
+    readable = (
+        AccountObservation.part_of(status).write_region is not None and not_ready_reason(status) not in NEEDS_THE_USER
+    )
+    spec = DatabaseAccountSpec.model_validate(body.get("spec") or {})
+    return CopySource(name=str(name), spec=spec, readable=readable), False
+
+
+def _copying(jobs: Queue, source: CopySource | None, source_missing: bool) -> bool:
+    """Whether the copy instances have work: a job runs, and a cross-account job's source can be read."""
+    return bool(jobs.running) and not source_missing and (source is None or source.readable)
+
+
+def account_env(spec: DatabaseAccountSpec, prefix: str = ACCOUNT_ENV_PREFIX) -> list[dict[str, Any]]:
     """The endpoint as a value, the key only as a Secret reference resolved by the kubelet."""
     assert spec.credentials.secret_ref is not None  # required by the CRD's CEL rule
     ref = spec.credentials.secret_ref
     return [
-        {"name": "FERRY_COSMOS_ENDPOINT", "value": spec.endpoint},
-        secret_env("FERRY_COSMOS_KEY", ref.name, ref.key),
-        {"name": KEY_SECRET_ENV, "value": ref.name},  # where the key comes from, for errors that name it
-        {"name": KEY_SECRET_KEY_ENV, "value": ref.key},
-        {"name": "FERRY_COSMOS_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
+        {"name": f"{prefix}_ENDPOINT", "value": spec.endpoint},
+        secret_env(f"{prefix}_KEY", ref.name, ref.key),
+        {"name": f"{prefix}_KEY_SECRET", "value": ref.name},  # where the key comes from, for errors that name it
+        {"name": f"{prefix}_KEY_SECRET_KEY", "value": ref.key},
+        {"name": f"{prefix}_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
     ]
 
 
@@ -220,7 +263,13 @@ def monitor_manifest(o: Observed) -> dict[str, Any]:
 
 
 def copy_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
-    return _instance_pod(o, COPY_ROLE, index, [], account_env(o.spec))
+    """A copy instance; while a cross-account job runs, also with its source account's endpoint and key (so the
+    pods are replaced when such a job starts and after it)."""
+    env = account_env(o.spec)
+    if o.copy_source is not None:
+        env.append({"name": SOURCE_ACCOUNT_NAME_ENV, "value": o.copy_source.name})
+        env += account_env(o.copy_source.spec, SOURCE_ACCOUNT_ENV_PREFIX)
+    return _instance_pod(o, COPY_ROLE, index, [], env)
 
 
 def restore_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
@@ -322,7 +371,8 @@ def decide(o: Observed) -> Plan:
     state.queued_copy_jobs = list(o.queue.waiting) or None
     state.active_restores = list(o.restores.running) or None
     state.queued_restores = list(o.restores.waiting) or None
-    copying = _instances(o, plan, COPY_POOL, bool(o.queue.running), o.instance_pods, state.idle_since, o.instance_slots)
+    busy = _copying(o.queue, o.copy_source, o.copy_source_missing)
+    copying = _instances(o, plan, COPY_POOL, busy, o.instance_pods, state.idle_since, o.instance_slots)
     state.instances, state.idle_since = copying.pods, copying.idle_since
     restoring = _instances(
         o, plan, RESTORE_POOL, bool(o.restores.running), o.restorer_pods, state.restore_idle_since, copying.budget

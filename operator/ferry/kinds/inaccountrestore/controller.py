@@ -206,7 +206,7 @@ def _admissible(d: _Decision) -> bool:
             f"delete what it restored so far ({_what(o.spec)}, if it was created), then create the restore again "
             "to restore in the new write region"
         )
-        d.region_changed(state.write_region, account.write_region, then)
+        d.region_changed(account.name, state.write_region, account.write_region, then)
         return False
     state.write_region = account.write_region
     wanted = o.spec.restore_timestamp
