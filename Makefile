@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types crds docs bench install node-packages controlplane images clean
+.PHONY: demo test lint types crds docs bench install node-packages controlplane stackbinaries images clean
 
 # The local node's parts from Debian: containerd 1.6, runc and the CNI plugins; buildah and debootstrap build
 # Ferry's image; iptables routes the `kubernetes` Service. Installed with apt-get when one is missing (as root,
@@ -31,17 +31,21 @@ node-packages:
 	fi
 
 # kube-apiserver, kube-controller-manager, kube-scheduler, the kubelet and etcd, built from Go modules (hack/kube)
-# on the first run (about 12 minutes on 2 cores) and cached in ~/.cache/ferry/kube. Also Helm (hack/helm, about
-# 3 minutes), the pod sandbox's pause (hack/pause) and the Go tools the tests run, cached in ~/.cache/ferry/tools.
+# on the first run (about 8 minutes on 2 cores) and cached in ~/.cache/ferry/kube. Also Helm (hack/helm, about
+# 2 minutes) and the pod sandbox's pause (hack/pause), cached in ~/.cache/ferry/tools; `controlplane` also builds
+# the Go tools the tests run (kstatus, promtool: about 5 minutes), `stackbinaries` (the demo's) does not.
 controlplane: $(VENV)/.installed
 	$(BIN)/python -m ferry_dev.binaries
 
+stackbinaries: $(VENV)/.installed
+	$(BIN)/python -m ferry_dev.binaries --stack-only
+
 # Ferry's image from operator/Dockerfile (buildah, on a debootstrap base built once: about 2 minutes cold; after
 # a change to Ferry's code only the wheel layer is built again), cached in ~/.cache/ferry/images.
-images: $(VENV)/.installed node-packages controlplane
+images: $(VENV)/.installed node-packages stackbinaries
 	$(BIN)/python -m ferry_dev.images
 
-demo: install controlplane images
+demo: install stackbinaries images
 	$(BIN)/ferry-dev demo
 
 lint: $(VENV)/.installed

@@ -8,7 +8,10 @@ The copy reads the source's change feed, so every request (the ceiling's too) go
 change feed stand-in (dev/ferry_dev/changefeed.py), run in its own process with --ranges partition
 key ranges: the ceiling and the copy pay the same proxy.
 
-    python bench/copyjob_throughput.py [--items 800 --concurrency 8 --instances 1 --ranges 1]
+    python bench/copyjob_throughput.py [--items 800 --concurrency 8 --instances 1 --ranges 1] [--cross-account]
+
+--cross-account puts the source in a second cosmosdb-server (another account, with its own stand-in): the
+job reads it there and writes to the first, whose raw write ceiling is the reference as before.
 
 A job pays a fixed start (about fifteen requests: the state database, the job, its work units, the count),
 which weighs about 5% at 400 items on this server and half that at 800.
@@ -20,6 +23,7 @@ the copy uses only concurrency/N threads, and the ratio shows it; --ranges N giv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -56,8 +61,12 @@ def upsert_all(container: Any, docs: list[dict[str, Any]], threads: int) -> tupl
     return len(docs) / (time.perf_counter() - started), (time.process_time() - cpu) / len(docs)
 
 
-def copy(access: CosmosAccess, db: str, instances: int, concurrency: int) -> tuple[float, float, list[str]]:
+def copy(
+    access: CosmosAccess, db: str, instances: int, concurrency: int, source: CosmosAccess | None = None
+) -> tuple[float, float, list[str]]:
     job = JobSpec(str(uuid.uuid4()), "bench/copy", db, "src", db, "dst", None, instances, None)
+    if source is not None:
+        job.source_account = "bench-source"
     outcomes: list[InstanceOutcome] = []
     lock = threading.Lock()
     per_instance = max(1, concurrency // instances)
@@ -65,7 +74,13 @@ def copy(access: CosmosAccess, db: str, instances: int, concurrency: int) -> tup
     def instance(n: int) -> None:
         while True:
             outcome = run_instance(
-                access, job, f"bench-{n}", lambda part, force=False: None, lambda: False, concurrency=per_instance
+                access,
+                job,
+                f"bench-{n}",
+                lambda part, force=False: None,
+                lambda: False,
+                concurrency=per_instance,
+                source=source,
             )
             if outcome.kind != "idle":
                 break
@@ -88,10 +103,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--ranges", type=int, default=1)
+    parser.add_argument("--cross-account", action="store_true", help="read the source from a second server")
     args = parser.parse_args()
     docs = items(args.items)
+    with contextlib.ExitStack() as stack:
+        access = stack.enter_context(_account(args.ranges))
+        other = stack.enter_context(_account(args.ranges)) if args.cross_account else None
+        run(args, docs, access, other)
+
+
+@contextlib.contextmanager
+def _account(ranges: int) -> Iterator[CosmosAccess]:
+    """A cosmosdb-server behind the change feed stand-in, in a process of its own."""
     with tempfile.TemporaryDirectory() as tmp, CosmosServer(Path(tmp)) as server:
-        argv = ["--upstream", server.endpoint.endpoint, "--key", server.endpoint.key, "--ranges", str(args.ranges)]
+        argv = ["--upstream", server.endpoint.endpoint, "--key", server.endpoint.key, "--ranges", str(ranges)]
         standin = subprocess.Popen(
             [sys.executable, "-m", "ferry_dev.changefeed", *argv],
             stdout=subprocess.PIPE,
@@ -101,21 +126,22 @@ def main() -> None:
         try:
             assert standin.stdout is not None
             endpoint = standin.stdout.readline().strip()
-            run(args, docs, CosmosAccess(endpoint, server.endpoint.key, verify_tls=False))
+            yield CosmosAccess(endpoint, server.endpoint.key, verify_tls=False)
         finally:
             standin.kill()
             standin.wait()
 
 
-def run(args: argparse.Namespace, docs: list[dict[str, Any]], access: CosmosAccess) -> None:
+def run(args: argparse.Namespace, docs: list[dict[str, Any]], access: CosmosAccess, other: CosmosAccess | None) -> None:
     database = access.client().create_database("bench")
-    source = database.create_container("src", PartitionKey("/tenant"))
+    source_db = other.client().create_database("bench") if other is not None else database
+    source = source_db.create_container("src", PartitionKey("/tenant"))
     ceiling_target = database.create_container("ceiling", PartitionKey("/city"))
     database.create_container("dst", PartitionKey("/city"))
     upsert_all(source, docs, args.concurrency)  # the source; also warms the server up
     # The ceiling is measured before and after the copy: the mean evens out a drifting machine.
     before, ceiling_cpu = upsert_all(ceiling_target, docs, args.concurrency)
-    elapsed, cpu, kinds = copy(access, "bench", args.instances, args.concurrency)
+    elapsed, cpu, kinds = copy(access, "bench", args.instances, args.concurrency, other)
     after, _ = upsert_all(ceiling_target, docs, args.concurrency)
     ceiling = (before + after) / 2
     copied = sum(
@@ -128,7 +154,7 @@ def run(args: argparse.Namespace, docs: list[dict[str, Any]], access: CosmosAcce
     rate = args.items / elapsed
     print(
         f"items={args.items} concurrency={args.concurrency} instances={args.instances} "
-        f"ranges={args.ranges} outcomes={kinds}"
+        f"ranges={args.ranges} cross-account={args.cross_account} outcomes={kinds}"
     )
     print(f"raw upsert ceiling: {ceiling:.1f} items/s (before {before:.1f}, after {after:.1f})")
     print(f"copy job:           {rate:.1f} items/s in {elapsed:.2f}s")

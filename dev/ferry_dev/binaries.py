@@ -191,8 +191,13 @@ def kubectl() -> str:
     return str(beside)
 
 
+TEST_ONLY = ("kstatus", "promtool")  # the stack (and so the demo) runs without them
+
+
 if __name__ == "__main__":
+    stack_only = "--stack-only" in sys.argv[1:]  # `make demo`: what `ferry-dev up` needs, not the tests' tools
     found = ensure_binaries()
     print(f"control plane binaries: {found.directory}")
     for tool in TOOLS:
-        print(f"{tool}: {ensure_tool(tool)}")
+        if not (stack_only and tool in TEST_ONLY):
+            print(f"{tool}: {ensure_tool(tool)}")

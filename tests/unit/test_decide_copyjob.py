@@ -11,7 +11,7 @@ from builders import NOW, job_body, later, meta
 from ferry.api.containercopyjob import ContainerCopyJobOperatorStatus, ContainerCopyJobSpec, ContainerCopyProgress
 from ferry.kinds.containercopyjob.controller import AccountView, Observed, decide
 from ferry.runtime.objects import condition
-from ferry.transfer.account_queue import copy_jobs
+from ferry.transfer.account_queue import Queue, copy_jobs
 
 ACCOUNT = AccountView(name="acct", write_region="West US", ready_message=None, instances_running=True)
 
@@ -326,3 +326,83 @@ def test_the_verification_is_a_condition_and_a_difference_fails_the_job() -> Non
     assert "0 missing, 1 extra, 1 with other content (first: a, b)" in differs.message
     # Until the verification ran, there is no such condition.
     assert condition(decide(observe(CASES[4])).status.conditions, "Verified") is None  # type: ignore[union-attr]
+
+
+FAILED_ON = {
+    "phase": "Failed",
+    "writeRegion": "West US",
+    "startTime": later(-60).isoformat(),
+    "completionTime": later(-5).isoformat(),
+}
+
+
+def rerun(
+    reason: str | None, token: str = "2", before: dict[str, Any] | None = None, ran: int | None = None, **status: Any
+) -> Observed:
+    """A job asked to run again (ferry.dev/rerun = token); `ran`: the attempt the instances' record is of."""
+    failure = {"failure": {"reason": reason, "message": f"{reason} happened"}} if reason else {}
+    state = {**(before or FAILED_ON), **failure, **status}
+    ended = {"processedCount": 40, "totalCount": 100, "transfer": {"state": "Failed", "attempt": ran}}
+    base = observe(Case("rerun", state=state, progress=WORKING if before else ended))
+    return Observed(**{**base.__dict__, "rerun": token})
+
+
+def test_a_rerun_after_a_transient_failure_resumes_from_the_checkpoints_and_keeps_the_attempt() -> None:
+    plan = decide(rerun("WorkerCrashed"))
+    state = plan.status
+    assert isinstance(state, ContainerCopyJobOperatorStatus)
+    assert state.phase == "Pending" and state.failure is None and state.completion_time is None
+    assert (state.attempt, state.record_id, state.last_rerun) == (2, None, "2")  # the same record: resumed
+    assert state.attempts is not None and len(state.attempts) == 1
+    first = state.attempts[0]
+    assert (first.attempt, first.phase, first.reason, first.processed_count) == (1, "Failed", "WorkerCrashed", 40)
+    assert first.completion_time == later(-5)
+    assert [e.reason for e in plan.events] == ["Rerun"]
+    said = condition(state.conditions, "Rerun")
+    assert said is not None and said.status == "True" and "resumes from the checkpoints" in said.message
+
+
+def test_a_rerun_after_a_region_change_starts_over_in_a_new_record() -> None:
+    state = decide(rerun("WriteRegionChanged")).status
+    assert isinstance(state, ContainerCopyJobOperatorStatus)
+    assert (state.attempt, state.record_id) == (2, "uid-me-2")
+    assert state.write_region == ACCOUNT.write_region  # recorded again, from the account as it is now
+    said = condition(state.conditions, "Rerun")
+    assert said is not None and "starts over after WriteRegionChanged" in said.message
+
+
+def test_a_rerun_waits_for_the_instances_to_report_the_new_run() -> None:
+    """The instances' record still says Failed (attempt 1) right after a re-run: the job stays Pending."""
+    first = decide(rerun("CosmosError")).status
+    assert isinstance(first, ContainerCopyJobOperatorStatus)
+    again = decide(Observed(**{**rerun("CosmosError").__dict__, "state": first}))
+    assert isinstance(again.status, ContainerCopyJobOperatorStatus)
+    assert again.status.phase == "Pending" and again.status.attempt == 2
+    assert len(again.status.attempts or []) == 1  # the same token is acted on once
+
+
+def test_a_rerun_is_refused_for_a_succeeded_or_running_job() -> None:
+    for phase, words in (({"phase": "Succeeded"}, "the job succeeded"), (RUNNING, "has not ended (phase Running)")):
+        plan = decide(rerun(None, before=phase))
+        state = plan.status
+        assert isinstance(state, ContainerCopyJobOperatorStatus)
+        assert state.phase == phase["phase"] and state.attempt is None and state.last_rerun == "2"
+        said = condition(state.conditions, "Rerun")
+        assert said is not None and said.status == "False" and said.reason == "RerunRefused" and words in said.message
+        assert "RerunRefused" in [e.reason for e in plan.events]
+
+
+def test_the_attempt_history_is_bounded() -> None:
+    earlier = [{"attempt": n, "phase": "Failed", "reason": "CosmosError"} for n in range(1, 11)]
+    state = decide(rerun("CosmosError", token="12", ran=11, attempt=11, attempts=earlier)).status
+    assert isinstance(state, ContainerCopyJobOperatorStatus) and state.attempts is not None
+    assert [a.attempt for a in state.attempts] == list(range(2, 12))  # the oldest dropped, the one just ended kept
+    assert state.attempt == 12
+
+
+def test_a_rerun_job_takes_its_place_in_the_queue_before_the_instances_report_it() -> None:
+    rerun_job = job_body("again", status={"phase": "Pending", "attempt": 2, "transfer": {"state": "Failed"}})
+    ended = job_body(
+        "ended", status={"phase": "Pending", "transfer": {"state": "Failed"}}
+    )  # a failure not mirrored yet
+    assert copy_jobs([rerun_job, ended], "West US") == Queue(running=("again",), waiting=())

@@ -114,6 +114,23 @@ class ContainerCopyProgress(FerryModel):
     transfer: TransferRecord | None = None
 
 
+RERUN_ANNOTATION = "ferry.dev/rerun"  # a new value runs a Failed or Cancelled job again (`ferry jobs rerun`)
+ATTEMPTS_KEPT = 10  # earlier runs kept in status.attempts, oldest dropped first
+
+
+class AttemptRecord(FerryModel):
+    """One earlier run of the job, as it ended."""
+
+    attempt: int
+    phase: ContainerCopyPhase
+    reason: str | None = None
+    message: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    processed_count: int | None = None
+    total_count: int | None = None
+
+
 class ContainerCopyJobOperatorStatus(FerryModel):
     """The part of the status the operator writes: the job's lifecycle and place in its account's queue."""
 
@@ -133,6 +150,16 @@ class ContainerCopyJobOperatorStatus(FerryModel):
     failure: Failure | None = None
     conditions: list[Condition] | None = conditions_field()
     observed_generation: int | None = None
+    attempt: int | None = Field(default=None, description="The current run: absent or 1 for the first, +1 per re-run.")
+    record_id: str | None = Field(
+        default=None,
+        description="The job's record in __datatransferstate that this run works on: the job's uid, or uid-N from "
+        "a re-run that started over (absent: the uid).",
+    )
+    last_rerun: str | None = Field(default=None, description="The ferry.dev/rerun annotation value last acted on.")
+    attempts: list[AttemptRecord] | None = Field(
+        default=None, description=f"Earlier runs, oldest first (at most {ATTEMPTS_KEPT})."
+    )
 
 
 class ContainerCopyJobStatus(ContainerCopyJobOperatorStatus, ContainerCopyProgress):

@@ -28,6 +28,7 @@ class TransferRecord(FerryModel):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     failure: Failure | None = None
+    attempt: int | None = Field(default=None, description="The run of the job the record is of (absent: the first).")
 
 
 class VerifyMode(StrEnum):

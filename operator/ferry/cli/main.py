@@ -96,6 +96,22 @@ def _cmd_jobs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs_rerun(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+
+    from ferry.cli.rerun import RerunRefused, rerun
+
+    try:
+        print(rerun(args.namespace, args.job))
+    except RerunRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ApiException as exc:
+        print(f"error: ContainerCopyJob {args.namespace}/{args.job}: {exc.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_blobcopy_failures(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from rich.console import Console
@@ -188,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_cmd_restorable_list)
 
     jobs = commands.add_parser(
-        "jobs", help="the account's job history (copy jobs and restores) in its __datatransferstate database"
+        "jobs",
+        help="the account's job history (copy jobs and restores) in its __datatransferstate database; re-runs",
     )
     jobs_cmds = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     for action, helptext in (("list", "list every job of the account"), ("show", "show one job")):
@@ -205,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--key-env", default="FERRY_COSMOS_KEY", help="environment variable holding the key")
         sub.add_argument("--insecure-skip-tls-verify", action="store_true", help="only for local emulators")
         sub.set_defaults(func=_cmd_jobs_list if action == "list" else _cmd_jobs_show)
+    again = jobs_cmds.add_parser(
+        "rerun",
+        help="run a Failed or Cancelled ContainerCopyJob again, in place",
+        description="Sets the job's ferry.dev/rerun annotation to its next attempt number. The job resumes from "
+        "its checkpoints when its failure left them valid, else starts over; status.attempts keeps the earlier "
+        "runs. A Succeeded or unfinished job is refused. Also `kubectl ferry jobs rerun`.",
+    )
+    again.add_argument("job", help="the ContainerCopyJob's name")
+    again.add_argument("-n", "--namespace", default="default", help="its namespace (default: default)")
+    again.set_defaults(func=_cmd_jobs_rerun)
 
     blobcopy = commands.add_parser("blobcopy", help="a BlobCopy's records beyond its status")
     blobcopy_cmds = blobcopy.add_subparsers(dest="blobcopy_command", required=True, metavar="ACTION")

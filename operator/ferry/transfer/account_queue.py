@@ -59,11 +59,13 @@ def copy_job_runnable(write_region: str | None) -> Runnable:
         spec = job.get("spec") or {}
         status = job.get("status") or {}
         recorded = status.get("writeRegion")
+        transfer = status.get("transfer") or {}
+        earlier_run = (transfer.get("attempt") or 1) < (status.get("attempt") or 1)  # a re-run's, not yet begun
         return (
             not meta_of(job).deleting
             and not spec.get("suspend")
             and status.get("phase") not in FINISHED_PHASES
-            and (status.get("transfer") or {}).get("state") not in FINISHED_TRANSFERS
+            and (earlier_run or transfer.get("state") not in FINISHED_TRANSFERS)
             and write_region is not None
             and (recorded is None or recorded == write_region)
         )

@@ -73,6 +73,20 @@ def open_job(
     return outcome_of(failed) or InstanceOutcome("failed", invalid)
 
 
+def reopen_job(store: StateStore, job_id: str, attempt: int) -> dict[str, Any]:
+    """A re-run that resumes: the record an earlier run ended is running again, as run `attempt`, from its work
+    units' checkpoints (an ended run's failure and error count are its own, kept in the object's status)."""
+
+    def change(doc: dict[str, Any]) -> bool:
+        if int(doc.get("attempt") or 1) >= attempt:
+            return False
+        running = JobState.RUNNING if doc.get("unitsReady") else JobState.PENDING
+        doc.update(attempt=attempt, state=running.value, failure=None, errors=0, completionTime=None)
+        return True
+
+    return store.update_job(job_id, change)
+
+
 def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException) -> dict[str, Any] | None:
     """Record an unexpected error met on one job in its document, so that it fails the job and no other: at once
     when another try would fail the same way, else after MAX_JOB_ERRORS of them, with the error as the cause.

@@ -164,6 +164,7 @@ def transfer_record(job: dict[str, Any]) -> TransferRecord | None:
         failure=Failure(reason=str(failure.get("reason")), message=redact(str(failure.get("message"))))
         if isinstance(failure, dict)
         else None,
+        attempt=job.get("attempt"),
     )
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from ferry.api.common import Failure
 from ferry.api.containercopyjob import (
+    ATTEMPTS_KEPT,
+    RERUN_ANNOTATION,
+    AttemptRecord,
     ContainerCopyJobOperatorStatus,
     ContainerCopyJobSpec,
     ContainerCopyPhase,
@@ -26,8 +29,8 @@ from ferry.api.transfer import TransferState
 from ferry.kinds.containercopyjob.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
 from ferry.kinds.databaseaccount.controller import COPY_ROLE, NEEDS_THE_USER
 from ferry.runtime.controller import Controller
-from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition
-from ferry.runtime.plan import Plan
+from ferry.runtime.objects import ObjectMeta, condition, meta_of, set_condition, without_condition
+from ferry.runtime.plan import Event, Plan
 from ferry.runtime.world import World
 from ferry.transfer.account_queue import FINISHED_PHASES, Queue, copy_jobs
 from ferry.transfer.account_ref import account_and_siblings, not_ready_message, not_ready_reason, pods_running
@@ -36,7 +39,20 @@ from ferry.transfer.job_decision import AccountJobDecision, JobPhases
 # Instances hold a work unit's lease this long without renewing it before it expires; after that no
 # instance can still be writing for a suspended job, even one that died before saying it stopped.
 LEASE_EXPIRY = timedelta(seconds=20)
-AFTER_REGION_CHANGE = "re-create the job to run it in the new write region"
+AFTER_REGION_CHANGE = "re-create the job, or run it again (ferry jobs rerun), to run it in the new write region"
+# Failures after which a re-run starts over: the checkpoints no longer describe what is to copy (another write
+# region, containers re-created, the destination changed by others) or the job never got past its start.
+STARTS_OVER = frozenset(
+    {
+        "WriteRegionChanged",
+        "SourceNotFound",
+        "DestinationNotFound",
+        "ItemConflict",
+        "VerificationFailed",
+        "ChangeFeedModeUnsupported",
+        "InvalidResourceName",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class Observed:
     queue: Queue
     now: datetime
     source_account: AccountView | None = None  # spec.source.accountRef's, when set and it exists
+    rerun: str | None = None  # the ferry.dev/rerun annotation
 
 
 class ContainerCopyJobController(Controller[Observed]):
@@ -88,6 +105,7 @@ class ContainerCopyJobController(Controller[Observed]):
             queue=jobs_queue,
             now=world.now,
             source_account=_account_view(world, meta.namespace, source_ref.name) if source_ref else None,
+            rerun=((body.get("metadata") or {}).get("annotations") or {}).get(RERUN_ANNOTATION),
         )
 
     def decide(self, observed: Observed) -> Plan:
@@ -141,9 +159,13 @@ def decide(o: Observed) -> Plan:
         COPYJOB_ITEMS_METRIC: progress.processed_count or 0,
         THROTTLED_METRIC: progress.throttled_requests or 0,
     }
+    if o.rerun is not None and o.rerun != state.last_rerun and not o.meta.deleting:
+        _rerun(d, o.rerun)
     if o.meta.deleting or state.phase in FINISHED_PHASES:
         return d.done()  # deleted: the instances record the cancellation in the job history
     transfer = progress.transfer
+    if transfer is not None and (transfer.attempt or 1) < (state.attempt or 1):
+        transfer = None  # the record of an earlier run, until the instances take this one up
     d.verified(progress.verification)
     online = o.spec.mode == CopyMode.ONLINE
     if online and progress.pending_changes is not None:
@@ -202,6 +224,55 @@ def decide(o: Observed) -> Plan:
         return d.done()  # not runnable for a reason handled above on the next pass
     d.in_line(position, transfer, account.instances_running, "copying this job")
     return d.done()
+
+
+def _rerun(d: _Decision, token: str) -> None:
+    """A new ferry.dev/rerun value: a Failed or Cancelled job runs again, as its next attempt; a job that has not
+    ended, or succeeded, is not run again, and the Rerun condition says why."""
+    o, state = d.o, d.state
+    state.last_rerun = token
+    if state.phase not in (ContainerCopyPhase.FAILED, ContainerCopyPhase.CANCELLED):
+        why = (
+            "the job succeeded: apply a new ContainerCopyJob to copy again"
+            if state.phase == ContainerCopyPhase.SUCCEEDED
+            else f"the job has not ended (phase {state.phase.value if state.phase else 'Pending'}): only a Failed "
+            "or Cancelled job runs again"
+        )
+        _rerun_condition(d, False, "RerunRefused", f"ferry.dev/rerun {token!r} refused: {why}")
+        d.plan.events.append(Event("RerunRefused", f"ferry.dev/rerun {token!r} refused: {why}", warning=True))
+        return
+    attempt = (state.attempt or 1) + 1
+    failure = state.failure
+    earlier = AttemptRecord(
+        attempt=attempt - 1,
+        phase=state.phase,
+        reason=failure.reason if failure else None,
+        message=failure.message if failure else None,
+        start_time=state.start_time,
+        completion_time=state.completion_time,
+        processed_count=o.progress.processed_count,
+        total_count=o.progress.total_count,
+    )
+    state.attempts = [*(state.attempts or []), earlier][-ATTEMPTS_KEPT:]
+    resume = failure is not None and failure.reason not in STARTS_OVER
+    if resume:
+        how = f"resumes from the checkpoints attempt {attempt - 1} left ({failure.reason if failure else ''})"
+    else:
+        state.record_id = f"{o.meta.uid}-{attempt}"
+        cause = f"after {failure.reason}" if failure else "after a cancellation"
+        how = f"starts over {cause}: the earlier checkpoints do not hold for it"
+    state.attempt = attempt
+    state.failure = None
+    state.start_time = state.completion_time = state.queue_position = None
+    state.write_region = state.source_write_region = None  # recorded again when queued
+    for stale in ("Verified", "CaughtUp", "Suspended"):
+        state.conditions = without_condition(state.conditions, stale)
+    _rerun_condition(d, True, "Rerun", f"attempt {attempt} {how}")
+    d.phase(ContainerCopyPhase.PENDING, "Rerun", f"attempt {attempt} {how}")
+
+
+def _rerun_condition(d: _Decision, ok: bool, reason: str, message: str) -> None:
+    d.state.conditions = set_condition(d.state.conditions, "Rerun", ok, reason, message, d.o.meta.generation, d.o.now)
 
 
 def _source_readable(d: _Decision, name: str) -> bool:

@@ -67,6 +67,7 @@ from ferry.transfer.job_document import (
     mark_running,
     open_job,
     outcome_of,
+    reopen_job,
 )
 from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record, verification_of
 from ferry.transfer.state import JobState, StateStore, epoch, now_iso
@@ -97,6 +98,7 @@ class JobSpec:
     mode: str = "Offline"
     verify: VerifyMode = VerifyMode.COUNT
     source_account: str | None = None  # another DatabaseAccount to read from (its name), or the job's own
+    attempt: int = 1  # the run of the job: a re-run that resumes reopens the record an earlier run ended
 
 
 def run_instance(
@@ -131,6 +133,8 @@ def run_instance(
         }
         if (refused := open_job(store, _new_job_doc(job), names, reporter)) is not None:
             return refused
+        if job.attempt > 1:
+            reporter.send(reopen_job(store, job.job_id, job.attempt), force=True)  # the status shows the new run
         instance = _Instance(access, store, job, instance_id, reporter, should_stop, lease_seconds, cutover, source)
         return instance.run(concurrency, page_size)
     except (AzureError, OSError) as error:
@@ -196,6 +200,7 @@ def _new_job_doc(job: JobSpec) -> dict[str, Any]:
         "mode": job.mode,
         "cutover": False,
         "verify": VerifyMode(job.verify).value,
+        "attempt": job.attempt,
     }
 
 

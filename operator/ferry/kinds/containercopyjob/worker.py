@@ -81,8 +81,9 @@ def _work_on(
             return 0.0  # deleted: the operator names another job
         raise
     spec = job["spec"]
+    status = job.get("status") or {}
     work = JobSpec(
-        job_id=job["metadata"]["uid"],
+        job_id=_record_id(job),
         name=f"{namespace}/{job['metadata']['name']}",
         source_db=spec["source"]["database"],
         source_container=spec["source"]["container"],
@@ -90,10 +91,11 @@ def _work_on(
         dest_container=spec["destination"]["container"],
         max_items_per_second=spec.get("maxItemsPerSecond"),
         instances=state.instances,
-        write_region=(job.get("status") or {}).get("writeRegion"),
+        write_region=status.get("writeRegion"),
         mode=spec.get("mode") or "Offline",
         verify=VerifyMode(spec.get("verify") or VerifyMode.COUNT.value),
         source_account=((spec["source"].get("accountRef")) or {}).get("name"),
+        attempt=int(status.get("attempt") or 1),
     )
     if work.source_account and os.environ.get(SOURCE_ACCOUNT_NAME_ENV) != work.source_account:
         # Started before this job became active: the operator replaces this pod with one that has the source
@@ -156,7 +158,7 @@ def _record_why_stopped(
             return
         job = None
     try:
-        if job is None or job["metadata"]["uid"] != job_id:
+        if job is None or _record_id(job) != job_id:
             set_job_state(access, job_id, JobState.CANCELLED)
             return
         status = job.get("status") or {}
@@ -170,3 +172,9 @@ def _record_why_stopped(
                 reporter.report(current, True)
     except KeyError:
         return  # never started: the job history has nothing to record
+
+
+def _record_id(job: dict[str, Any]) -> str:
+    """The job's record in __datatransferstate that its current run works on (status.recordId, set by a re-run
+    that starts over; else the uid)."""
+    return str((job.get("status") or {}).get("recordId") or job["metadata"]["uid"])

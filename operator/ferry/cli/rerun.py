@@ -1,0 +1,37 @@
+"""`ferry jobs rerun`: run a Failed or Cancelled ContainerCopyJob again, in place, by a new ferry.dev/rerun value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferry.api.containercopyjob import RERUN_ANNOTATION, ContainerCopyPhase
+from ferry.api.kinds import CONTAINER_COPY_JOB
+from ferry.kube.client import ObjectRef, custom
+
+RERUNNABLE = (ContainerCopyPhase.FAILED.value, ContainerCopyPhase.CANCELLED.value)
+
+
+class RerunRefused(Exception):
+    pass
+
+
+def rerun(namespace: str, name: str) -> str:
+    """Ask for the job's next attempt; what was asked, or RerunRefused with the reason (the operator refuses the
+    same cases, so an annotation set by hand is no way around it)."""
+    ref = ObjectRef(CONTAINER_COPY_JOB, namespace, name)
+    job = ref.get()
+    status: dict[str, Any] = job.get("status") or {}
+    phase = status.get("phase")
+    if phase not in RERUNNABLE:
+        why = "it succeeded: apply a new job to copy again" if phase == "Succeeded" else f"it has not ended ({phase})"
+        raise RerunRefused(f"ContainerCopyJob {namespace}/{name} is not run again: {why}")
+    attempt = int(status.get("attempt") or 1) + 1
+    patch = {
+        "metadata": {
+            "annotations": {RERUN_ANNOTATION: str(attempt)},
+            "resourceVersion": job["metadata"]["resourceVersion"],
+        }
+    }
+    kind = CONTAINER_COPY_JOB
+    custom().patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name, patch)
+    return f"ContainerCopyJob {namespace}/{name}: attempt {attempt} asked ({RERUN_ANNOTATION}={attempt})"
