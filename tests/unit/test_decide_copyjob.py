@@ -9,6 +9,7 @@ import pytest
 from builders import NOW, job_body, later, meta
 
 from ferry.api.containercopyjob import ContainerCopyJobOperatorStatus, ContainerCopyJobSpec, ContainerCopyProgress
+from ferry.cli.rerun import rerun_token
 from ferry.kinds.containercopyjob.controller import AccountView, Observed, decide
 from ferry.runtime.objects import condition
 from ferry.transfer.account_queue import Queue, copy_jobs
@@ -406,3 +407,10 @@ def test_a_rerun_job_takes_its_place_in_the_queue_before_the_instances_report_it
         "ended", status={"phase": "Pending", "transfer": {"state": "Failed"}}
     )  # a failure not mirrored yet
     assert copy_jobs([rerun_job, ended], "West US") == Queue(running=("again",), waiting=())
+
+
+def test_the_rerun_command_never_asks_with_a_value_already_acted_on() -> None:
+    assert rerun_token(2, {}, None, 1_700_000_000) == "2"
+    # "2" set by hand while the job ran was refused and recorded: asking again with it would change nothing.
+    assert rerun_token(2, {"lastRerun": "2"}, "2", 1_700_000_000) == "2-1700000000"
+    assert rerun_token(3, {"lastRerun": "2", "attempt": 2}, "2", 1_700_000_000) == "3"

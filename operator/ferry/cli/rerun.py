@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ferry.api.containercopyjob import RERUN_ANNOTATION, ContainerCopyPhase
@@ -26,12 +27,17 @@ def rerun(namespace: str, name: str) -> str:
         why = "it succeeded: apply a new job to copy again" if phase == "Succeeded" else f"it has not ended ({phase})"
         raise RerunRefused(f"ContainerCopyJob {namespace}/{name} is not run again: {why}")
     attempt = int(status.get("attempt") or 1) + 1
-    patch = {
-        "metadata": {
-            "annotations": {RERUN_ANNOTATION: str(attempt)},
-            "resourceVersion": job["metadata"]["resourceVersion"],
-        }
-    }
+    token = rerun_token(attempt, status, (job["metadata"].get("annotations") or {}).get(RERUN_ANNOTATION), time.time())
+    metadata = {"annotations": {RERUN_ANNOTATION: token}, "resourceVersion": job["metadata"]["resourceVersion"]}
     kind = CONTAINER_COPY_JOB
-    custom().patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name, patch)
-    return f"ContainerCopyJob {namespace}/{name}: attempt {attempt} asked ({RERUN_ANNOTATION}={attempt})"
+    custom().patch_namespaced_custom_object(
+        kind.group, kind.version, namespace, kind.plural, name, {"metadata": metadata}
+    )
+    return f"ContainerCopyJob {namespace}/{name}: attempt {attempt} asked ({RERUN_ANNOTATION}={token})"
+
+
+def rerun_token(attempt: int, status: dict[str, Any], current: str | None, now: float) -> str:
+    """The annotation value asking for `attempt`: its number, unless that value was used already (say, set by hand
+    and refused while the job still ran), which the operator would not act on again."""
+    token = str(attempt)
+    return token if token not in (status.get("lastRerun"), current) else f"{attempt}-{int(now)}"
