@@ -42,7 +42,7 @@ def test_a_job_failed_by_a_region_change_is_run_again_to_success_and_keeps_its_h
 ) -> None:
     source, dest = new_container(stack, "/tenant", items=120), new_container(stack, "/region")
     apply_account(kubectl, stack, endpoint=moving.endpoint)
-    kubectl.apply(job_manifest("again", source, dest, maxItemsPerSecond=20))
+    kubectl.apply(job_manifest("again", source, dest, maxItemsPerSecond=4))  # 30 s: time to move the region
     kubectl.wait_for(
         "containercopyjob", "again", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 120
     )
