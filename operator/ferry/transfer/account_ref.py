@@ -10,20 +10,24 @@ from ferry.runtime.objects import meta_of
 from ferry.runtime.world import World
 
 
-def not_ready_message(account_status: Mapping[str, Any]) -> str | None:
-    """Why the account is not Ready (its Ready condition's message), or None when it is."""
+def _not_ready(account_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The account's Ready condition when it is not True."""
     for found in account_status.get("conditions") or []:
         if found.get("type") == "Ready" and found.get("status") != "True":
-            return str(found.get("message") or found.get("reason"))
+            return dict(found)
     return None
+
+
+def not_ready_message(account_status: Mapping[str, Any]) -> str | None:
+    """Why the account is not Ready (its Ready condition's message), or None when it is."""
+    found = _not_ready(account_status)
+    return None if found is None else str(found.get("message") or found.get("reason"))
 
 
 def not_ready_reason(account_status: Mapping[str, Any]) -> str | None:
     """The reason of the account's Ready condition when it is not True."""
-    for found in account_status.get("conditions") or []:
-        if found.get("type") == "Ready" and found.get("status") != "True":
-            return str(found.get("reason") or "") or None
-    return None
+    found = _not_ready(account_status)
+    return None if found is None else (str(found.get("reason") or "") or None)
 
 
 def pods_running(world: World, account_uid: str, role: str) -> bool:

@@ -42,6 +42,7 @@ from ferry.kinds.databaseaccount.metrics import (
 )
 from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
+from ferry.runtime.engine import account_of, source_account_of
 from ferry.runtime.lifecycle import PodProblem, ServicePod, service_workers
 from ferry.runtime.objects import (
     Activity,
@@ -183,7 +184,7 @@ class DatabaseAccountController(Controller[Observed]):
         ]
         # Jobs reading from it, and the accounts they run on (whose instances carry its endpoint and key).
         readers = world.reading_from(CONTAINER_COPY_JOB, meta.namespace, meta.name)
-        destinations = {str(((j.get("spec") or {}).get("accountRef") or {}).get("name")) for j in readers}
+        destinations = {str(account_of(j.get("spec") or {})) for j in readers}
         hosts = [a for name in destinations if (a := world.object(DATABASE_ACCOUNT, meta.namespace, name)) is not None]
         return [*jobs, *unfinished, *readers, *hosts]
 
@@ -191,7 +192,7 @@ class DatabaseAccountController(Controller[Observed]):
 def _copy_source(world: World, namespace: str, jobs: Queue) -> tuple[CopySource | None, bool]:
     """The running job's source account when it reads from another; and whether that account is missing."""
     job = world.object(CONTAINER_COPY_JOB, namespace, jobs.running[0]) if jobs.running else None
-    name = ((((job or {}).get("spec") or {}).get("source") or {}).get("accountRef") or {}).get("name")
+    name = source_account_of((job or {}).get("spec") or {})
     if not name:
         return None, False
     body = world.object(DATABASE_ACCOUNT, namespace, str(name))
