@@ -31,7 +31,7 @@ from kubernetes import client, config, watch
 from e2e.conftest import MAX_WORKERS_PER_NAMESPACE
 from ferry_dev.stack import DevStack
 from integration.faultproxy import FaultProxy
-from support.kubectl import Kubectl
+from support.kubectl import Kubectl, with_reasons
 
 pytestmark = pytest.mark.e2e
 
@@ -181,8 +181,7 @@ def test_missing_secret_is_reported_then_recovers(stack: DevStack, kubectl: Kube
     )
     assert obj["status"]["phase"] == "Pending"
     assert 'secret "src" not found' in _condition(obj, "WorkerReady")["message"]
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=nosecret", "-o", "yaml")
-    assert "reason: ConfigError" in events
+    kubectl.events("nosecret", with_reasons("ConfigError"))
     assert 'secret "src" not found' in kubectl("describe", "blobcopy", "nosecret")
     account_secrets(kubectl, src_account.connection_string, dst_account.connection_string)
     kubectl.wait_phase("blobcopy", "nosecret", "Succeeded")
@@ -333,8 +332,8 @@ def test_bidirectional_characters_of_a_name_are_escaped_in_status_and_events(sta
     kubectl.apply(blobcopy_manifest("sneaky", src, dst, source={"blob": "invoice\u202efdp.exe"}))
     message = kubectl.wait_phase("blobcopy", "sneaky", "Failed")["status"]["failure"]["message"]
     assert "invoice\\u202efdp.exe" in message and "\u202e" not in message
-    events = json.loads(kubectl("get", "events", "--field-selector", "involvedObject.name=sneaky", "-o", "json"))
-    shown = [e["message"] for e in events["items"]]
+    events = kubectl.events("sneaky", lambda events: any("\\u202e" in e["message"] for e in events))
+    shown = [e["message"] for e in events]
     assert any("\\u202e" in m for m in shown) and not any("\u202e" in m for m in shown)
 
 
@@ -403,8 +402,7 @@ def test_a_worker_pod_the_api_server_refuses_is_reported_then_started(stack: Dev
     )
     ready = _condition(refused, "WorkerReady")
     assert ready["status"] == "False" and "refused to create pod" in ready["message"] and "no-pods" in ready["message"]
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=quota,type=Warning", "-o", "yaml")
-    assert "exceeded quota" in events
+    kubectl.events("quota", lambda events: any("exceeded quota" in e["message"] for e in events), "type=Warning")
     kubectl("delete", "resourcequota", "no-pods")
     kubectl.wait_phase("blobcopy", "quota", "Succeeded", timeout=60)
     assert dst.download_blob("q.bin").readall() == b"after the quota"
@@ -528,6 +526,5 @@ def test_a_long_name_still_gets_its_worker_and_events(stack: DevStack, kubectl: 
     assert len(name) == 253
     kubectl.apply(blobcopy_manifest(name, src, dst, source={"blob": "l.bin"}))
     kubectl.wait_phase("blobcopy", name, "Succeeded")
-    events = kubectl("get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "yaml")
-    assert "reason: Copied" in events
+    kubectl.events(name, with_reasons("Copied"))
     assert dst.download_blob("l.bin").readall() == b"long"

@@ -19,7 +19,7 @@ from copyjobs import all_items, apply_account, job_manifest, new_container
 
 from ferry_dev.cosmosproxy import CosmosProxy
 from ferry_dev.stack import DevStack
-from support.kubectl import Kubectl
+from support.kubectl import Kubectl, with_reasons
 
 pytestmark = [
     pytest.mark.e2e,
@@ -57,8 +57,7 @@ def test_account_reports_regions_and_a_repartitioning_copy_succeeds(stack: DevSt
     assert kubectl.kstatus("containercopyjob", "repartition") == kubectl.kstatus("databaseaccount", "acct") == "Current"
     table = kubectl("get", "containercopyjobs")
     assert re.search(r"repartition\s+acct\s+Succeeded\s+120\s+120\s+100", table), table
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=repartition", "-o", "yaml")
-    assert "reason: Copying" in events and "reason: Copied" in events
+    kubectl.events("repartition", with_reasons("Copying", "Copied"))
 
     jobs = kubectl.ferry("jobs", "list", "--account", "acct")
     assert f"{kubectl.namespace}/repartition" in jobs and "Succeeded" in jobs
@@ -94,8 +93,9 @@ def test_instances_no_node_has_room_for_say_so_and_start_once_resized(stack: Dev
     account = kubectl.wait_for("databaseaccount", "acct", unschedulable, timeout=60)
     ready = {c["type"]: c for c in account["status"]["conditions"]}["InstancesReady"]
     assert "acct-copy-0" in ready["message"] and "Insufficient cpu" in ready["message"], ready
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=acct,reason=Unschedulable")
-    assert "Insufficient cpu" in events
+    kubectl.events(
+        "acct", lambda events: any("Insufficient cpu" in e["message"] for e in events), "reason=Unschedulable"
+    )
     job = yaml.safe_load(kubectl("get", "containercopyjob", "waits", "-o", "yaml"))
     assert job["status"].get("phase") in ("Queued", "Pending"), job["status"]
 
@@ -159,8 +159,7 @@ def test_an_account_whose_secret_is_missing_says_so_and_can_be_deleted(stack: De
         time.sleep(0.5)
         ready = {c["type"]: c for c in kubectl.status("databaseaccount", "keyless")["conditions"]}["Ready"]
     assert ready["reason"] == "SecretNotFound" and 'secret "not-created" not found' in ready["message"]
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=keyless", "-o", "yaml")
-    assert "reason: SecretNotFound" in events
+    kubectl.events("keyless", with_reasons("SecretNotFound"))
     kubectl("delete", "databaseaccount", "keyless", "--timeout=30s")
     kubectl.wait_gone("databaseaccount", "keyless", timeout=30)
 
@@ -309,8 +308,8 @@ def test_write_region_change_fails_every_incomplete_job_of_that_account_only(
     assert kubectl.status("databaseaccount", "moving")["writeRegion"] == "East US"
     with urllib.request.urlopen(stack.operator_metrics, timeout=10) as response:
         changes = re.search(r"^ferry_account_write_region_changes_total (\S+)", response.read().decode(), re.M)
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=moving", "-o", "yaml")
-    assert events.count("reason: WriteRegionChanged") == 1
+    events = kubectl.events("moving", with_reasons("WriteRegionChanged"))
+    assert [int(e.get("count") or 1) for e in events if e["reason"] == "WriteRegionChanged"] == [1]
     assert changes and float(changes.group(1)) >= 1
     kubectl.wait_phase("containercopyjob", "elsewhere", "Succeeded", timeout=120)
     assert all_items(other_dst) == all_items(other_src)

@@ -4,14 +4,13 @@ a corrected key is read by the pods that replace them."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import yaml
 
 from ferry_dev.stack import DevStack
-from support.kubectl import Kubectl
+from support.kubectl import Kubectl, with_reasons
 
 GARBAGE_KEY = "not-a-key!"  # what the user trial put in the Secret
 
@@ -74,8 +73,8 @@ def test_a_key_that_is_not_base64_is_reported_once_without_a_crash_loop(stack: D
         assert _restarts(kubectl, pod) == 0, kubectl("describe", "pod", pod)
         assert GARBAGE_KEY not in kubectl("logs", pod)
     assert _reason(kubectl.get("databaseaccount", "acct"), "Ready") == "InvalidCredentials"
-    events = json.loads(kubectl("get", "events", "--field-selector", "involvedObject.name=acct", "-o", "json"))
-    reasons = [e["reason"] for e in events["items"] for _ in range(int(e.get("count") or 1))]
+    events = kubectl.events("acct", with_reasons("InvalidCredentials", "BackupInvalidCredentials"))
+    reasons = [e["reason"] for e in events for _ in range(int(e.get("count") or 1))]
     assert reasons.count("InvalidCredentials") == 1, reasons
     assert reasons.count("BackupInvalidCredentials") == 1, reasons
     assert GARBAGE_KEY not in kubectl("describe", "databaseaccount", "acct")

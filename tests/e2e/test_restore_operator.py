@@ -24,7 +24,7 @@ from restore_fixtures import (
 
 from ferry_dev.cosmosproxy import CosmosProxy, item_writes
 from ferry_dev.stack import DevStack
-from support.kubectl import Kubectl
+from support.kubectl import Kubectl, with_reasons
 from support.seconds import moment
 
 pytestmark = [
@@ -69,8 +69,7 @@ def test_a_deleted_container_comes_back_as_it_was_at_the_time(
     assert kubectl.kstatus("inaccountrestore", "orders-back") == "Current"
     table = kubectl("get", "inaccountrestores")
     assert re.search(r"orders-back\s+acct\s+shop\s+orders\s+\S+\s+Succeeded\s+100", table), table
-    events = kubectl("get", "events", "--field-selector", "involvedObject.name=orders-back", "-o", "yaml")
-    assert "reason: Restoring" in events and "reason: Restored" in events
+    kubectl.events("orders-back", with_reasons("Restoring", "Restored"))
 
     account = kubectl.get("databaseaccount", "acct")
     assert condition(account, "BackupHealthy")["status"] == "True"

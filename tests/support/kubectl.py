@@ -86,6 +86,28 @@ class Kubectl:
         obj: dict[str, Any] = json.loads(self("get", kind, name, "-o", "json"))
         return obj
 
+    def events(
+        self,
+        name: str,
+        until: Callable[[list[dict[str, Any]]], bool],
+        selector: str = "",
+        timeout: float = 30,
+    ) -> list[dict[str, Any]]:
+        """The Events about object `name` (and `selector`, a field selector), once `until` holds for them. The
+        operator records an Event after the status write that caused it, so a test that has seen the status may
+        ask before the Event exists."""
+        fields = ",".join(f for f in (f"involvedObject.name={name}", selector) if f)
+        deadline = time.monotonic() + timeout
+        while True:
+            items: list[dict[str, Any]] = json.loads(self("get", "events", "--field-selector", fields, "-o", "json"))[
+                "items"
+            ]
+            if until(items) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert until(items), [(e.get("reason"), e.get("message")) for e in items]
+        return items
+
     def wait_for(
         self, kind: str, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
     ) -> dict[str, Any]:
@@ -158,3 +180,8 @@ def _json_documents(fd: int, deadline: float) -> Iterator[dict[str, Any] | None]
                 break  # the rest of this document is still on its way
             buffer = buffer[end:]
             yield document
+
+
+def with_reasons(*reasons: str) -> Callable[[list[dict[str, Any]]], bool]:
+    """For `Kubectl.events`: every one of `reasons` has been recorded."""
+    return lambda events: set(reasons) <= {e.get("reason") for e in events}
