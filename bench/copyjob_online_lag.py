@@ -30,7 +30,7 @@ import urllib3
 from azure.cosmos import PartitionKey
 
 from ferry.api.containercopyjob import ContainerCopyProgress
-from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_instance
+from ferry.kinds.containercopyjob.engine import CopyTask, InstanceOutcome, JobSpec, run_instance
 from ferry.storage.cosmos import CosmosAccess, strip_system
 from ferry_dev.emulators import CosmosServer
 
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace, access: CosmosAccess) -> None:
     }
     for item in items.values():
         source.create_item(item)
-    job = JobSpec(str(uuid.uuid4()), "bench/online", "bench", "src", "bench", "dst", None, 1, None, mode="Online")
+    task = CopyTask("bench", "src", "bench", "dst")
+    job = JobSpec(str(uuid.uuid4()), "bench/online", [task], None, 1, None, mode="Online")
     latest: list[ContainerCopyProgress] = []
     cut = threading.Event()
     outcome: list[InstanceOutcome] = []

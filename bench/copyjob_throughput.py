@@ -9,9 +9,14 @@ change feed stand-in (dev/ferry_dev/changefeed.py), run in its own process with 
 key ranges: the ceiling and the copy pay the same proxy.
 
     python bench/copyjob_throughput.py [--items 800 --concurrency 8 --instances 1 --ranges 1] [--cross-account]
+    python bench/copyjob_throughput.py --mongo [--items 5000 --instances 1]
 
 --cross-account puts the source in a second cosmosdb-server (another account, with its own stand-in): the
 job reads it there and writes to the first, whose raw write ceiling is the reference as before.
+
+--mongo copies a collection of a MongoDB API account (FerretDB on SQLite, built from hack/ferretdb) with the
+MongoDB engine; the ceiling is plain unordered insert_many of the same documents in pages of the engine's size,
+from as many threads as the instances have pages in flight.
 
 A job pays a fixed start (about fifteen requests: the state database, the job, its work units, the count),
 which weighs about 5% at 400 items on this server and half that at 800.
@@ -39,7 +44,7 @@ from typing import Any
 import urllib3
 from azure.cosmos import PartitionKey
 
-from ferry.kinds.containercopyjob.engine import InstanceOutcome, JobSpec, run_instance
+from ferry.kinds.containercopyjob.engine import CopyTask, InstanceOutcome, JobSpec, run_instance
 from ferry.storage.cosmos import CosmosAccess
 from ferry_dev.emulators import CosmosServer
 
@@ -64,7 +69,7 @@ def upsert_all(container: Any, docs: list[dict[str, Any]], threads: int) -> tupl
 def copy(
     access: CosmosAccess, db: str, instances: int, concurrency: int, source: CosmosAccess | None = None
 ) -> tuple[float, float, list[str]]:
-    job = JobSpec(str(uuid.uuid4()), "bench/copy", db, "src", db, "dst", None, instances, None)
+    job = JobSpec(str(uuid.uuid4()), "bench/copy", [CopyTask(db, "src", db, "dst")], None, instances, None)
     if source is not None:
         job.source_account = "bench-source"
     outcomes: list[InstanceOutcome] = []
@@ -104,8 +109,12 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--ranges", type=int, default=1)
     parser.add_argument("--cross-account", action="store_true", help="read the source from a second server")
+    parser.add_argument("--mongo", action="store_true", help="a MongoDB API account (FerretDB) instead")
     args = parser.parse_args()
     docs = items(args.items)
+    if args.mongo:
+        run_mongo(args, docs)
+        return
     with contextlib.ExitStack() as stack:
         access = stack.enter_context(_account(args.ranges))
         other = stack.enter_context(_account(args.ranges)) if args.cross_account else None
@@ -161,6 +170,57 @@ def run(args: argparse.Namespace, docs: list[dict[str, Any]], access: CosmosAcce
     print(f"ratio copy/ceiling: {rate / ceiling:.2f} (goal >= 0.9)")
     print(f"copy CPU per item:  {cpu / args.items * 1000:.2f} ms (process CPU time / items)")
     print(f"raw upsert CPU per item: {ceiling_cpu * 1000:.2f} ms")
+
+
+def run_mongo(args: argparse.Namespace, docs: list[dict[str, Any]]) -> None:
+    from ferry.kinds.containercopyjob.mongo_engine import MONGO_PAGE_SIZE, PAGES_IN_FLIGHT, run_mongo_instance
+    from ferry.storage.mongo import MongoAccess
+    from ferry_dev.emulators import FERRETDB_USER, FerretDB
+
+    documents = [{"_id": d["id"], **{k: v for k, v in d.items() if k != "id"}} for d in docs]
+    pages = [documents[i : i + MONGO_PAGE_SIZE] for i in range(0, len(documents), MONGO_PAGE_SIZE)]
+
+    def insert_all(name: str) -> float:
+        target = access.collection("bench", name)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=args.instances * PAGES_IN_FLIGHT) as pool:
+            list(pool.map(lambda page: target.insert_many([dict(d) for d in page], ordered=False), pages))
+        return len(documents) / (time.perf_counter() - started)
+
+    with tempfile.TemporaryDirectory() as tmp, FerretDB(Path(tmp)) as server:
+        access = MongoAccess(server.endpoint.endpoint, server.endpoint.key, FERRETDB_USER)
+        insert_all("src")  # the source; also warms the server up
+        before = insert_all("ceiling-1")
+        access.collection("bench", "dst").create_index("tenant")
+        job = JobSpec(
+            str(uuid.uuid4()), "bench/mongo", [CopyTask("bench", "src", "bench", "dst")], None, args.instances, None
+        )
+        kinds: list[str] = []
+
+        def instance(n: int) -> None:
+            while True:
+                outcome = run_mongo_instance(access, job, f"bench-{n}", lambda part, force=False: None, lambda: False)
+                if outcome.kind != "idle":
+                    kinds.append(outcome.kind)
+                    return
+                time.sleep(0.2)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=instance, args=(n,)) for n in range(args.instances)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        after = insert_all("ceiling-2")
+        copied = access.collection("bench", "dst").count_documents({})
+        assert copied == args.items, f"copied {copied} of {args.items}"
+        ceiling, rate = (before + after) / 2, args.items / elapsed
+        print(f"mongo items={args.items} instances={args.instances} outcomes={kinds}")
+        print(f"raw insert_many ceiling: {ceiling:.1f} items/s (before {before:.1f}, after {after:.1f})")
+        print(f"copy job:                {rate:.1f} items/s in {elapsed:.2f}s")
+        print(f"ratio copy/ceiling:      {rate / ceiling:.2f} (goal >= 0.9)")
+        access.close()
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ TOOLS = {
     "promtool": "github.com/prometheus/prometheus/cmd/promtool",  # a `tool` of hack/promtool/go.mod
     "pause": ".",  # hack/pause/main.go: the pod sandbox's process
     "helm": "helm.sh/helm/v4/cmd/helm",  # imported by hack/helm/tools.go
+    "ferretdb": ".",  # hack/ferretdb/main.go on FerretDB's embeddable package: the MongoDB API server
 }
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ferry_dev.binaries import ensure_tool
 from ferry_dev.lifecycle import Service
 from ferry_dev.network import listen_host
 from ferry_dev.processes import ChildProcess, ProcessRegistry
@@ -184,6 +185,54 @@ class CosmosServer(Service):
         wait_until(HttpReady(f"https://{self.host}:{port}/", insecure), self._child, "cosmosdb-server")
         self.port = port
         self.endpoint = CosmosEndpoint(endpoint=f"https://{self.host}:{port}/", key=COSMOS_EMULATOR_KEY)
+
+    def stop(self) -> None:
+        self._child.stop()
+
+
+class TcpReady:
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+
+    def __call__(self) -> bool:
+        try:
+            with socket.create_connection(self.address, timeout=2):
+                return True
+        except OSError:
+            return False
+
+
+# FerretDB v1 on SQLite checks no password; PLAIN is the mechanism it accepts from a client that sends one (it
+# refuses SCRAM there), so the local account's key travels but is not checked.
+FERRETDB_USER = "ferry"
+FERRETDB_KEY = "ferretdb-local-key"
+
+
+class FerretDB(Service):
+    """FerretDB (hack/ferretdb, built from its Go module) on its SQLite backend: a MongoDB wire-protocol account.
+    `endpoint` is its mongodb:// URI without user or password; the user is FERRETDB_USER, `key` the password."""
+
+    def __init__(
+        self, workdir: Path, host: str | None = None, port: int = 0, registry: ProcessRegistry | None = None
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.host = host or listen_host()
+        self.port = port
+        self.endpoint = CosmosEndpoint(endpoint="", key=FERRETDB_KEY)
+        self._child = ChildProcess("ferretdb", self.workdir / "ferretdb.log", registry)
+
+    def start(self) -> None:
+        if self._child.running:
+            return
+        port = self.port or free_port(self.host)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [str(ensure_tool("ferretdb")), "--listen", f"{self.host}:{port}"]
+        argv += ["--sqlite-dir", str(self.workdir / "data")]
+        self._child.spawn(argv, dict(os.environ), cwd=self.workdir)
+        wait_until(TcpReady(self.host, port), self._child, "FerretDB")
+        self.port = port
+        uri = f"mongodb://{self.host}:{port}/?authMechanism=PLAIN&directConnection=true"
+        self.endpoint = CosmosEndpoint(endpoint=uri, key=FERRETDB_KEY)
 
     def stop(self) -> None:
         self._child.stop()

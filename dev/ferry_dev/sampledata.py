@@ -115,6 +115,7 @@ def check_blobs(destination: StorageAccount, expected: list[ExpectedBlob]) -> li
 COSMOS_ORDERS = 150
 COSMOS_CUSTOMERS = 60
 COSMOS_REVIEWS = 120
+COSMOS_SUPPLIERS = 12
 REGIONS = ("north", "south", "east", "west")
 SYSTEM_PROPERTIES = ("_rid", "_self", "_etag", "_attachments", "_ts")
 
@@ -126,8 +127,8 @@ def _cosmos(endpoint: str, key: str) -> Any:
 
 
 def seed_cosmos(endpoint: str, key: str) -> None:
-    """The shop: orders partitioned by customer (to be repartitioned by region), customers (to be renamed) and
-    reviews (to be deleted by mistake and restored)."""
+    """The shop: orders partitioned by customer (to be repartitioned by region), customers and suppliers (to be
+    copied into shop-v2 by one job of two tasks) and reviews (to be deleted by mistake and restored)."""
     from azure.cosmos import PartitionKey
 
     cosmos = _cosmos(endpoint, key)
@@ -135,7 +136,10 @@ def seed_cosmos(endpoint: str, key: str) -> None:
     orders = shop.create_container_if_not_exists("orders", PartitionKey("/customerId"))
     shop.create_container_if_not_exists("orders-by-region", PartitionKey("/region"))
     customers = shop.create_container_if_not_exists("customers", PartitionKey("/id"))
-    cosmos.create_database_if_not_exists("shop-v2").create_container_if_not_exists("clients", PartitionKey("/id"))
+    suppliers = shop.create_container_if_not_exists("suppliers", PartitionKey("/id"))
+    shop_v2 = cosmos.create_database_if_not_exists("shop-v2")
+    shop_v2.create_container_if_not_exists("clients", PartitionKey("/id"))
+    shop_v2.create_container_if_not_exists("suppliers", PartitionKey("/country"))
     for i in range(COSMOS_ORDERS):
         orders.upsert_item(
             {
@@ -148,6 +152,8 @@ def seed_cosmos(endpoint: str, key: str) -> None:
         )
     for i in range(COSMOS_CUSTOMERS):
         customers.upsert_item({"id": f"customer-{i:03d}", "name": f"Customer {i}", "ttl": -1})
+    for i in range(COSMOS_SUPPLIERS):
+        suppliers.upsert_item({"id": f"supplier-{i:02d}", "country": REGIONS[i % len(REGIONS)]})
     reviews = shop.create_container_if_not_exists("reviews", PartitionKey("/sku"), default_ttl=90 * 24 * 3600)
     for i in range(COSMOS_REVIEWS):
         reviews.upsert_item({"id": f"review-{i:04d}", "sku": f"sku-{i % 17}", "stars": 1 + i % 5, "ttl": -1})
@@ -186,7 +192,11 @@ def _items(container: Any) -> dict[str, dict[str, Any]]:
 def check_cosmos(endpoint: str, key: str) -> list[str]:
     """Differences between each job's source and destination (empty when every item arrived unchanged)."""
     cosmos = _cosmos(endpoint, key)
-    pairs = ((("shop", "orders"), ("shop", "orders-by-region")), (("shop", "customers"), ("shop-v2", "clients")))
+    pairs = (
+        (("shop", "orders"), ("shop", "orders-by-region")),
+        (("shop", "customers"), ("shop-v2", "clients")),
+        (("shop", "suppliers"), ("shop-v2", "suppliers")),
+    )
     problems = []
     for (sdb, sc), (ddb, dc) in pairs:
         source = _items(cosmos.get_database_client(sdb).get_container_client(sc))

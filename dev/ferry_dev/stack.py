@@ -25,7 +25,7 @@ from typing import Any
 from ferry_dev import network as net
 from ferry_dev.binaries import ensure_binaries
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig
-from ferry_dev.emulators import Azurite, CosmosWithChangeFeed
+from ferry_dev.emulators import Azurite, CosmosWithChangeFeed, FerretDB
 from ferry_dev.images import Image, ferry_image, pause_image
 from ferry_dev.install import RELEASE, RELEASE_NAMESPACE, Installer
 from ferry_dev.lifecycle import Service
@@ -93,6 +93,7 @@ class DevStack(Service):
         self.network: net.Network | None = None
         self.azurite: Azurite | None = None
         self.cosmos: CosmosWithChangeFeed | None = None
+        self.mongo: FerretDB | None = None  # a MongoDB API account
         self.control_plane: ControlPlane | None = None
         self.installer: Installer | None = None
         self.node: Node | None = None
@@ -136,8 +137,10 @@ class DevStack(Service):
             self.azurite = Azurite(self.dir / "azurite", accounts=STORAGE_ACCOUNTS, registry=self.registry)
             # Every Cosmos client of the stack goes through the change feed stand-in: copy jobs read the change feed.
             self.cosmos = CosmosWithChangeFeed(self.dir / "cosmos", registry=self.registry)
+            self.mongo = FerretDB(self.dir / "mongo", registry=self.registry)
             failures: list[BaseException] = []
-            emulators = [threading.Thread(target=_starter(e, failures)) for e in (self.azurite, self.cosmos)]
+            servers = (self.azurite, self.cosmos, self.mongo)
+            emulators = [threading.Thread(target=_starter(e, failures)) for e in servers]
             for thread in emulators:
                 thread.start()
             self.control_plane = ControlPlane(
@@ -286,6 +289,8 @@ class DevStack(Service):
             "cosmos": {"endpoint": self.cosmos.endpoint.endpoint, "key": self.cosmos.endpoint.key},
             "image": self.image.reference if self.image else None,
         }
+        if self.mongo is not None:
+            data["mongo"] = {"endpoint": self.mongo.endpoint.endpoint, "key": self.mongo.endpoint.key}
         (self.dir / ENDPOINTS_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
     def stop(self) -> None:
@@ -296,10 +301,10 @@ class DevStack(Service):
         if self.control_plane is not None:
             self.control_plane.stop()
             self.control_plane = None
-        for emulator in (self.cosmos, self.azurite):
+        for emulator in (self.cosmos, self.azurite, self.mongo):
             if emulator is not None:
                 emulator.stop()
-        self.cosmos = self.azurite = None
+        self.cosmos = self.azurite = self.mongo = None
         self.registry.stop_all(timeout=2.0)  # anything a part failed to stop
         cleanup(self.dir)
         if os.environ.get(net.HOST_VARIABLE) == (self.network.gateway if self.network else None):

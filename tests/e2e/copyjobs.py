@@ -59,6 +59,23 @@ def apply_account(
     kubectl.apply(yaml.safe_dump(body))
 
 
+def path(c: ContainerProxy) -> dict[str, Any]:
+    """A container as a job's spec names it."""
+    return {"database": c.container_link.split("/")[1], "container": c.id}
+
+
+def tasks_manifest(name: str, pairs: list[tuple[ContainerProxy, ContainerProxy]], **spec: Any) -> str:
+    """A job of several tasks on account acct."""
+    tasks = [{"source": path(source), "destination": path(dest)} for source, dest in pairs]
+    body = {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "ContainerCopyJob",
+        "metadata": {"name": name},
+        "spec": {"accountRef": {"name": "acct"}, "tasks": tasks, **spec},
+    }
+    return yaml.safe_dump(body)
+
+
 def job_manifest(
     name: str,
     source: ContainerProxy,
@@ -67,9 +84,6 @@ def job_manifest(
     source_account: str | None = None,
     **spec: Any,
 ) -> str:
-    def path(c: ContainerProxy) -> dict[str, Any]:
-        return {"database": c.container_link.split("/")[1], "container": c.id}
-
     source_path = path(source) | ({"accountRef": {"name": source_account}} if source_account else {})
     body = {
         "apiVersion": "ferry.dev/v1alpha1",

@@ -21,7 +21,7 @@ import urllib3
 from azure.cosmos import ContainerProxy, PartitionKey
 
 from ferry.api.transfer import VerifyMode
-from ferry.kinds.containercopyjob.engine import JobSpec
+from ferry.kinds.containercopyjob.engine import CopyTask, JobSpec
 from ferry.storage.cosmos import CosmosAccess, strip_system
 from ferry_dev.changefeed import ChangeFeedProxy
 from ferry_dev.cosmosproxy import CosmosProxy
@@ -130,10 +130,7 @@ def job_spec(
     return JobSpec(
         job_id=job_id,
         name=fields.pop("name", f"default/{unique('copy')}"),
-        source_db=database,
-        source_container=source,
-        dest_db=fields.pop("dest_db", database),
-        dest_container=destination,
+        tasks=[CopyTask(database, source, fields.pop("dest_db", database), destination)],
         max_items_per_second=rate,
         instances=instances,
         write_region=fields.pop("write_region", "South Central US"),

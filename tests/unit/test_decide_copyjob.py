@@ -414,3 +414,48 @@ def test_the_rerun_command_never_asks_with_a_value_already_acted_on() -> None:
     # "2" set by hand while the job ran was refused and recorded: asking again with it would change nothing.
     assert rerun_token(2, {"lastRerun": "2"}, "2", 1_700_000_000) == "2-1700000000"
     assert rerun_token(3, {"lastRerun": "2", "attempt": 2}, "2", 1_700_000_000) == "3"
+
+
+def as_tasks(observed: Observed, source_account: str | None = None) -> Observed:
+    """The same job with its pairs under spec.tasks (two of them, reading from `source_account`)."""
+    where = {"accountRef": {"name": source_account}} if source_account else {}
+    tasks = [
+        {
+            "source": {"database": "db", "container": f"s{i}", **where},
+            "destination": {"database": "db", "container": f"d{i}"},
+        }
+        for i in range(2)
+    ]
+    spec = ContainerCopyJobSpec.model_validate({"accountRef": {"name": "acct"}, "tasks": tasks})
+    return Observed(**{**observed.__dict__, "spec": spec})
+
+
+def test_a_job_of_tasks_reading_another_account_waits_for_it_naming_the_tasks_field() -> None:
+    plan = decide(as_tasks(observe(Case("tasks")), source_account="src"))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert plan.status.phase == "Pending" and [e.reason for e in plan.events] == ["SourceAccountNotFound"]
+    assert "spec.tasks[*].source.accountRef" in plan.events[0].message
+
+
+def test_a_job_of_tasks_takes_one_place_in_its_accounts_queue() -> None:
+    plan = decide(as_tasks(observe(Case("tasks", ahead=1))))
+    assert isinstance(plan.status, ContainerCopyJobOperatorStatus)
+    assert (plan.status.phase, plan.status.queue_position) == ("Queued", 1)
+
+
+def test_a_mongodb_account_refuses_what_its_copies_do_not_do_with_a_reason() -> None:
+    mongo = AccountView(
+        name="acct", write_region="mongo:27017", ready_message=None, instances_running=True, api="MongoDB"
+    )
+    base = observe(Case("mongo", account=mongo))
+    online = Observed(**{**base.__dict__, "spec": base.spec.model_copy(update={"mode": "Online"})})
+    failed = decide(online).status
+    assert isinstance(failed, ContainerCopyJobOperatorStatus) and failed.failure is not None
+    assert (failed.phase, failed.failure.reason) == ("Failed", "NotSupportedForApi")
+    assert "spec.mode: Offline" in failed.failure.message
+    cross = decide(observe(Case("mongo", account=mongo, reads_from=True))).status
+    assert isinstance(cross, ContainerCopyJobOperatorStatus) and cross.failure is not None
+    assert "remove source.accountRef" in cross.failure.message
+    offline = decide(base).status
+    assert isinstance(offline, ContainerCopyJobOperatorStatus)
+    assert offline.failure is None and offline.queue_position == 0

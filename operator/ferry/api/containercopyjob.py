@@ -47,18 +47,67 @@ class SourcePath(ContainerPath):
     )
 
 
+MAX_TASKS = 100  # tasks of one job: each is checked against every other at apply time
+
+
+def _pair_differs(task: str) -> str:
+    """CEL: the pair `task` (an expression) reads another account, or another container than it writes."""
+    return (
+        f"(has({task}.source.accountRef) && {task}.source.accountRef.name != self.accountRef.name) "
+        f"|| {task}.source.database != {task}.destination.database "
+        f"|| {task}.source.container != {task}.destination.container"
+    )
+
+
+def _unchanged(field: str) -> dict[str, str]:
+    return {
+        "rule": f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})",
+        "message": f"{field} is immutable",
+    }
+
+
+class CopyTask(FerryModel):
+    """One source → destination pair of a job with several."""
+
+    source: SourcePath
+    destination: ContainerPath
+
+
 class ContainerCopyJobSpec(FerryModel):
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.accountRef == oldSelf.accountRef", "message": "accountRef is immutable"},
-        {"rule": "self.source == oldSelf.source", "message": "source is immutable"},
-        {"rule": "self.destination == oldSelf.destination", "message": "destination is immutable"},
+        _unchanged("source"),
+        _unchanged("destination"),
+        _unchanged("tasks"),
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
         {"rule": "self.verify == oldSelf.verify", "message": "verify is immutable"},
         {
-            "rule": "(has(self.source.accountRef) && self.source.accountRef.name != self.accountRef.name) "
-            "|| self.source.database != self.destination.database "
-            "|| self.source.container != self.destination.container",
+            "rule": "has(self.tasks) ? !has(self.source) && !has(self.destination) "
+            ": has(self.source) && has(self.destination)",
+            "message": "give either source and destination (one pair) or tasks (several pairs), not both",
+        },
+        {
+            "rule": f"!has(self.source) || !has(self.destination) || {_pair_differs('self')}",
             "message": "source and destination must differ",
+        },
+        {
+            "rule": f"!has(self.tasks) || self.tasks.all(t, {_pair_differs('t')})",
+            "message": "each task's source and destination must differ",
+            "fieldPath": ".tasks",
+        },
+        {
+            "rule": "!has(self.tasks) || self.tasks.all(a, self.tasks.exists_one(b, "
+            "b.destination.database == a.destination.database && b.destination.container == a.destination.container))",
+            "message": "two tasks write the same destination container: each task needs a destination of its own",
+            "fieldPath": ".tasks",
+        },
+        {
+            "rule": "!has(self.tasks) || self.tasks.all(t, "
+            "has(t.source.accountRef) == has(self.tasks[0].source.accountRef) "
+            "&& (!has(t.source.accountRef) || t.source.accountRef.name == self.tasks[0].source.accountRef.name))",
+            "message": "every task reads from the same account (source.accountRef): a job's instances hold one "
+            "other account's key",
+            "fieldPath": ".tasks",
         },
         {
             "rule": "!has(self.cutover) || !self.cutover || (has(self.mode) && self.mode == 'Online')",
@@ -70,8 +119,17 @@ class ContainerCopyJobSpec(FerryModel):
     account_ref: LocalObjectReference = Field(
         description="The destination's DatabaseAccount: the job waits in its queue and runs on its instances."
     )
-    source: SourcePath
-    destination: ContainerPath
+    source: SourcePath | None = Field(default=None, description="The container to copy (with destination).")
+    destination: ContainerPath | None = Field(
+        default=None, description="The container to copy into; it must exist, as in the service."
+    )
+    tasks: list[CopyTask] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TASKS,
+        description="Several source → destination pairs copied as one job, in one queue slot (instead of source "
+        "and destination); each destination appears once.",
+    )
     mode: CopyMode = Field(
         default=CopyMode.OFFLINE,
         description="Offline: copy a source nobody writes to. Online: after the copy, keep applying the source's "
@@ -93,6 +151,41 @@ class ContainerCopyJobSpec(FerryModel):
         default=None, ge=1, description="Upper bound on the job's write rate across all instances."
     )
 
+    def copy_tasks(self) -> list[CopyTask]:
+        """The job's pairs: spec.tasks, or the one pair of spec.source and spec.destination."""
+        if self.tasks:
+            return list(self.tasks)
+        if self.source is None or self.destination is None:
+            return []  # refused by the schema: give either source and destination, or tasks
+        return [CopyTask(source=self.source, destination=self.destination)]
+
+    def source_account(self) -> str | None:
+        """The other account the job reads from (the same for every task), or None for its own."""
+        tasks = self.copy_tasks()
+        ref = tasks[0].source.account_ref if tasks else None
+        return ref.name if ref is not None else None
+
+
+class TaskPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    PAUSED = "Paused"
+    CANCELLED = "Cancelled"
+
+
+class TaskProgress(FerryModel):
+    """One task's counts, as the copy instances last found them."""
+
+    index: int
+    source: str = Field(description="[account:]database/container")
+    destination: str = Field(description="database/container")
+    phase: TaskPhase
+    total_count: int | None = None
+    processed_count: int = 0
+    percent: int | None = None
+
 
 class ContainerCopyProgress(FerryModel):
     """The part of the status the copy instances write: the job's progress and durable record."""
@@ -112,6 +205,9 @@ class ContainerCopyProgress(FerryModel):
     last_update_time: datetime | None = Field(default=None, description="When an instance last reported.")
     verification: Verification | None = Field(default=None, description="What the verification found.")
     transfer: TransferRecord | None = None
+    tasks: list[TaskProgress] | None = Field(
+        default=None, description="Each task's counts; the counts above are the job's totals."
+    )
 
 
 RERUN_ANNOTATION = "ferry.dev/rerun"  # a new value runs a Failed or Cancelled job again (`ferry jobs rerun`)

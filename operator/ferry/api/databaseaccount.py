@@ -32,7 +32,14 @@ class AccountCredentials(FerryModel):
     ]
 
     secret_ref: SecretKeySelector | None = Field(
-        default=None, description="Secret key holding the account's primary key."
+        default=None, description="Secret key holding the account's primary key (MongoDB: its password)."
+    )
+    username: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="MongoDB only: the user of the account's connection string (on Azure, the account's name); "
+        "the key is its password.",
     )
 
 
@@ -102,6 +109,16 @@ class BackupPolicy(FerryModel):
     location: BackupLocation | None = None
 
 
+class AccountApi(StrEnum):
+    """The account's API: NoSQL (the document endpoint) or MongoDB (the wire protocol)."""
+
+    NOSQL = "NoSQL"
+    MONGODB = "MongoDB"
+
+
+_MONGO = "(has(self.api) && self.api == 'MongoDB')"
+
+
 class DatabaseAccountSpec(FerryModel):
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {"rule": "self.endpoint == oldSelf.endpoint", "message": "endpoint is immutable"},
@@ -110,9 +127,38 @@ class DatabaseAccountSpec(FerryModel):
             "endpoint must not carry credentials (user:password@host): the account's key goes in a Secret named by "
             "credentials.secretRef",
         ),
+        {"rule": "self.api == oldSelf.api", "message": "api is immutable"},
+        {
+            "rule": f"{_MONGO} == self.endpoint.startsWith('mongodb')",
+            "message": "an account of api MongoDB has a mongodb:// or mongodb+srv:// endpoint (its connection string "
+            "without user or password: credentials.username and the Secret hold them), an account of api NoSQL an "
+            "https:// one",
+            "fieldPath": ".endpoint",
+        },
+        {
+            "rule": f"!{_MONGO} || !has(self.backup) || !has(self.backup.mode) || self.backup.mode == 'Off'",
+            "message": "continuous backup (and so InAccountRestore) is for API for NoSQL accounts: set backup.mode "
+            "Off for an account of api MongoDB",
+            "fieldPath": ".backup.mode",
+        },
+        {
+            "rule": f"!has(self.credentials.username) || {_MONGO}",
+            "message": "credentials.username is for accounts of api MongoDB",
+            "fieldPath": ".credentials.username",
+        },
     ]
 
-    endpoint: str = Field(pattern=r"^https?://", max_length=2048, description="The account's document endpoint.")
+    api: AccountApi = Field(
+        default=AccountApi.NOSQL,
+        description="NoSQL (the default) or MongoDB: which API Ferry speaks to the account with.",
+    )
+    endpoint: str = Field(
+        pattern=r"^(https?|mongodb(\+srv)?)://",
+        max_length=2048,
+        description="NoSQL: the account's document endpoint (https://). MongoDB: its connection string without "
+        "user and password (mongodb://HOST:PORT/?OPTIONS): the user is credentials.username, the password the key "
+        "in credentials.secretRef.",
+    )
     credentials: AccountCredentials
     insecure_skip_tls_verify: bool = Field(
         default=False,
@@ -133,7 +179,7 @@ class DatabaseAccountSpec(FerryModel):
 # so that an error about the key can say where it comes from.
 # A worker's environment names an account with a prefix: FERRY_COSMOS for its own, FERRY_SOURCE_COSMOS for the
 # source of a cross-account copy; <prefix>_ENDPOINT, _KEY (a Secret reference), _KEY_SECRET and _KEY_SECRET_KEY
-# (where the key comes from, for errors that name it) and _VERIFY_TLS.
+# (where the key comes from, for errors that name it), _VERIFY_TLS and _API (the account's spec.api).
 ACCOUNT_ENV_PREFIX = "FERRY_COSMOS"
 SOURCE_ACCOUNT_ENV_PREFIX = "FERRY_SOURCE_COSMOS"
 SOURCE_ACCOUNT_NAME_ENV = "FERRY_SOURCE_ACCOUNT"  # which DatabaseAccount the FERRY_SOURCE_COSMOS_* variables are of

@@ -95,7 +95,8 @@ CONTAINER_COPY_JOB = Kind(
     short_names=("ccj",),
     spec=ContainerCopyJobSpec,
     status=ContainerCopyJobStatus,
-    description="Copies every item of one Cosmos DB container into another container of the same account.",
+    description="Copies every item of Cosmos DB containers into others: one pair or several (spec.tasks), read from "
+    "the job's own account or another.",
     progress=ProgressFields("processedCount", "totalCount", "items", ("Running",), rate="itemsPerSecond"),
     columns=(
         PrinterColumn("Account", ".spec.accountRef.name"),

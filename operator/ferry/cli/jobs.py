@@ -13,6 +13,7 @@ import yaml
 
 from ferry.cli.tables import text_table
 from ferry.storage.cosmos import CosmosAccess
+from ferry.storage.mongo import MongoAccess
 from ferry.transfer.state import get_job
 from ferry.transfer.state import list_jobs as stored_jobs
 
@@ -46,7 +47,9 @@ def _path(where: Any) -> str:
 def _places(job: dict[str, Any]) -> tuple[str, str]:
     """Where a job reads and writes: containers for a copy job; the backup and the restored name for a restore."""
     if job.get("kind") != "restore":
-        return _path(job.get("source")), _path(job.get("destination"))
+        tasks = job.get("tasks")
+        more = f" (+{len(tasks) - 1} tasks)" if isinstance(tasks, list) and len(tasks) > 1 else ""
+        return _path(job.get("source")) + more, _path(job.get("destination")) + more
     request = job.get("request") or {}
     source = f"backup:{request.get('database')}" + (f"/{request['container']}" if request.get("container") else "")
     into_db = request.get("target_database") or request.get("database")
@@ -71,7 +74,7 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def list_jobs(access: CosmosAccess) -> str:
+def list_jobs(access: CosmosAccess | MongoAccess) -> str:
     """A table of every job in the account, oldest first."""
     rows = [_row(job) for job in stored_jobs(access)]
     lines = text_table(COLUMNS, rows)
@@ -80,7 +83,7 @@ def list_jobs(access: CosmosAccess) -> str:
     return "\n".join(lines)
 
 
-def show_job(access: CosmosAccess, name: str) -> str:
+def show_job(access: CosmosAccess | MongoAccess, name: str) -> str:
     """One job (by uid, namespace/name or name) with its work units, as YAML."""
     job = get_job(access, name)
     if job is None:

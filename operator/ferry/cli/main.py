@@ -14,6 +14,7 @@ from ferry.kinds.registry import PLUGINS
 
 if TYPE_CHECKING:  # the SDK is imported only by the commands that use it
     from ferry.storage.cosmos import CosmosAccess
+    from ferry.storage.mongo import MongoAccess
 
 
 def configure_logging(verbose: bool) -> None:
@@ -56,7 +57,7 @@ def _cmd_restorable_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jobs_access(args: argparse.Namespace) -> CosmosAccess:
+def _jobs_access(args: argparse.Namespace) -> CosmosAccess | MongoAccess:
     import os
 
     from ferry.kinds.databaseaccount.access import access_for

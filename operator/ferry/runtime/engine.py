@@ -77,8 +77,11 @@ def account_of(spec: Mapping[str, Any]) -> str | None:
 
 
 def source_account_of(spec: Mapping[str, Any]) -> str | None:
-    """The account a copy reads from when it is another (spec.source.accountRef): the key of its sourceref index."""
-    return ((spec.get("source") or {}).get("accountRef") or {}).get("name") or None
+    """The account a copy reads from when it is another (spec.source.accountRef, or that of its tasks, which all
+    name the same): the key of its sourceref index."""
+    tasks = spec.get("tasks")
+    source = (tasks[0] if isinstance(tasks, list) and tasks else spec).get("source") or {}
+    return (source.get("accountRef") or {}).get("name") or None
 
 
 PODS_INDEX = "ferry_pods"

@@ -4,6 +4,7 @@ instance, recording a failure once, and the first instance's start."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -12,8 +13,9 @@ from ferry.api.common import COSMOS_NAME, Failure, FerryModel
 from ferry.api.outcome import OutcomeResult
 from ferry.api.transfer import Verification
 from ferry.storage.cosmos import CosmosAccess
+from ferry.storage.mongo import MongoAccess
 from ferry.transfer.progress import Reporter, transfer_record
-from ferry.transfer.state import TERMINAL_STATES, JobState, StateStore, now_iso
+from ferry.transfer.state import TERMINAL_STATES, JobState, JobStore, now_iso, store_of
 from ferry.transfer.unit_leases import UnitLease
 from ferry.transfer.verify import verification_failure
 from ferry.workers.outcome import classify
@@ -33,17 +35,20 @@ class TransientJobError(Exception):
     """A failure worth retrying: the job is unchanged, another run resumes from the checkpoints."""
 
 
-def fail_job(store: StateStore, job_id: str, failure: Failure) -> dict[str, Any]:
-    """Record the failure once; the first failure recorded is the job's failure."""
+def fail_job(store: JobStore, job_id: str, failure: Failure, task: int | None = None) -> dict[str, Any]:
+    """Record the failure once; the first failure recorded is the job's failure (`task`: the part of the job that
+    failed it, when one did)."""
 
     def change(doc: dict[str, Any]) -> bool:
         if doc.get("state") in TERMINAL_STATES:
             return False
-        doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso())
+        doc.update(state=JobState.FAILED.value, failure=failure.wire(), completionTime=now_iso(), failedTask=task)
         return True
 
     return store.update_job(job_id, change)
 
+
+JOB_CHECK_INTERVAL = 2.0  # how often an instance re-reads the job document for a state set elsewhere
 
 # A job on which the account's instances meet an unexpected error this often fails with that error as its cause.
 MAX_JOB_ERRORS = 3
@@ -59,7 +64,7 @@ def invalid_names(names: Mapping[str, str | None]) -> Failure | None:
 
 
 def open_job(
-    store: StateStore, doc: dict[str, Any], names: Mapping[str, str | None], reporter: Reporter[Any]
+    store: JobStore, doc: dict[str, Any], names: Mapping[str, str | None], reporter: Reporter[Any]
 ) -> InstanceOutcome | None:
     """Make sure the job has its document; the job's failure, recorded and reported, when a name in the spec is one
     Cosmos DB refuses (checked before any request, so that the field is named)."""
@@ -73,7 +78,7 @@ def open_job(
     return outcome_of(failed) or InstanceOutcome("failed", invalid)
 
 
-def reopen_job(store: StateStore, job_id: str, attempt: int) -> dict[str, Any]:
+def reopen_job(store: JobStore, job_id: str, attempt: int) -> dict[str, Any]:
     """A re-run that resumes: the record an earlier run ended is running again, as run `attempt`, from its work
     units' checkpoints (an ended run's failure and error count are its own, kept in the object's status)."""
 
@@ -81,20 +86,22 @@ def reopen_job(store: StateStore, job_id: str, attempt: int) -> dict[str, Any]:
         if int(doc.get("attempt") or 1) >= attempt:
             return False
         running = JobState.RUNNING if doc.get("unitsReady") else JobState.PENDING
-        doc.update(attempt=attempt, state=running.value, failure=None, errors=0, completionTime=None)
+        doc.update(attempt=attempt, state=running.value, failure=None, failedTask=None, errors=0, completionTime=None)
         return True
 
     return store.update_job(job_id, change)
 
 
-def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException) -> dict[str, Any] | None:
+def job_error(
+    access: CosmosAccess | MongoAccess, job_id: str, name: str, error: BaseException
+) -> dict[str, Any] | None:
     """Record an unexpected error met on one job in its document, so that it fails the job and no other: at once
     when another try would fail the same way, else after MAX_JOB_ERRORS of them, with the error as the cause.
     Transient errors (throttling, timeouts, an unreachable service or API server) are retried and not counted.
     Returns the job document (one made for the failure when the job never got one), or None when the job has no
     document and may yet succeed."""
     verdict = classify(error)
-    store = StateStore(access)
+    store = store_of(access)
     store.ensure()
     final = verdict.result == OutcomeResult.FAILED
 
@@ -124,7 +131,7 @@ def job_error(access: CosmosAccess, job_id: str, name: str, error: BaseException
 
 
 def report_job_error(
-    access: CosmosAccess,
+    access: CosmosAccess | MongoAccess,
     job_id: str,
     name: str,
     error: Exception,
@@ -153,7 +160,7 @@ def outcome_of(doc: dict[str, Any]) -> InstanceOutcome | None:
     return None
 
 
-def mark_running(store: StateStore, job_id: str) -> dict[str, Any]:
+def mark_running(store: JobStore, job_id: str) -> dict[str, Any]:
     def change(doc: dict[str, Any]) -> bool:
         if doc.get("state") != JobState.PENDING:
             return False
@@ -163,7 +170,7 @@ def mark_running(store: StateStore, job_id: str) -> dict[str, Any]:
     return store.update_job(job_id, change)
 
 
-def complete_job(store: StateStore, job_id: str, processed: int) -> dict[str, Any]:
+def complete_job(store: JobStore, job_id: str, processed: int) -> dict[str, Any]:
     def change(doc: dict[str, Any]) -> bool:
         if doc.get("state") in TERMINAL_STATES:
             return False
@@ -178,15 +185,13 @@ class JobInstance(Generic[M]):
 
     def __init__(
         self,
-        access: CosmosAccess,
-        store: StateStore,
+        store: JobStore,
         job_id: str,
         instance_id: str,
         reporter: Reporter[M],
         should_stop: Callable[[], bool],
         lease_seconds: float,
     ) -> None:
-        self.access = access
         self.store = store
         self.job_id = job_id
         self.instance_id = instance_id
@@ -194,6 +199,32 @@ class JobInstance(Generic[M]):
         self.should_stop = should_stop
         self.lease_seconds = lease_seconds
         self.doc: dict[str, Any] = {}
+        self._checked = 0.0
+
+    def refresh(self, force: bool = False) -> InstanceOutcome | None:
+        """Re-read the job (at most every JOB_CHECK_INTERVAL): another party may have ended it."""
+        now = time.monotonic()
+        if force or now - self._checked >= JOB_CHECK_INTERVAL:
+            self._checked = now
+            return self.read_job()
+        return outcome_of(self.doc)
+
+    def resume(self) -> None:
+        """The job is active again after a pause: it runs from its checkpoints."""
+
+        def change(doc: dict[str, Any]) -> bool:
+            if doc.get("state") != JobState.PAUSED:
+                return False
+            doc.update(state=JobState.RUNNING.value, startTime=doc.get("startTime") or now_iso())
+            return True
+
+        self.doc = self.store.update_job(self.job_id, change)
+
+    def complete(self) -> InstanceOutcome:
+        """Every unit is done: the job succeeded (unless another party ended it first)."""
+        self.doc = complete_job(self.store, self.job_id, self.reporter.processed())
+        self.reporter.send(self.doc, force=True)
+        return outcome_of(self.doc) or InstanceOutcome("completed")
 
     def read_job(self) -> InstanceOutcome | None:
         """Read the job again: None while it is to be worked on, else this instance's outcome."""
@@ -203,9 +234,9 @@ class JobInstance(Generic[M]):
         self.doc = doc
         return outcome_of(doc)
 
-    def failed(self, failure: Failure) -> InstanceOutcome:
+    def failed(self, failure: Failure, task: int | None = None) -> InstanceOutcome:
         """Record the failure (the first one recorded stays the job's) and report it."""
-        self.doc = fail_job(self.store, self.job_id, failure)
+        self.doc = fail_job(self.store, self.job_id, failure, task)
         self.reporter.send(self.doc, force=True)
         return outcome_of(self.doc) or InstanceOutcome("failed", failure)
 

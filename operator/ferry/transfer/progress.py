@@ -18,9 +18,18 @@ from typing import Any, Generic, TypeVar
 from ferry.api.common import Failure, FerryModel
 from ferry.api.transfer import TransferRecord, TransferState, Verification
 from ferry.storage.cosmos import redact
-from ferry.transfer.state import StateStore
+from ferry.transfer.state import JobStore
 
 M = TypeVar("M", bound=FerryModel)
+
+
+@dataclass(frozen=True)
+class GroupCount:
+    """The units of one part of a job (a copy job's task): items processed, units done of all."""
+
+    processed: int = 0
+    units: int = 0
+    done: int = 0
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class Totals:
     pending_changes: int | None = None
     seconds_behind: int | None = None
     throttled: int = 0  # 429 responses met on the job's units, by every instance
+    groups: dict[int, GroupCount] | None = None  # by the units' `task` (absent: 0)
 
 
 # Receives the instances' whole part of the job's status; True forces it out now (a state change).
@@ -51,7 +61,7 @@ class Reporter(Generic[M]):
         self,
         report: ReportFn[M],
         build: PartBuilder[M],
-        store: StateStore,
+        store: JobStore,
         job_id: str,
         previous_rate: tuple[float | None, int | None] = (None, None),
     ) -> None:
@@ -67,16 +77,20 @@ class Reporter(Generic[M]):
         self._throttled = 0
         self._read_at = -UNITS_REFRESH
         self._local: dict[str, int] = {}
+        self._group_of: dict[str, int] = {}
+        self._done: set[str] = set()  # units done, as stored or checkpointed here
         self._stored_lag: dict[str, tuple[int, float]] = {}
         self._local_lag: dict[str, tuple[int, float]] = {}
         # The rate and time left last reported (by any instance) stand until this one has measured its own:
         # every report carries the whole part, and a field left out would vanish from the status.
         self._items_per_second, self._eta = previous_rate
 
-    def checkpointed(self, unit_id: str, processed: int) -> None:
+    def checkpointed(self, unit_id: str, processed: int, done: bool = False) -> None:
         """This instance checkpointed a unit it holds."""
         with self._lock:
             self._local[unit_id] = processed
+            if done:
+                self._done.add(unit_id)
 
     def lagged(self, unit_id: str, pending: int, seconds_behind: float) -> None:
         """This instance applied a streaming unit's changes up to `pending` left, `seconds_behind` old."""
@@ -105,13 +119,28 @@ class Reporter(Generic[M]):
                 for u in units
                 if u.get("pendingChanges") is not None
             }
+            groups = {str(u["id"]): int(u.get("task") or 0) for u in units if not u.get("final")}
+            done = {str(u["id"]) for u in units if u.get("done") and not u.get("final")}
             with self._lock:
                 self._stored, self._read_at, self._throttled = stored, now, throttled
                 self._stored_lag = lags
+                self._group_of, self._done = groups, done
                 self._local.clear()
                 self._local_lag.clear()
         with self._lock:
             return sum({**self._stored, **self._local}.values())
+
+    def groups(self) -> dict[int, GroupCount]:
+        """Processed items and done units per group (task), as last read and checkpointed here."""
+        with self._lock:
+            counts = {**self._stored, **self._local}
+            found: dict[int, GroupCount] = {}
+            for unit, group in self._group_of.items():
+                was = found.get(group, GroupCount())
+                found[group] = GroupCount(
+                    was.processed + counts.get(unit, 0), was.units + 1, was.done + (unit in self._done)
+                )
+            return found
 
     def _rate(self, now: float, processed: int) -> float | None:
         self._samples.append((now, processed))
@@ -147,6 +176,7 @@ class Reporter(Generic[M]):
                 pending_changes=self.lag()[0],
                 seconds_behind=self.lag()[1],
                 throttled=self._throttled,
+                groups=self.groups(),
             )
             part = self._build(job, totals)
             self._report(part, force)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy, PartitionKey
@@ -30,6 +30,9 @@ from ferry.api.transfer import TransferState
 from ferry.retry import policy
 from ferry.storage.cosmos import CosmosAccess, strip_system
 from ferry.timefmt import when
+
+if TYPE_CHECKING:
+    from ferry.storage.mongo import MongoAccess
 
 DATABASE = "__datatransferstate"
 JOBS = "jobs"
@@ -57,6 +60,31 @@ def now_iso() -> str:
 
 def is_precondition_failed(error: CosmosHttpResponseError) -> bool:
     return int(error.status_code or 0) == 412
+
+
+class JobStore(Protocol):
+    """An account's `__datatransferstate`: job documents and their work units, each change conditional on the
+    document's `_etag` as read (StateStore for the API for NoSQL, MongoStateStore for MongoDB)."""
+
+    def ensure(self) -> None: ...
+    def forget(self) -> None: ...
+    def read_job(self, job_id: str) -> dict[str, Any] | None: ...
+    def create_job(self, doc: dict[str, Any]) -> dict[str, Any]: ...
+    def update_job(self, job_id: str, change: Callable[[dict[str, Any]], bool]) -> dict[str, Any]: ...
+    def all_jobs(self) -> list[dict[str, Any]]: ...
+    def job_units(self, job_id: str) -> list[dict[str, Any]]: ...
+    def create_unit(self, doc: dict[str, Any]) -> None: ...
+    def replace_unit(self, doc: dict[str, Any], etag: str) -> dict[str, Any]: ...
+    def processed_by_job(self) -> dict[str, int]: ...
+
+
+def store_of(access: CosmosAccess | MongoAccess) -> JobStore:
+    """The job store of an account of either API."""
+    if isinstance(access, CosmosAccess):
+        return StateStore(access)
+    from ferry.transfer.mongo_state import MongoStateStore  # here: it imports this module
+
+    return MongoStateStore(access)
 
 
 class StateStore:
@@ -144,6 +172,15 @@ class StateStore:
         items = self.jobs.query_items("SELECT * FROM c", enable_cross_partition_query=True)
         return sorted(items, key=lambda d: str(d.get("createdTime", "")))
 
+    def processed_by_job(self) -> dict[str, int]:
+        """Items processed per job: the sum of its units' checkpoints."""
+        processed: dict[str, int] = {}
+        query = "SELECT c.jobId, c.processedCount FROM c"
+        for unit in self.units.query_items(query, enable_cross_partition_query=True):
+            job_id = str(unit.get("jobId"))
+            processed[job_id] = processed.get(job_id, 0) + int(unit.get("processedCount") or 0)
+        return processed
+
     # Work units.
 
     def job_units(self, job_id: str) -> list[dict[str, Any]]:
@@ -172,11 +209,11 @@ class StateStore:
 
 
 def set_job_state(
-    access: CosmosAccess, job_id: str, state: JobState, failure: dict[str, str] | None = None
+    access: CosmosAccess | MongoAccess, job_id: str, state: JobState, failure: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Move a job to `state` (e.g. Cancelled when its resource is deleted); terminal states stay."""
 
-    store = StateStore(access)
+    store = store_of(access)
     store.ensure()
 
     def change(doc: dict[str, Any]) -> bool:
@@ -200,14 +237,11 @@ def _leased(unit: dict[str, Any]) -> bool:
     return bool(unit.get("owner")) and float(unit.get("leaseExpiresAt") or 0) > epoch()
 
 
-def list_jobs(access: CosmosAccess) -> list[dict[str, Any]]:
+def list_jobs(access: CosmosAccess | MongoAccess) -> list[dict[str, Any]]:
     """Every job the account has run, oldest first, with progress summed over its work units."""
-    store = StateStore(access)
+    store = store_of(access)
     store.ensure()
-    processed: dict[str, int] = {}
-    for unit in store.units.query_items("SELECT c.jobId, c.processedCount FROM c", enable_cross_partition_query=True):
-        job_id = str(unit.get("jobId"))
-        processed[job_id] = processed.get(job_id, 0) + int(unit.get("processedCount") or 0)
+    processed = store.processed_by_job()
     jobs = [strip_system(job) for job in store.all_jobs()]
     for job in jobs:
         if str(job["id"]) in processed:  # the units' checkpoints are the progress, whatever the state
@@ -215,7 +249,7 @@ def list_jobs(access: CosmosAccess) -> list[dict[str, Any]]:
     return jobs
 
 
-def get_job(access: CosmosAccess, name_or_id: str) -> dict[str, Any] | None:
+def get_job(access: CosmosAccess | MongoAccess, name_or_id: str) -> dict[str, Any] | None:
     """One job by uid, by `namespace/name`, or by name alone (the newest of that name)."""
     matches = [
         job
@@ -225,10 +259,11 @@ def get_job(access: CosmosAccess, name_or_id: str) -> dict[str, Any] | None:
     if not matches:
         return None
     job = matches[-1]
-    units = StateStore(access).job_units(str(job["id"]))
+    units = store_of(access).job_units(str(job["id"]))
     job["workUnits"] = [
         {
             "index": u.get("index"),
+            **({"task": u["task"]} if "task" in u else {}),
             "owner": u.get("owner"),
             "done": bool(u.get("done")),
             "processedCount": int(u.get("processedCount", 0)),

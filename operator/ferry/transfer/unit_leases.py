@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.storage.cosmos import throttled_requests
-from ferry.transfer.state import StateConflict, StateStore, epoch
+from ferry.transfer.state import JobStore, StateConflict, epoch
 
 # A holder considers its lease gone this share of the lease before it expires; a taker waits as long
 # after expiry (3 s of a 15 s lease): room for clock skew between instances and a slow write.
@@ -42,7 +42,7 @@ class Availability:
 
 
 class UnitLease:
-    def __init__(self, store: StateStore, doc: dict[str, Any], instance_id: str, lease_seconds: float) -> None:
+    def __init__(self, store: JobStore, doc: dict[str, Any], instance_id: str, lease_seconds: float) -> None:
         self.store = store
         self.instance_id = instance_id
         self.lease_seconds = lease_seconds
@@ -129,7 +129,7 @@ class UnitLease:
 
 
 def acquire(
-    store: StateStore, job_id: str, instance_id: str, lease_seconds: float
+    store: JobStore, job_id: str, instance_id: str, lease_seconds: float
 ) -> tuple[UnitLease | None, Availability]:
     """Lease one unfinished unit that is free, expired, or this instance's own from a previous run."""
     units = store.job_units(job_id)

@@ -24,9 +24,11 @@ from azure.core.exceptions import (
 )
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.retry import TRANSIENT_STATUSES
+from ferry.storage import mongo
 from ferry.storage.blobs import InvalidConnectionString, redact
 from ferry.storage.cosmos import is_invalid_resource_name
 from ferry.workers.report import ObjectGone
@@ -114,6 +116,13 @@ def classify(error: BaseException) -> WorkerOutcome:
         if status in TRANSIENT_STATUSES:
             return WorkerOutcome(result=OutcomeResult.RETRY, reason="ServiceBusy", message=text)
         return WorkerOutcome(result=OutcomeResult.FAILED, reason="ServiceError", message=text)
+    if isinstance(error, PyMongoError):
+        shown = mongo.describe(error)
+        if mongo.is_unauthorized(error):
+            return WorkerOutcome(result=OutcomeResult.FAILED, reason="AccessDenied", message=shown)
+        if mongo.is_transient(error):
+            return WorkerOutcome(result=OutcomeResult.RETRY, reason="ServiceUnreachable", message=shown)
+        return WorkerOutcome(result=OutcomeResult.FAILED, reason="MongoError", message=shown)
     return WorkerOutcome(result=OutcomeResult.RETRY, reason="WorkerCrashed", message=f"{type(error).__name__}: {text}")
 
 

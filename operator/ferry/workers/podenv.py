@@ -1,12 +1,13 @@
-"""What worker pods read from their environment: how to reach the Cosmos DB account."""
+"""What worker pods read from their environment: how to reach the Cosmos DB account, of either API."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 
-from ferry.api.databaseaccount import ACCOUNT_ENV_PREFIX
+from ferry.api.databaseaccount import ACCOUNT_ENV_PREFIX, AccountApi
 from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
+from ferry.storage.mongo import MongoAccess
 from ferry.workers.outcome import PermanentError
 
 
@@ -37,3 +38,19 @@ def restart_hint(message: str, env: Mapping[str, str] = os.environ) -> str:
     """`message`, and how a pod that waits instead of exiting comes to read a corrected Secret."""
     pod = env.get("HOSTNAME")
     return f"{message}; then delete pod {pod} so that its replacement reads it" if pod else message
+
+
+def account_api(env: Mapping[str, str] = os.environ, prefix: str = ACCOUNT_ENV_PREFIX) -> AccountApi:
+    """The API of the account named by <prefix>_* (NoSQL when unset: pods of an earlier operator)."""
+    return AccountApi(env.get(f"{prefix}_API") or AccountApi.NOSQL.value)
+
+
+def mongo_access_from_env(env: Mapping[str, str] = os.environ, prefix: str = ACCOUNT_ENV_PREFIX) -> MongoAccess:
+    """<prefix>_ENDPOINT (a mongodb:// URI without user or password), <prefix>_USERNAME and <prefix>_KEY, the
+    password."""
+    return MongoAccess(
+        endpoint=env[f"{prefix}_ENDPOINT"],
+        key=env[f"{prefix}_KEY"],
+        username=env.get(f"{prefix}_USERNAME") or None,
+        verify_tls=env.get(f"{prefix}_VERIFY_TLS", "true").lower() != "false",
+    )

@@ -23,7 +23,7 @@ from ferry.api.containercopyjob import (
     ContainerCopyProgress,
     CopyMode,
 )
-from ferry.api.databaseaccount import AccountObservation
+from ferry.api.databaseaccount import AccountApi, AccountObservation
 from ferry.api.kinds import CONTAINER_COPY_JOB, DATABASE_ACCOUNT
 from ferry.api.transfer import TransferState
 from ferry.kinds.containercopyjob.metrics import COPYJOB_ITEMS_METRIC, THROTTLED_METRIC
@@ -62,6 +62,7 @@ class AccountView:
     ready_message: str | None  # why the account is not ready, if it is not
     instances_running: bool
     ready_reason: str | None = None  # the Ready condition's reason, when it is not True
+    api: AccountApi = AccountApi.NOSQL
 
     @property
     def needs_the_user(self) -> bool:
@@ -95,7 +96,7 @@ class ContainerCopyJobController(Controller[Observed]):
         if account is not None:
             siblings = world.referencing(CONTAINER_COPY_JOB, meta.namespace, account.name)
             jobs_queue = copy_jobs(siblings, account.write_region)
-        source_ref = spec.source.account_ref
+        source_ref = spec.source_account()
         return Observed(
             meta=meta,
             spec=spec,
@@ -104,7 +105,7 @@ class ContainerCopyJobController(Controller[Observed]):
             account=account,
             queue=jobs_queue,
             now=world.now,
-            source_account=_account_view(world, meta.namespace, source_ref.name) if source_ref else None,
+            source_account=_account_view(world, meta.namespace, source_ref) if source_ref else None,
             rerun=((body.get("metadata") or {}).get("annotations") or {}).get(RERUN_ANNOTATION),
         )
 
@@ -127,6 +128,7 @@ def _account_view(world: World, namespace: str, name: str) -> AccountView | None
         ready_message=not_ready_message(status),
         instances_running=pods_running(world, meta.uid, COPY_ROLE),
         ready_reason=not_ready_reason(status),
+        api=AccountApi((body.get("spec") or {}).get("api") or AccountApi.NOSQL.value),
     )
 
 
@@ -209,7 +211,10 @@ def decide(o: Observed) -> Plan:
         d.region_changed(account.name, state.write_region, account.write_region, AFTER_REGION_CHANGE)
         return d.done()
     state.write_region = account.write_region
-    if o.spec.source.account_ref is not None and not _source_readable(d, o.spec.source.account_ref.name):
+    if account.api == AccountApi.MONGODB and (unsupported := _unsupported_for_mongo(o)) is not None:
+        d.fail(Failure(reason="NotSupportedForApi", message=unsupported))
+        return d.done()
+    if (source_account := o.spec.source_account()) is not None and not _source_readable(d, source_account):
         return d.done()
     if o.spec.suspend:
         _suspended(d)
@@ -279,7 +284,8 @@ def _source_readable(d: _Decision, name: str) -> bool:
     """A cross-account copy's source account: it must exist, answer to its key and keep its write region."""
     source, state = d.o.source_account, d.state
     if source is None:
-        d.account_missing(name, "spec.source.accountRef", reason="SourceAccountNotFound")
+        field = "spec.tasks[*].source.accountRef" if d.o.spec.tasks else "spec.source.accountRef"
+        d.account_missing(name, field, reason="SourceAccountNotFound")
         return False
     if source.needs_the_user:
         message = f'the source account "{name}" cannot be read: {source.ready_message}'
@@ -293,6 +299,22 @@ def _source_readable(d: _Decision, name: str) -> bool:
         return False
     state.source_write_region = source.write_region
     return True
+
+
+def _unsupported_for_mongo(o: Observed) -> str | None:
+    """What a job asks that copies of MongoDB collections do not do (offline, within the account, as the
+    service's MongoDB copy jobs)."""
+    if o.spec.mode == CopyMode.ONLINE:
+        return (
+            f'account "{o.spec.account_ref.name}" is of api MongoDB, whose copies are offline (spec.mode: Offline): '
+            "online copies read the API for NoSQL change feed"
+        )
+    if o.spec.source_account() is not None:
+        return (
+            f'account "{o.spec.account_ref.name}" is of api MongoDB, whose copies read collections of the same '
+            "account: remove source.accountRef"
+        )
+    return None
 
 
 def _suspended(d: _Decision) -> None:

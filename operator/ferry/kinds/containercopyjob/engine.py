@@ -36,10 +36,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
+from azure.cosmos import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from ferry.api.common import Failure
-from ferry.api.containercopyjob import ContainerCopyProgress
+from ferry.api.containercopyjob import ContainerCopyProgress, TaskPhase, TaskProgress
 from ferry.api.transfer import VerifyMode
 from ferry.storage.cosmos import (
     ALL_VERSIONS_AND_DELETES,
@@ -62,36 +63,49 @@ from ferry.transfer.job_document import (
     InstanceOutcome,
     JobInstance,
     TransientJobError,
-    complete_job,
     fail_job,
     mark_running,
     open_job,
-    outcome_of,
     reopen_job,
 )
-from ferry.transfer.progress import Reporter, ReportFn, Totals, transfer_record, verification_of
-from ferry.transfer.state import JobState, StateStore, epoch, now_iso
+from ferry.transfer.progress import GroupCount, Reporter, ReportFn, Totals, transfer_record, verification_of
+from ferry.transfer.state import JobState, JobStore, StateStore, epoch, now_iso
 from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
-from ferry.transfer.verify import VERIFY_UNIT, all_items, compared, counted, verification_unit
+from ferry.transfer.verify import VERIFY_UNIT, all_items, combined, compared, counted, verification_unit
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
 
 PAGE_SIZE = 100
 PAGES_IN_FLIGHT = 2
-JOB_CHECK_INTERVAL = 2.0  # how often the job document is re-read for a state set elsewhere
+WRITERS_OPEN = 2  # tasks whose writers an instance keeps open at once
 MAX_IDS_IN_MESSAGE = 10
 STREAM_POLL_SECONDS = 1.0  # an online copy with nothing new on any unit looks again after this
 ONLINE = "Online"
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    """One source → destination pair of a job."""
+
+    source_db: str
+    source_container: str
+    dest_db: str
+    dest_container: str
+
+    @property
+    def source_path(self) -> str:
+        return f"{self.source_db}/{self.source_container}"
+
+    @property
+    def dest_path(self) -> str:
+        return f"{self.dest_db}/{self.dest_container}"
 
 
 @dataclass
 class JobSpec:
     job_id: str
     name: str
-    source_db: str
-    source_container: str
-    dest_db: str
-    dest_container: str
+    tasks: list[CopyTask]
     max_items_per_second: int | None
     instances: int
     write_region: str | None
@@ -99,6 +113,42 @@ class JobSpec:
     verify: VerifyMode = VerifyMode.COUNT
     source_account: str | None = None  # another DatabaseAccount to read from (its name), or the job's own
     attempt: int = 1  # the run of the job: a re-run that resumes reopens the record an earlier run ended
+    listed: bool = False  # the spec lists its pairs under spec.tasks (field names in messages say so)
+
+    def __post_init__(self) -> None:
+        # Given as plain mappings when the spec travels as JSON (a test's instance in another process).
+        self.tasks = [t if isinstance(t, CopyTask) else CopyTask(**t) for t in self.tasks]
+
+    def field(self, index: int, side: str, name: str) -> str:
+        """The spec field a task's name came from, for messages."""
+        return f"spec.tasks[{index}].{side}.{name}" if self.listed else f"spec.{side}.{name}"
+
+    def names(self) -> dict[str, str]:
+        """Every database and container name of the tasks, by the spec field it came from."""
+        return {
+            self.field(i, side, name): value
+            for i, task in enumerate(self.tasks)
+            for side, name, value in (
+                ("source", "database", task.source_db),
+                ("source", "container", task.source_container),
+                ("destination", "database", task.dest_db),
+                ("destination", "container", task.dest_container),
+            )
+        }
+
+    def paced_page_size(self, page_size: int) -> int:
+        """Pages of about two seconds of a rate-limited instance's work, so that it stops within seconds when asked."""
+        if not self.max_items_per_second:
+            return page_size
+        share = self.max_items_per_second / max(1, self.instances)
+        return max(5, min(page_size, int(share * 2)))
+
+    def task_label(self, index: int) -> str:
+        """How a message names the task (nothing for a job of one pair)."""
+        if len(self.tasks) == 1 and not self.listed:
+            return ""
+        task = self.tasks[index]
+        return f"task {index} ({task.source_path} → {task.dest_path}): "
 
 
 def run_instance(
@@ -118,20 +168,11 @@ def run_instance(
     """Work on the job until it is done, fails, or `should_stop`; `cutover` says the user asked an
     online copy to finish (spec.cutover). `access` is the job's account (the destination, which also holds
     the job's state); `source` the account read from, when it is another."""
-    if job.max_items_per_second:
-        # Pages of about two seconds of work: a rate-limited instance still stops within seconds when asked.
-        share = job.max_items_per_second / max(1, job.instances)
-        page_size = max(5, min(page_size, int(share * 2)))
+    page_size = job.paced_page_size(page_size)
     store = StateStore(access)
     try:
         reporter = _reporter(report, store, job.job_id, previous)
-        names = {
-            "spec.source.database": job.source_db,
-            "spec.source.container": job.source_container,
-            "spec.destination.database": job.dest_db,
-            "spec.destination.container": job.dest_container,
-        }
-        if (refused := open_job(store, _new_job_doc(job), names, reporter)) is not None:
+        if (refused := open_job(store, new_job_doc(job), job.names(), reporter)) is not None:
             return refused
         if job.attempt > 1:
             reporter.send(reopen_job(store, job.job_id, job.attempt), force=True)  # the status shows the new run
@@ -171,20 +212,67 @@ def copy_progress(job: dict[str, Any], totals: Totals) -> ContainerCopyProgress:
         throttled_requests=totals.throttled,
         last_update_time=datetime.now(UTC).replace(microsecond=0),
         transfer=transfer_record(job),
+        tasks=task_progress(job, totals.groups or {}),
     )
 
 
-def _new_job_doc(job: JobSpec) -> dict[str, Any]:
+def _place(where: dict[str, Any]) -> str:
+    account = f"{where['account']}:" if where.get("account") else ""
+    return f"{account}{where.get('database')}/{where.get('container')}"
+
+
+def task_progress(job: dict[str, Any], groups: dict[int, GroupCount]) -> list[TaskProgress] | None:
+    """Each task's counts and phase, from the job's record and its units (grouped by task)."""
+    tasks = job.get("tasks")
+    if not isinstance(tasks, list):
+        return None  # a record written before jobs had tasks
+    state, failed_task = job.get("state"), job.get("failedTask")
+    shown = []
+    for index, task in enumerate(tasks):
+        group = groups.get(index, GroupCount())
+        total = task.get("totalCount")
+        if (group.units and group.done == group.units) or state == JobState.SUCCEEDED:
+            phase = TaskPhase.SUCCEEDED
+        elif state == JobState.FAILED:
+            phase = TaskPhase.FAILED if failed_task in (None, index) else TaskPhase.CANCELLED
+        elif state in (JobState.CANCELLED, JobState.PAUSED):
+            phase = TaskPhase.CANCELLED if state == JobState.CANCELLED else TaskPhase.PAUSED
+        elif group.processed or group.done:
+            phase = TaskPhase.RUNNING
+        else:
+            phase = TaskPhase.PENDING
+        shown.append(
+            TaskProgress(
+                index=index,
+                source=_place(task.get("source") or {}),
+                destination=_place(task.get("destination") or {}),
+                phase=phase,
+                total_count=total,
+                processed_count=group.processed,
+                percent=None if total is None else 100 if not total else min(100, group.processed * 100 // total),
+            )
+        )
+    return shown
+
+
+def new_job_doc(job: JobSpec) -> dict[str, Any]:
+    account = {"account": job.source_account} if job.source_account else {}
+    tasks = [
+        {
+            "source": {"database": t.source_db, "container": t.source_container, **account},
+            "destination": {"database": t.dest_db, "container": t.dest_container},
+            "totalCount": None,
+        }
+        for t in job.tasks
+    ]
     return {
         "id": job.job_id,
         "jobId": job.job_id,
         "name": job.name,
-        "source": {
-            "database": job.source_db,
-            "container": job.source_container,
-            **({"account": job.source_account} if job.source_account else {}),
-        },
-        "destination": {"database": job.dest_db, "container": job.dest_container},
+        # The first pair, as `az cosmosdb dts copy list` shows a job; all of them under tasks.
+        "source": tasks[0]["source"],
+        "destination": tasks[0]["destination"],
+        "tasks": tasks,
         "state": JobState.PENDING.value,
         "writeRegion": job.write_region,
         "instances": job.instances,
@@ -204,6 +292,40 @@ def _new_job_doc(job: JobSpec) -> dict[str, Any]:
     }
 
 
+def new_unit(job_id: str, index: int, task: int, **fields: Any) -> dict[str, Any]:
+    """A work unit of task `task`, not yet leased, nothing copied."""
+    return {
+        "id": f"{job_id}-{index}",
+        "jobId": job_id,
+        "index": index,
+        "task": task,
+        "owner": None,
+        "leaseExpiresAt": 0.0,
+        "continuation": None,
+        "processedCount": 0,
+        "done": False,
+        **fields,
+    }
+
+
+def units_ready(store: JobStore, job_id: str, totals: list[int]) -> dict[str, Any]:
+    """Every unit and the verification exist: record each task's total and the job's, and that it runs. The last
+    step of a job's start, so that a start interrupted before it is made again by the next instance."""
+    store.create_unit(verification_unit(job_id))
+
+    def change(doc: dict[str, Any]) -> bool:
+        if doc.get("unitsReady"):
+            return False
+        doc.update(unitsReady=True, totalCount=sum(totals))
+        for task, total in zip(doc.get("tasks") or [], totals, strict=False):
+            task["totalCount"] = total
+        if doc.get("state") == JobState.PENDING:
+            doc.update(state=JobState.RUNNING.value, startTime=now_iso())
+        return True
+
+    return store.update_job(job_id, change)
+
+
 def _conflict_failure(conflicts: list[Conflict], unique_keys: list[list[str]]) -> Failure:
     ids = ", ".join(sorted({c.item_id for c in conflicts})[:MAX_IDS_IN_MESSAGE])
     more = len(conflicts) - min(len(conflicts), MAX_IDS_IN_MESSAGE)
@@ -215,6 +337,18 @@ def _conflict_failure(conflicts: list[Conflict], unique_keys: list[list[str]]) -
         keys = "; ".join("+".join(paths) for paths in unique_keys) or "a unique key"
         kinds.append(f"the destination's unique key ({keys}) refused them")
     return Failure(reason="ItemConflict", message=f"items {listed} conflict in the destination: {' and '.join(kinds)}")
+
+
+@dataclass
+class _TaskIO:
+    """What an instance uses of one task: its containers, key paths and (once it writes) its writer."""
+
+    source: ContainerProxy
+    source_paths: list[str]
+    destination: ContainerProxy
+    dest_paths: list[str]
+    unique_keys: list[list[str]]
+    writer: ItemWriter | None = None
 
 
 class _Instance(JobInstance[ContainerCopyProgress]):
@@ -230,114 +364,117 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         cutover: Callable[[], bool],
         source: CosmosAccess | None,
     ) -> None:
-        super().__init__(access, store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
+        super().__init__(store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
+        self.access = access
         self.job = job
         self.cutover = cutover
-        self.source = source or access  # the account the source container is read from
-        self._checked = 0.0
+        self.source = source or access  # the account the source containers are read from
         self._quiet_visits = 0  # streaming visits in a row that found nothing new
-        self._source_paths: list[str] = []
+        self._tasks: list[_TaskIO] = []
+        self._writing: list[int] = []  # tasks with an open writer, least recently used first
+        self._concurrency = 8
+        self._bucket: TokenBucket | None = None
         self._units = 0
 
-    def _refresh(self, force: bool = False) -> InstanceOutcome | None:
-        """Re-read the job (at most every JOB_CHECK_INTERVAL): another party may have ended it."""
-        now = time.monotonic()
-        if force or now - self._checked >= JOB_CHECK_INTERVAL:
-            self._checked = now
-            return self.read_job()
-        return outcome_of(self.doc)
+    def failed_task(self, index: int, reason: str, message: str) -> InstanceOutcome:
+        """The job fails because of one task: the message names it, the record says which."""
+        return self.failed(Failure(reason=reason, message=self.job.task_label(index) + message), task=index)
 
     def run(self, concurrency: int, page_size: int) -> InstanceOutcome:
-        ended = self._refresh(force=True)
+        ended = self.refresh(force=True)
         if self.doc.get("state") == JobState.PAUSED:
-            self._resume()
-            ended = self._refresh(force=True)
+            self.resume()
+            ended = self.refresh(force=True)
         if ended is not None:
             self.reporter.send(self.doc, force=True)
             return ended
-        source = container_properties(self.source, self.job.source_db, self.job.source_container)
-        if source is None:
-            return self.failed(
-                Failure(
-                    reason="SourceNotFound",
-                    message=f"source container {self.job.source_db}/{self.job.source_container} does not exist",
+        for index, task in enumerate(self.job.tasks):
+            source = container_properties(self.source, task.source_db, task.source_container)
+            if source is None:
+                return self.failed_task(index, "SourceNotFound", f"source container {task.source_path} does not exist")
+            destination = container_properties(self.access, task.dest_db, task.dest_container)
+            if destination is None:
+                return self.failed_task(
+                    index,
+                    "DestinationNotFound",
+                    f"destination container {task.dest_path} does not exist (Owner resource does not exist): "
+                    "create the destination container with the settings you want (partition key, unique keys, "
+                    "throughput) before the copy job",
+                )
+            self._tasks.append(
+                _TaskIO(
+                    source=self.source.container(task.source_db, task.source_container),
+                    source_paths=partition_key_paths(source),
+                    destination=self.access.container(task.dest_db, task.dest_container),
+                    dest_paths=partition_key_paths(destination),
+                    unique_keys=unique_key_paths(destination),
                 )
             )
-        destination = container_properties(self.access, self.job.dest_db, self.job.dest_container)
-        if destination is None:
-            return self.failed(
-                Failure(
-                    reason="DestinationNotFound",
-                    message=(
-                        f"destination container {self.job.dest_db}/{self.job.dest_container} does not exist "
-                        "(Owner resource does not exist): create the destination container with the settings "
-                        "you want (partition key, unique keys, throughput) before the copy job"
-                    ),
-                )
-            )
-        self._source_paths = partition_key_paths(source)
         if not self.doc.get("unitsReady"):
             if (refused := self._initialise()) is not None:
                 return refused
             self.reporter.send(self.doc, force=True)  # the total, as soon as it is known
         rate = self.job.max_items_per_second
-        bucket = TokenBucket(rate / max(1, self.job.instances)) if rate else None
-        dest = self.access.container(self.job.dest_db, self.job.dest_container)
-        newer = self._source_paths if self.job.mode == ONLINE else None
-        with ItemWriter(dest, partition_key_paths(destination), concurrency, bucket, newer) as writer:
-            return self._work(writer, unique_key_paths(destination), page_size)
+        self._bucket = TokenBucket(rate / max(1, self.job.instances)) if rate else None
+        self._concurrency = concurrency
+        try:
+            return self._work(page_size)
+        finally:
+            for index in self._writing:
+                self._close_writer(index)
+
+    def _writer(self, index: int) -> ItemWriter:
+        """The task's writer, opened on first use; a few stay open, so that a job of many tasks holds the threads of
+        a few writers, not of one per task."""
+        task = self._tasks[index]
+        if index in self._writing:
+            self._writing.remove(index)
+        elif len(self._writing) >= WRITERS_OPEN:
+            self._close_writer(self._writing.pop(0))
+        self._writing.append(index)
+        if task.writer is None:
+            newer = task.source_paths if self.job.mode == ONLINE else None
+            task.writer = ItemWriter(task.destination, task.dest_paths, self._concurrency, self._bucket, newer)
+        return task.writer
+
+    def _close_writer(self, index: int) -> None:
+        task = self._tasks[index]
+        if task.writer is not None:
+            task.writer.__exit__(None, None, None)
+            task.writer = None
 
     def _initialise(self) -> InstanceOutcome | None:
-        """Count the source and create one work unit per feed range (idempotent across instances).
+        """Count each task's source and create one work unit per feed range of it (idempotent across instances).
 
         An online copy first takes each range's position in the all-versions-and-deletes feed: the
         changes after it are applied once the range is copied, so none made during the copy is lost.
         """
-        source = self.source.container(self.job.source_db, self.job.source_container)
-        ranges = feed_ranges(source)
-        streams: list[str | None] = [None] * len(ranges)
-        if self.job.mode == ONLINE:
-            try:
-                streams = [change_feed_now(source, r, ALL_VERSIONS_AND_DELETES) for r in ranges]
-            except CosmosHttpResponseError as error:
-                if status_code(error) != 400:
-                    raise
-                return self.failed(
-                    Failure(
-                        reason="ChangeFeedModeUnsupported",
-                        message="an online copy reads the source's all-versions-and-deletes change feed, which "
+        totals: list[int] = []
+        index = 0
+        for task_index, task in enumerate(self._tasks):
+            ranges = feed_ranges(task.source)
+            streams: list[str | None] = [None] * len(ranges)
+            if self.job.mode == ONLINE:
+                try:
+                    streams = [change_feed_now(task.source, r, ALL_VERSIONS_AND_DELETES) for r in ranges]
+                except CosmosHttpResponseError as error:
+                    if status_code(error) != 400:
+                        raise
+                    return self.failed_task(
+                        task_index,
+                        "ChangeFeedModeUnsupported",
+                        "an online copy reads the source's all-versions-and-deletes change feed, which "
                         f"the account does not offer ({describe(error)}): enable that change feed mode on the "
                         "account (it needs continuous backup), or copy offline (spec.mode: Offline)",
                     )
+            totals.append(count_items(task.source))
+            for unit_range, stream in zip(ranges, streams, strict=True):
+                unit = new_unit(
+                    self.job.job_id, index, task_index, feedRange=unit_range, stream=stream, streaming=False
                 )
-        total = count_items(source)
-        for index, feed_range in enumerate(ranges):
-            self.store.create_unit(
-                {
-                    "id": f"{self.job.job_id}-{index}",
-                    "jobId": self.job.job_id,
-                    "index": index,
-                    "feedRange": feed_range,
-                    "owner": None,
-                    "leaseExpiresAt": 0.0,
-                    "continuation": None,
-                    "processedCount": 0,
-                    "done": False,
-                    "stream": streams[index],
-                    "streaming": False,
-                }
-            )
-        self.store.create_unit(verification_unit(self.job.job_id))
-
-        def change(doc: dict[str, Any]) -> bool:
-            if doc.get("unitsReady"):
-                return False
-            doc.update(unitsReady=True, totalCount=total)
-            if doc.get("state") == JobState.PENDING:
-                doc.update(state=JobState.RUNNING.value, startTime=now_iso())
-            return True
-
-        self.doc = self.store.update_job(self.job.job_id, change)
+                self.store.create_unit(unit)
+                index += 1
+        self.doc = units_ready(self.store, self.job.job_id, totals)
         return None
 
     def _note_cutover(self) -> None:
@@ -356,23 +493,12 @@ class _Instance(JobInstance[ContainerCopyProgress]):
     def _mark_running(self) -> None:
         self.doc = mark_running(self.store, self.job.job_id)
 
-    def _resume(self) -> None:
-        """The job is active again after a pause: it runs from its checkpoints."""
-
-        def change(doc: dict[str, Any]) -> bool:
-            if doc.get("state") != JobState.PAUSED:
-                return False
-            doc.update(state=JobState.RUNNING.value, startTime=doc.get("startTime") or now_iso())
-            return True
-
-        self.doc = self.store.update_job(self.job.job_id, change)
-
-    def _work(self, writer: ItemWriter, unique_keys: list[list[str]], page_size: int) -> InstanceOutcome:
+    def _work(self, page_size: int) -> InstanceOutcome:
         while True:
             if self.should_stop():
                 return InstanceOutcome("stopped")  # between units: the holder of a unit reported its stop
             # Between units the job is read again; streaming units come round often, so every few seconds then.
-            ended = self._refresh(force=self._quiet_visits == 0)
+            ended = self.refresh(force=self._quiet_visits == 0)
             if ended is not None:
                 self.reporter.send(self.doc, force=True)
                 return ended
@@ -380,7 +506,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
             lease, availability = acquire(self.store, self.job.job_id, self.instance_id, self.lease_seconds)
             if lease is None:
                 if availability.all_done:
-                    return self._complete()
+                    return self.complete()
                 return InstanceOutcome("idle", retry_after=availability.retry_after)
             if self.doc.get("state") == JobState.PENDING:
                 self._mark_running()  # the job was just read: a running job needs no request
@@ -388,9 +514,9 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 if lease.doc.get("type") == VERIFY_UNIT:
                     outcome = self._verify(lease)
                 elif lease.doc.get("streaming"):
-                    outcome = self._stream_unit(lease, writer, unique_keys, page_size)
+                    outcome = self._stream_unit(lease, int(lease.doc.get("task") or 0), page_size)
                 else:
-                    outcome = self._copy_unit(lease, writer, unique_keys, page_size)
+                    outcome = self._copy_unit(lease, int(lease.doc.get("task") or 0), page_size)
             except LeaseLost:
                 continue  # another instance resumed this unit; look for other work
             except BaseException as error:
@@ -409,9 +535,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 while time.monotonic() < deadline and not self.should_stop():
                     time.sleep(0.1)
 
-    def _copy_unit(
-        self, lease: UnitLease, writer: ItemWriter, unique_keys: list[list[str]], page_size: int
-    ) -> InstanceOutcome | None:
+    def _copy_unit(self, lease: UnitLease, index: int, page_size: int) -> InstanceOutcome | None:
         """Copy the unit from its checkpoint; None when it is done, else the instance's outcome.
 
         Reads run one page ahead and up to PAGES_IN_FLIGHT pages are written at once, so writers
@@ -419,7 +543,8 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         order and only once all their items are in the destination: a replay after a crash
         rewrites at most the pages that were in flight, which the writer recognises as replays.
         """
-        source = self.source.container(self.job.source_db, self.job.source_container)
+        task = self._tasks[index]
+        source, writer = task.source, self._writer(index)
 
         def read(token: str | None) -> tuple[list[dict[str, Any]], str | None]:
             items, after = change_feed_page(source, lease.feed_range, token, page_size)
@@ -437,14 +562,15 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     later.result()
                 in_flight.clear()
                 lease.release()
-                return self.failed(_conflict_failure(conflicts, unique_keys))
+                return self._conflicted(index, conflicts)
             processed += count
             if continuation is None and self.job.mode == ONLINE:
                 # Copied: the unit now streams the changes made since the copy began.
                 lease.checkpoint(None, processed, streaming=True, visitedAt=0.0)
             else:
                 lease.checkpoint(continuation, processed, done=continuation is None)
-            self.reporter.checkpointed(str(lease.doc["id"]), processed)
+            done = continuation is None and self.job.mode != ONLINE
+            self.reporter.checkpointed(str(lease.doc["id"]), processed, done)
             self.reporter.send(self.doc)
             return None
 
@@ -467,7 +593,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                     lease.release()
                     self.reporter.send(self.doc, force=True)
                     return InstanceOutcome("stopped")
-                ended = self._refresh()
+                ended = self.refresh()
                 if ended is not None:
                     drain()
                     lease.release()
@@ -488,26 +614,26 @@ class _Instance(JobInstance[ContainerCopyProgress]):
         return self._units
 
     def _verify(self, lease: UnitLease) -> InstanceOutcome | None:
-        """Compare the destination with the source once every unit is done (after the cutover, when online)."""
-        source = self.source.container(self.job.source_db, self.job.source_container)
-        destination = self.access.container(self.job.dest_db, self.job.dest_container)
+        """Compare each destination with its source once every unit is done (after the cutover, when online)."""
         mode = VerifyMode(self.doc.get("verify") or self.job.verify)
-        if mode == VerifyMode.FULL:
-            result = compared(all_items(source), all_items(destination), self._source_paths)
-        else:
-            result = counted(count_items(source), count_items(destination))
-        return self.verified(lease, result)
+        parts = []
+        for index, task in enumerate(self._tasks):
+            if mode == VerifyMode.FULL:
+                label = f"task {index}: " if len(self._tasks) > 1 else ""
+                parts.append(compared(all_items(task.source), all_items(task.destination), task.source_paths, label))
+            else:
+                parts.append(counted(count_items(task.source), count_items(task.destination)))
+        return self.verified(lease, combined(parts))
 
-    def _stream_unit(
-        self, lease: UnitLease, writer: ItemWriter, unique_keys: list[list[str]], page_size: int
-    ) -> InstanceOutcome | None:
+    def _stream_unit(self, lease: UnitLease, index: int, page_size: int) -> InstanceOutcome | None:
         """Apply the unit's source changes until none is left; None when this visit is over.
 
         A page's changes are applied after the previous page's: per item only its last change in the
         page counts, so the destination follows the source's order. The unit is given back after the
         visit (other units take their turn); after the cutover, a unit with nothing left is done.
         """
-        source = self.source.container(self.job.source_db, self.job.source_container)
+        task = self._tasks[index]
+        source, writer = task.source, self._writer(index)
         token = lease.doc.get("stream")
         applied = int(lease.doc.get("appliedChanges") or 0)
         while True:
@@ -515,7 +641,7 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 lease.release()
                 self.reporter.send(self.doc, force=True)
                 return InstanceOutcome("stopped")
-            ended = self._refresh()
+            ended = self.refresh()
             if ended is not None:
                 lease.release()
                 self.reporter.send(self.doc, force=True)
@@ -551,11 +677,11 @@ class _Instance(JobInstance[ContainerCopyProgress]):
             behind = max(0.0, time.time() - float(first.get("crts") or time.time()))
             self.reporter.lagged(str(lease.doc["id"]), pending, behind)
             self.reporter.send(self.doc)
-            changes = _latest_per_item([_source_change(d, self._source_paths) for d in docs])
-            conflicts = writer.apply_changes(changes, self._source_paths)
+            changes = _latest_per_item([_source_change(d, task.source_paths) for d in docs])
+            conflicts = writer.apply_changes(changes, task.source_paths)
             if conflicts:
                 lease.release()
-                return self.failed(_conflict_failure(conflicts, unique_keys))
+                return self._conflicted(index, conflicts)
             applied += len(docs)
             token = after
             lease.checkpoint(
@@ -567,10 +693,9 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 appliedChanges=applied,
             )
 
-    def _complete(self) -> InstanceOutcome:
-        self.doc = complete_job(self.store, self.job.job_id, self.reporter.processed())
-        self.reporter.send(self.doc, force=True)
-        return outcome_of(self.doc) or InstanceOutcome("completed")
+    def _conflicted(self, index: int, conflicts: list[Conflict]) -> InstanceOutcome:
+        failure = _conflict_failure(conflicts, self._tasks[index].unique_keys)
+        return self.failed_task(index, failure.reason, failure.message)
 
 
 def _source_change(doc: dict[str, Any], source_paths: list[str]) -> SourceChange:

@@ -17,20 +17,21 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from ferry.api.containercopyjob import ContainerCopyProgress
-from ferry.api.databaseaccount import SOURCE_ACCOUNT_ENV_PREFIX, SOURCE_ACCOUNT_NAME_ENV
+from ferry.api.containercopyjob import ContainerCopyJobSpec, ContainerCopyProgress
+from ferry.api.databaseaccount import SOURCE_ACCOUNT_ENV_PREFIX, SOURCE_ACCOUNT_NAME_ENV, AccountApi
 from ferry.api.kinds import CONTAINER_COPY_JOB
 from ferry.api.outcome import WorkerOutcome
-from ferry.api.transfer import VerifyMode
-from ferry.kinds.containercopyjob.engine import JobSpec, run_instance
+from ferry.kinds.containercopyjob.engine import CopyTask, JobSpec, run_instance
+from ferry.kinds.containercopyjob.mongo_engine import run_mongo_instance
 from ferry.kube.client import ObjectRef, is_not_found
 from ferry.storage.cosmos import CosmosAccess
+from ferry.storage.mongo import MongoAccess
 from ferry.transfer.account_follow import ACCOUNT_DELETED, ASKED_TO_STOP, AccountState, AccountWatch, instance_id
 from ferry.transfer.job_document import TransientJobError, report_job_error
 from ferry.transfer.progress import transfer_record
 from ferry.transfer.state import JobState, set_job_state
 from ferry.workers.outcome import run_worker
-from ferry.workers.podenv import cosmos_access_from_env
+from ferry.workers.podenv import account_api, cosmos_access_from_env, mongo_access_from_env
 from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def main(namespace: str, account: str) -> int:
 
 
 def _serve(namespace: str, account: str, stop: threading.Event) -> WorkerOutcome:
-    access = cosmos_access_from_env()
+    access = mongo_access_from_env() if account_api() == AccountApi.MONGODB else cosmos_access_from_env()
     owner = instance_id(account)
     follow = AccountWatch(namespace, account, stop)
     follow.start()
@@ -63,7 +64,7 @@ def _serve(namespace: str, account: str, stop: threading.Event) -> WorkerOutcome
 
 
 def _work_on(
-    access: CosmosAccess,
+    access: CosmosAccess | MongoAccess,
     namespace: str,
     state: AccountState,
     follow: AccountWatch,
@@ -80,22 +81,23 @@ def _work_on(
         if is_not_found(exc):
             return 0.0  # deleted: the operator names another job
         raise
-    spec = job["spec"]
+    spec = ContainerCopyJobSpec.model_validate(job["spec"])
     status = job.get("status") or {}
     work = JobSpec(
         job_id=_record_id(job),
         name=f"{namespace}/{job['metadata']['name']}",
-        source_db=spec["source"]["database"],
-        source_container=spec["source"]["container"],
-        dest_db=spec["destination"]["database"],
-        dest_container=spec["destination"]["container"],
-        max_items_per_second=spec.get("maxItemsPerSecond"),
+        tasks=[
+            CopyTask(t.source.database, t.source.container, t.destination.database, t.destination.container)
+            for t in spec.copy_tasks()
+        ],
+        max_items_per_second=spec.max_items_per_second,
         instances=state.instances,
         write_region=status.get("writeRegion"),
-        mode=spec.get("mode") or "Offline",
-        verify=VerifyMode(spec.get("verify") or VerifyMode.COUNT.value),
-        source_account=((spec["source"].get("accountRef")) or {}).get("name"),
+        mode=spec.mode.value,
+        verify=spec.verify,
+        source_account=spec.source_account(),
         attempt=int(status.get("attempt") or 1),
+        listed=spec.tasks is not None,
     )
     if work.source_account and os.environ.get(SOURCE_ACCOUNT_NAME_ENV) != work.source_account:
         # Started before this job became active: the operator replaces this pod with one that has the source
@@ -109,7 +111,7 @@ def _work_on(
     def should_stop() -> bool:
         return stop.is_set() or follow.state.active_job != state.active_job or reporter.gone
 
-    asked = {"cutover": bool(spec.get("cutover")), "at": time.monotonic()}
+    asked = {"cutover": spec.cutover, "at": time.monotonic()}
 
     def cutover() -> bool:
         """spec.cutover of an online job, looked up at most every CUTOVER_CHECK_SECONDS while it is false."""
@@ -123,10 +125,13 @@ def _work_on(
     try:
         previous = ContainerCopyProgress.part_of(job.get("status"))
         # A source key that cannot be a key fails the job (InvalidCredentials, naming its Secret), not the instance.
-        source = cosmos_access_from_env(prefix=SOURCE_ACCOUNT_ENV_PREFIX) if work.source_account else None
-        outcome = run_instance(
-            access, work, owner, reporter.report, should_stop, previous=previous, cutover=cutover, source=source
-        )
+        if isinstance(access, MongoAccess):
+            outcome = run_mongo_instance(access, work, owner, reporter.report, should_stop, previous=previous)
+        else:
+            source = cosmos_access_from_env(prefix=SOURCE_ACCOUNT_ENV_PREFIX) if work.source_account else None
+            outcome = run_instance(
+                access, work, owner, reporter.report, should_stop, previous=previous, cutover=cutover, source=source
+            )
     except TransientJobError as error:
         log.warning("%s: transient failure, resuming from the checkpoints: %s", work.name, error)
         stop.wait(RETRY_SECONDS)
@@ -148,7 +153,7 @@ def _work_on(
 
 
 def _record_why_stopped(
-    access: CosmosAccess, job_ref: ObjectRef, job_id: str, reporter: StatusReporter[ContainerCopyProgress]
+    access: CosmosAccess | MongoAccess, job_ref: ObjectRef, job_id: str, reporter: StatusReporter[ContainerCopyProgress]
 ) -> None:
     """Mirror into the job history why the work stopped: deleted (cancelled), suspended or failed elsewhere."""
     try:

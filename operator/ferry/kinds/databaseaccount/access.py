@@ -1,27 +1,31 @@
-"""Resolving a DatabaseAccount to Cosmos access and its backup location with the caller's own Kubernetes
-credentials (for the CLI)."""
+"""Resolving a DatabaseAccount to its access (API for NoSQL or MongoDB) and its backup location with the caller's
+own Kubernetes credentials (for the CLI)."""
 
 from __future__ import annotations
 
-from ferry.api.databaseaccount import BackupMode, DatabaseAccountSpec
+from ferry.api.databaseaccount import AccountApi, BackupMode, DatabaseAccountSpec
 from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.backup.store import BackupStore
 from ferry.kube.client import ObjectRef
 from ferry.kube.secrets import secret_value
 from ferry.storage import blobs
 from ferry.storage.cosmos import CosmosAccess
+from ferry.storage.mongo import MongoAccess
 
 
 def _spec(namespace: str, name: str) -> DatabaseAccountSpec:
     return DatabaseAccountSpec.model_validate(ObjectRef(DATABASE_ACCOUNT, namespace, name).get()["spec"])
 
 
-def access_for(namespace: str, name: str) -> CosmosAccess:
+def access_for(namespace: str, name: str) -> CosmosAccess | MongoAccess:
     spec = _spec(namespace, name)
     if spec.credentials.secret_ref is None:
         raise ValueError(f"DatabaseAccount {namespace}/{name} has no credentials.secretRef")
     key = secret_value(namespace, spec.credentials.secret_ref)
-    return CosmosAccess(endpoint=spec.endpoint, key=key, verify_tls=not spec.insecure_skip_tls_verify)
+    verify = not spec.insecure_skip_tls_verify
+    if spec.api == AccountApi.MONGODB:
+        return MongoAccess(endpoint=spec.endpoint, key=key, username=spec.credentials.username, verify_tls=verify)
+    return CosmosAccess(endpoint=spec.endpoint, key=key, verify_tls=verify)
 
 
 def backup_for(namespace: str, name: str) -> BackupStore:

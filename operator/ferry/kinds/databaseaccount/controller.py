@@ -221,6 +221,8 @@ def account_env(spec: DatabaseAccountSpec, prefix: str = ACCOUNT_ENV_PREFIX) -> 
         {"name": f"{prefix}_KEY_SECRET", "value": ref.name},  # where the key comes from, for errors that name it
         {"name": f"{prefix}_KEY_SECRET_KEY", "value": ref.key},
         {"name": f"{prefix}_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
+        {"name": f"{prefix}_API", "value": spec.api.value},
+        *([{"name": f"{prefix}_USERNAME", "value": spec.credentials.username}] if spec.credentials.username else []),
     ]
 
 

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+
+from pymongo.errors import PyMongoError
 
 from ferry.api.common import parse_duration
-from ferry.api.databaseaccount import AccountConnection, AccountObservation, ConnectionState
+from ferry.api.databaseaccount import AccountApi, AccountConnection, AccountObservation, ConnectionState
 from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.storage.cosmos import AccountUnauthorized, AccountUnreachable, CosmosAccess, probe, read_account_regions
+from ferry.storage.mongo import MongoAccess, is_unauthorized, write_host
+from ferry.storage.mongo import describe as mongo_describe
+from ferry.storage.mongo import is_transient as is_mongo_transient
+from ferry.storage.mongo import probe as mongo_probe
 from ferry.workers.outcome import PermanentError, run_worker
-from ferry.workers.podenv import cosmos_access_from_env, restart_hint
+from ferry.workers.podenv import account_api, cosmos_access_from_env, mongo_access_from_env, restart_hint
 from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -48,19 +55,50 @@ def observe(access: CosmosAccess, last: AccountObservation | None) -> AccountObs
     )
 
 
+def observe_mongo(access: MongoAccess, last: AccountObservation | None) -> AccountObservation:
+    """One look at a MongoDB API account: its write region is the host that takes writes (the primary the server
+    names: a Cosmos DB account's write region's host), so that a failover fails the jobs it would break."""
+    try:
+        mongo_probe(access)
+        host = write_host(access)
+    except PyMongoError as error:
+        if is_unauthorized(error):
+            return AccountObservation(
+                connection=AccountConnection(state=ConnectionState.UNAUTHORIZED, message=mongo_describe(error))
+            )
+        if not is_mongo_transient(error):
+            raise
+        kept = last or AccountObservation()
+        message = f"{access.endpoint.split('@')[-1]} is unreachable: {mongo_describe(error)}"
+        return kept.model_copy(
+            update={"connection": AccountConnection(state=ConnectionState.UNREACHABLE, message=message)}
+        )
+    return AccountObservation(
+        write_region=host,
+        read_regions=[host],
+        connection=AccountConnection(state=ConnectionState.CONNECTED, message=f"writes go to {host}"),
+    )
+
+
 def main(namespace: str, name: str, poll_interval: str) -> int:
     return run_worker(lambda stop: _watch(namespace, name, parse_duration(poll_interval).total_seconds(), stop))
 
 
 def _watch(namespace: str, name: str, interval: float, stop: threading.Event) -> WorkerOutcome:
     reporter: StatusReporter[AccountObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
+    look: Callable[[AccountObservation | None], AccountObservation]
     try:
-        access = cosmos_access_from_env()
+        if account_api() == AccountApi.MONGODB:
+            mongo = mongo_access_from_env()
+            look = lambda last: observe_mongo(mongo, last)  # noqa: E731
+        else:
+            cosmos = cosmos_access_from_env()
+            look = lambda last: observe(cosmos, last)  # noqa: E731
     except PermanentError as error:
         return _unusable_key(error, reporter, stop)
     last: AccountObservation | None = None
     while not stop.is_set():
-        seen = observe(access, last)
+        seen = look(last)
         if seen != last:
             reporter.report(seen, force=True)
             if seen.connection is not None and (last is None or last.connection != seen.connection):

@@ -233,7 +233,8 @@ class _Restorer(JobInstance[RestoreProgress]):
         should_stop: Callable[[], bool],
         lease_seconds: float,
     ) -> None:
-        super().__init__(access, store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
+        super().__init__(store, job.job_id, instance_id, reporter, should_stop, lease_seconds)
+        self.access = access
         self.backup = backup
         self.job = job
         self._index: BackupIndex | None = None
