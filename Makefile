@@ -32,8 +32,9 @@ node-packages:
 
 # kube-apiserver, kube-controller-manager, kube-scheduler, the kubelet and etcd, built from Go modules (hack/kube)
 # on the first run (about 8 minutes on 2 cores) and cached in ~/.cache/ferry/kube. Also Helm (hack/helm, about
-# 2 minutes) and the pod sandbox's pause (hack/pause), cached in ~/.cache/ferry/tools; `controlplane` also builds
-# the Go tools the tests run (kstatus, promtool: about 5 minutes), `stackbinaries` (the demo's) does not.
+# 2 minutes), the pod sandbox's pause (hack/pause) and FerretDB (hack/ferretdb, about 1 minute), cached in
+# ~/.cache/ferry/tools; `controlplane` also builds the Go tools the tests run (kstatus, promtool: about 5
+# minutes), `stackbinaries` (the demo's) does not.
 controlplane: $(VENV)/.installed
 	$(BIN)/python -m ferry_dev.binaries
 
