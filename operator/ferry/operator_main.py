@@ -29,6 +29,8 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
             allow_backup_retention_override=settings.allow_backup_retention_override,
             instance=settings.instance,
             resources=settings.worker_resources,
+            identity_authority_host=settings.identity_authority_host,
+            identity_authority_ca_file=settings.identity_authority_ca_file,
         ),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),

@@ -49,6 +49,10 @@ class OperatorSettings(BaseSettings):
     worker_resources: Annotated[WorkerResources, BeforeValidator(_empty_object)] = WorkerResources()
     # The Helm release the operator belongs to: its worker pods' app.kubernetes.io/instance label.
     instance: str = "ferry"
+    # Workload identity: the Entra authority worker pods exchange their token with (AZURE_AUTHORITY_HOST; another
+    # cloud's, or a local stand-in's), and a CA bundle file in the pods to trust it with (empty: the image's).
+    identity_authority_host: str = "https://login.microsoftonline.com/"
+    identity_authority_ca_file: str = ""
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
     allow_link_local_sources: Annotated[bool, NoDecode, BeforeValidator(_flag)] = False
     # Honour the ferry.dev/backup-retention annotation on DatabaseAccounts (a retention shorter than the tier's).

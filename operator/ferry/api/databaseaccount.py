@@ -19,20 +19,26 @@ from ferry.api.common import (
     conditions_field,
     no_credentials_in_url,
 )
+from ferry.api.identity import WorkloadIdentity
 
 
 class AccountCredentials(FerryModel):
-    """How Ferry authenticates to the account: a key in a Secret (workload identity comes later)."""
+    """How Ferry authenticates to the account: a key in a Secret, or a Microsoft Entra workload identity."""
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "has(self.secretRef)",
-            "message": "secretRef is required (the only supported method so far)",
+            "rule": "has(self.secretRef) != has(self.workloadIdentity)",
+            "message": "give exactly one of secretRef (the account's key) and workloadIdentity",
         },
     ]
 
     secret_ref: SecretKeySelector | None = Field(
         default=None, description="Secret key holding the account's primary key (MongoDB: its password)."
+    )
+    workload_identity: WorkloadIdentity | None = Field(
+        default=None,
+        description="API for NoSQL: the Entra identity Ferry's worker pods authenticate as (no key anywhere); it "
+        "needs a federated credential for the worker service account and a Cosmos DB data-plane role.",
     )
     username: str | None = Field(
         default=None,
@@ -140,6 +146,11 @@ class DatabaseAccountSpec(FerryModel):
             "message": "continuous backup (and so InAccountRestore) is for API for NoSQL accounts: set backup.mode "
             "Off for an account of api MongoDB",
             "fieldPath": ".backup.mode",
+        },
+        {
+            "rule": f"!{_MONGO} || has(self.credentials.secretRef)",
+            "message": "an account of api MongoDB authenticates with its key (credentials.secretRef)",
+            "fieldPath": ".credentials",
         },
         {
             "rule": f"!has(self.credentials.username) || {_MONGO}",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from ferry.api.identity import TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, TOKEN_SECONDS, TOKEN_VOLUME, USE_LABEL
 from ferry.api.kinds import Kind
 
 MANAGED_BY = "ferry"
@@ -65,6 +67,33 @@ def restricted_security_context() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class IdentityMount:
+    """What a worker pod that authenticates with a workload identity carries, as AKS's webhook would add it: the
+    projected token for Entra's token exchange and where to exchange it. The identities themselves (client and
+    tenant IDs) are in the account's own variables, so that one pod can use two."""
+
+    authority_host: str
+    ca_file: str = ""  # a CA bundle in the pod to trust the authority with (a private one); empty: the image's
+
+    def env(self) -> list[dict[str, str]]:
+        env = [
+            {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": TOKEN_FILE},
+            {"name": "AZURE_AUTHORITY_HOST", "value": self.authority_host},
+        ]
+        if self.ca_file:
+            env.append({"name": IDENTITY_CA_ENV, "value": self.ca_file})
+        return env
+
+    @staticmethod
+    def volume() -> dict[str, Any]:
+        token = {"audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_SECONDS, "path": TOKEN_VOLUME}
+        return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
+
+
+IDENTITY_CA_ENV = "FERRY_IDENTITY_CA_FILE"
+
+
 def worker_pod(
     *,
     kind: Kind,
@@ -84,6 +113,7 @@ def worker_pod(
     takes_slot: bool = True,
     instance: str = DEFAULT_INSTANCE,
     extra_labels: Mapping[str, str] | None = None,
+    identity: IdentityMount | None = None,
 ) -> dict[str, Any]:
     """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource.
 
@@ -110,6 +140,13 @@ def worker_pod(
     resources: dict[str, Any] = {"requests": dict(requests or {"cpu": "100m", "memory": "128Mi"})}
     if limits:
         resources["limits"] = dict(limits)
+    env = [*env, *(identity.env() if identity else [])]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if identity is not None:
+        labels[USE_LABEL] = "true"
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True})
+        volumes.append(identity.volume())
     labels[LABEL_TEMPLATE] = template_hash(image, service_account, list(args), list(env), resources, restart_policy)
     return {
         "apiVersion": "v1",
@@ -143,9 +180,9 @@ def worker_pod(
                     "securityContext": restricted_security_context(),
                     # The worker's last log line says how its work ended (see ferry.api.outcome).
                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "volumeMounts": mounts,
                 }
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": volumes,
         },
     }

@@ -32,6 +32,10 @@ class WorkerSettings:
     allow_backup_retention_override: bool = False  # see OperatorSettings
     instance: str = "ferry"  # the Helm release: worker pods' app.kubernetes.io/instance label
     resources: WorkerResources = field(default_factory=WorkerResources)
+    # Where pods that use a workload identity exchange their token (AZURE_AUTHORITY_HOST), and a CA bundle in the
+    # pod to trust for it (empty: the image's).
+    identity_authority_host: str = "https://login.microsoftonline.com/"
+    identity_authority_ca_file: str = ""
 
 
 class World(Protocol):

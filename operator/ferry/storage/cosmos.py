@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 
 import requests
 import urllib3
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy
@@ -121,13 +122,20 @@ def check_key(key: str) -> None:
 
 
 class CosmosAccess:
-    """An account's endpoint and key, and one shared, lazily built client (thread-safe)."""
+    """An account's endpoint and key (or Entra token credential), and one shared, lazily built client
+    (thread-safe)."""
 
-    def __init__(self, endpoint: str, key: str, verify_tls: bool = True) -> None:
-        register_secret(key)
-        check_key(key)
+    def __init__(
+        self, endpoint: str, key: str | None = None, verify_tls: bool = True, credential: TokenCredential | None = None
+    ) -> None:
+        if key is not None:
+            register_secret(key)
+            check_key(key)
+        elif credential is None:
+            raise ValueError("an account key or a token credential is needed")
         self.endpoint = endpoint
         self.key = key
+        self.credential = credential
         self.verify_tls = verify_tls
         self._lock = threading.Lock()
         self._client: CosmosClient | None = None
@@ -166,7 +174,9 @@ class CosmosAccess:
             # The user asked for it in the spec (insecureSkipTLSVerify); a warning per request would drown the log.
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         # The constructor reads the database account: unreachable or unauthorized accounts fail here.
-        return CosmosClient(self.endpoint, self.key, **kwargs)
+        secret: str | TokenCredential | None = self.key if self.key is not None else self.credential
+        assert secret is not None  # checked when made
+        return CosmosClient(self.endpoint, secret, **kwargs)
 
     def database(self, name: str) -> DatabaseProxy:
         return self.client().get_database_client(name)

@@ -40,7 +40,7 @@ from ferry.kinds.databaseaccount.metrics import (
     account_gauges,
     instances_of,
 )
-from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, pod_name, secret_env, worker_pod
+from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, IdentityMount, pod_name, secret_env, worker_pod
 from ferry.runtime.controller import Controller
 from ferry.runtime.engine import account_of, source_account_of
 from ferry.runtime.lifecycle import PodProblem, ServicePod, service_workers
@@ -212,16 +212,32 @@ def _copying(jobs: Queue, source: CopySource | None, source_missing: bool) -> bo
 
 
 def account_env(spec: DatabaseAccountSpec, prefix: str = ACCOUNT_ENV_PREFIX) -> list[dict[str, Any]]:
-    """The endpoint as a value, the key only as a Secret reference resolved by the kubelet."""
-    assert spec.credentials.secret_ref is not None  # required by the CRD's CEL rule
-    ref = spec.credentials.secret_ref
-    return [
+    """The endpoint as a value; the key only as a Secret reference resolved by the kubelet, or the workload
+    identity's client and tenant IDs (no key at all)."""
+    common = [
         {"name": f"{prefix}_ENDPOINT", "value": spec.endpoint},
+        {"name": f"{prefix}_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
+        {"name": f"{prefix}_API", "value": spec.api.value},
+    ]
+    identity = spec.credentials.workload_identity
+    if identity is not None:
+        ids = [
+            {"name": f"{prefix}_CLIENT_ID", "value": identity.client_id},
+            {"name": f"{prefix}_TENANT_ID", "value": identity.tenant_id},
+        ]
+        if prefix == ACCOUNT_ENV_PREFIX:  # the pod's own identity, where the webhook would put it
+            ids += [
+                {"name": "AZURE_CLIENT_ID", "value": identity.client_id},
+                {"name": "AZURE_TENANT_ID", "value": identity.tenant_id},
+            ]
+        return common + ids
+    ref = spec.credentials.secret_ref
+    assert ref is not None  # the CRD's CEL rule: exactly one of secretRef and workloadIdentity
+    return [
+        *common,
         secret_env(f"{prefix}_KEY", ref.name, ref.key),
         {"name": f"{prefix}_KEY_SECRET", "value": ref.name},  # where the key comes from, for errors that name it
         {"name": f"{prefix}_KEY_SECRET_KEY", "value": ref.key},
-        {"name": f"{prefix}_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
-        {"name": f"{prefix}_API", "value": spec.api.value},
         *([{"name": f"{prefix}_USERNAME", "value": spec.credentials.username}] if spec.credentials.username else []),
     ]
 
@@ -253,6 +269,9 @@ def _account_pod(
         restart_policy="Always",
         takes_slot=takes_slot,
         instance=o.workers.instance,
+        identity=IdentityMount(o.workers.identity_authority_host, o.workers.identity_authority_ca_file)
+        if any(e["name"].endswith("_CLIENT_ID") for e in env)
+        else None,
     )
 
 
