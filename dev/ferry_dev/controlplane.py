@@ -113,6 +113,7 @@ class ControlPlane(Service):
         self.scheduler: Credentials | None = None
         self.kubelet_serving: Pair | None = None
         self.ca: Path | None = None
+        self.authority: Authority | None = None
 
     @property
     def server(self) -> str:
@@ -128,6 +129,7 @@ class ControlPlane(Service):
     def _certificates(self) -> None:
         ca = Authority(self.pki)
         self.ca = ca.cert
+        self.authority = ca  # issues the certificates of servers pods must trust (they have its ca.crt)
         self.port = self.port or free_port(self.host)
         self.serving = ca.issue("apiserver", "kube-apiserver", hosts=(self.host, *API_SANS), server=True)
         self.kubelet_client = ca.issue(

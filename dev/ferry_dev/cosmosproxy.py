@@ -5,6 +5,8 @@ It forwards every request unchanged and can:
   x-ms-retry-after-ms for throttling, 401 substatus 5202 for "local authorization is disabled", ...);
 - act as a serverless account: refuse creating databases or containers with a throughput offer,
   with the service's message;
+- authorize as an account with Microsoft Entra data-plane RBAC does (EntraCheck): key-signed requests
+  refused, `type=aad` tokens checked for issuer, audience, expiry and a role of their principal;
 - rewrite the database account response (GET /): its writable and readable locations always point
   at the proxy itself, so the SDK keeps routing through it, and their region names can be changed
   at runtime (a failover from "West US" to "East US", say).
@@ -23,7 +25,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+import jwt
 
 from ferry_dev.emulators import find_node_bin
 from ferry_dev.network import listen_host
@@ -66,6 +70,46 @@ class Fault:
 
 
 @dataclass
+class EntraCheck:
+    """Microsoft Entra authorization as an account with data-plane RBAC does it: a request signed with the key
+    is refused (401 substatus 5202) unless `local_auth`; a `type=aad` request needs a token of `keys`' issuer
+    for the account's resource (`audience`), unexpired, whose principal (`oid`) holds a data-plane role
+    (`principals`), else 401, or 403 substatus 5301 naming the principal and the action."""
+
+    keys: Callable[[], dict[str, Any]]  # the JWKS of the token issuer
+    audience: str  # https://HOST, the scope's resource (the SDK drops the port)
+    account: str = "localaccount"
+    principals: set[str] = field(default_factory=set)
+    local_auth: bool = False
+
+    def refusal(self, headers: dict[str, str]) -> Fault | None:
+        auth = dict(p.split("=", 1) for p in unquote(headers.get("authorization", "")).split("&") if "=" in p)
+        if auth.get("type") != "aad":
+            if self.local_auth:
+                return None
+            message = "Local Authorization is disabled. Use an AAD token to authorize all requests."
+            return Fault(401, 1, any_request, {"x-ms-substatus": "5202"}, message)
+        token = auth.get("sig", "")
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = next(k for k in self.keys()["keys"] if k.get("kid") == kid)
+            public = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(key))
+            claims = jwt.decode(token, public, algorithms=["RS256"], audience=self.audience)  # type: ignore[arg-type]
+        except (jwt.PyJWTError, StopIteration, ValueError) as error:
+            return Fault(401, 1, any_request, {}, f"The input authorization token can't serve the request: {error}")
+        principal = str(claims.get("oid"))
+        if principal not in self.principals:
+            message = (
+                f"Request blocked by Auth {self.account} : Request is blocked because principal [{principal}] does "
+                "not have required RBAC permissions to perform action "
+                "[Microsoft.DocumentDB/databaseAccounts/readMetadata] on resource [/]. "
+                "Learn more: https://aka.ms/cosmos-native-rbac."
+            )
+            return Fault(403, 1, any_request, {"x-ms-substatus": "5301"}, message)
+        return None
+
+
+@dataclass
 class Logged:
     method: str
     path: str
@@ -88,6 +132,7 @@ class CosmosProxy:
         self.faults: list[Fault] = []
         self.injected = 0
         self.serverless = False
+        self.entra: EntraCheck | None = None  # set: the account authorizes as one with Entra RBAC does
         self.write_regions: list[str] | None = None
         self.read_regions: list[str] | None = None
         self._lock = threading.Lock()
@@ -143,6 +188,8 @@ class CosmosProxy:
     def _decide(self, method: str, path: str, headers: dict[str, str]) -> Fault | None:
         with self._lock:
             self.log.append(Logged(method, path, headers))
+            if self.entra is not None and (refused := self.entra.refusal(headers)) is not None:
+                return refused
             if self.serverless and method == "POST" and any(h in headers for h in OFFER_HEADERS):
                 return Fault(400, 1, any_request, {}, SERVERLESS_MESSAGE)
             for fault in self.faults:
@@ -213,7 +260,8 @@ class CosmosProxy:
                 headers = {key.lower(): value for key, value in self.headers.items()}
                 fault = proxy._decide(self.command, self.path, headers)
                 if fault is not None:
-                    code = {400: "BadRequest", 401: "Unauthorized", 429: "TooManyRequests"}.get(fault.status, "Error")
+                    codes = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 429: "TooManyRequests"}
+                    code = codes.get(fault.status, "Error")
                     payload = json.dumps({"code": code, "message": fault.message}).encode()
                     self._send(fault.status, {"Content-Type": "application/json", **fault.headers}, payload)
                     return

@@ -25,7 +25,7 @@ from typing import Any
 from ferry_dev import network as net
 from ferry_dev.binaries import ensure_binaries
 from ferry_dev.controlplane import NODE_NAME, ControlPlane, certificate_kubeconfig
-from ferry_dev.emulators import Azurite, CosmosWithChangeFeed, FerretDB
+from ferry_dev.emulators import Azurite, CosmosWithChangeFeed, FerretDB, free_port
 from ferry_dev.images import Image, ferry_image, pause_image
 from ferry_dev.install import RELEASE, RELEASE_NAMESPACE, Installer
 from ferry_dev.lifecycle import Service
@@ -36,6 +36,7 @@ STORAGE_ACCOUNTS = ("ferrysrc", "ferrydst")
 PID_FILE = "stack.pid"
 READY_FILE = "ready"
 ENDPOINTS_FILE = "endpoints.json"
+SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 KUBECONFIG_FILE = "kubeconfig"
 # What a running stack leaves for scripts and users; none of it may outlive the stack, or it would be taken as live.
 STATE_FILES = (READY_FILE, ENDPOINTS_FILE, KUBECONFIG_FILE)
@@ -99,6 +100,7 @@ class DevStack(Service):
         self.node: Node | None = None
         self.image: Image | None = None
         self.timings: dict[str, float] = {}
+        self.entra_port = 0  # where workload identity's authority is expected (a test's stand-in)
 
     @property
     def kubeconfig(self) -> Path:
@@ -162,13 +164,26 @@ class DevStack(Service):
                 thread.join()
             if failures:
                 raise RuntimeError(f"an emulator did not start: {failures[0]}") from failures[0]
-            self.installer.install_chart(values_for(self.image, self.values))
+            self.installer.install_chart(values_for(self.image, {**self._identity_values(), **self.values}))
             self.timings["chart"] = time.monotonic() - started
             self._write_endpoints()
             (self.dir / READY_FILE).write_text(f"{self.control_plane.server}\n{time.monotonic() - started:.1f}\n")
         except BaseException:
             self.stop()
             raise
+
+    def _identity_values(self) -> dict[str, Any]:
+        """Workload identity's authority: the address a test's Entra stand-in listens on (a port reserved on the
+        bridge), trusted through the stack's CA, which every pod has as its service account's ca.crt."""
+        assert self.network is not None
+        self.entra_port = self.entra_port or free_port(self.network.gateway)
+        authority = {"authorityHost": self.entra_authority, "authorityCAFile": SERVICE_ACCOUNT_CA}
+        return {"workloadIdentity": authority}
+
+    @property
+    def entra_authority(self) -> str:
+        assert self.network is not None
+        return f"https://{self.network.gateway}:{self.entra_port}/"
 
     def _start_node(self, binaries: Any, images: dict[str, Image]) -> None:
         assert self.control_plane is not None and self.network is not None
@@ -289,6 +304,8 @@ class DevStack(Service):
             "cosmos": {"endpoint": self.cosmos.endpoint.endpoint, "key": self.cosmos.endpoint.key},
             "image": self.image.reference if self.image else None,
         }
+        if self.entra_port:
+            data["entra"] = {"authorityHost": self.entra_authority}
         if self.mongo is not None:
             data["mongo"] = {"endpoint": self.mongo.endpoint.endpoint, "key": self.mongo.endpoint.key}
         (self.dir / ENDPOINTS_FILE).write_text(json.dumps(data, indent=2) + "\n")

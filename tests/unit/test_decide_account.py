@@ -484,3 +484,35 @@ def test_no_instance_starts_while_the_source_account_is_missing_or_cannot_be_rea
         plan = decide(observed)
         assert plan.create == [] and not plan.wants_slot
         assert isinstance(plan.status, DatabaseAccountOperatorStatus) and plan.status.active_copy_job == "b"
+
+
+IDENTITY = {"clientId": "11111111-2222-3333-4444-555555555555", "tenantId": "66666666-7777-8888-9999-000000000000"}
+
+
+def test_an_account_with_a_workload_identity_gives_its_pods_the_token_and_ids_and_no_key() -> None:
+    observed = observe(Case("-", spec={"credentials": {"workloadIdentity": IDENTITY}}, monitor=False))
+    plan = decide(observed)
+    monitor = next(c.manifest for c in plan.create if c.name == "acct-monitor-0")
+    spec = monitor["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["FERRY_COSMOS_CLIENT_ID"] == env["AZURE_CLIENT_ID"] == IDENTITY["clientId"]
+    assert env["FERRY_COSMOS_TENANT_ID"] == env["AZURE_TENANT_ID"] == IDENTITY["tenantId"]
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == "/var/run/secrets/azure/tokens/azure-identity-token"
+    assert env["AZURE_AUTHORITY_HOST"] == WORKERS.identity_authority_host
+    assert not any(name.endswith("_KEY") or name.endswith("_KEY_SECRET") for name in env)
+    assert monitor["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    token = next(v for v in spec["volumes"] if v["name"] == "azure-identity-token")["projected"]["sources"][0]
+    assert token["serviceAccountToken"] == {
+        "audience": "api://AzureADTokenExchange",
+        "expirationSeconds": 3600,
+        "path": "azure-identity-token",
+    }
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "azure-identity-token")
+    assert mount == {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": True}
+
+
+def test_an_account_with_a_key_has_no_identity_parts() -> None:
+    plan = decide(observe(Case("-", monitor=False)))
+    monitor = next(c.manifest for c in plan.create if c.name == "acct-monitor-0")
+    assert "azure.workload.identity/use" not in monitor["metadata"]["labels"]
+    assert [v["name"] for v in monitor["spec"]["volumes"]] == ["tmp"]

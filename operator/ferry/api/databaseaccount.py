@@ -203,6 +203,8 @@ class ConnectionState(StrEnum):
     UNAUTHORIZED = "Unauthorized"  # the account refused the key
     INVALID_CREDENTIALS = "InvalidCredentials"  # the Secret's key cannot be an account key (not base64)
     LOCAL_AUTH_DISABLED = "LocalAuthDisabled"  # the account refuses keys altogether (401 substatus 5202)
+    IDENTITY_NOT_FEDERATED = "IdentityNotFederated"  # Entra refused to exchange the pod's token for the identity
+    FORBIDDEN = "Forbidden"  # the identity has no data-plane role on the account (403 substatus 5301)
     UNREACHABLE = "Unreachable"
 
 

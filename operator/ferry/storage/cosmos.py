@@ -14,14 +14,14 @@ import binascii
 import ssl
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import requests
 import urllib3
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
@@ -61,6 +61,10 @@ __all__ = [
 
 # Properties the service adds to every item (and _lsn to change feed items); they are not part of its content.
 SYSTEM_PROPERTIES = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "_lsn"})
+
+# The built-in data-plane role that lets an identity read and write items (Cosmos DB's RBAC, not Azure RBAC).
+DATA_CONTRIBUTOR = "Cosmos DB Built-in Data Contributor"
+DATA_CONTRIBUTOR_ID = "00000000-0000-0000-0000-000000000002"
 
 # Substatus of 401 when the account refuses keys altogether ("Local Authorization is disabled").
 LOCAL_AUTH_DISABLED_SUBSTATUS = 5202
@@ -104,6 +108,14 @@ class AccountUnreachable(CosmosAccessError):
 
 class AccountUnauthorized(CosmosAccessError):
     pass
+
+
+class IdentityNotFederated(AccountUnauthorized):
+    """Entra refused to exchange the pod's token for the account's workload identity."""
+
+
+class AccountForbidden(AccountUnauthorized):
+    """The workload identity has no Cosmos DB data-plane role on the account (403, substatus 5301)."""
 
 
 class InvalidAccountKey(CosmosAccessError):
@@ -235,8 +247,15 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TimeoutError | ConnectionError)
 
 
-def _unauthorized(error: CosmosHttpResponseError) -> AccountUnauthorized:
+def _unauthorized(error: CosmosHttpResponseError, identity: bool = False) -> AccountUnauthorized:
     text = str(getattr(error, "message", "") or error)
+    if identity and status_code(error) == 403:
+        return AccountForbidden(
+            f"the account refused the workload identity ({status_code(error)}, substatus {sub_status(error)}): "
+            f"assign it a Cosmos DB data-plane role on the account, e.g. {DATA_CONTRIBUTOR} "
+            "(az cosmosdb sql role assignment create --account-name ACCOUNT --resource-group RG --scope / "
+            f"--principal-id PRINCIPAL --role-definition-id {DATA_CONTRIBUTOR_ID})"
+        )
     if sub_status(error) == LOCAL_AUTH_DISABLED_SUBSTATUS or "local authorization is disabled" in text.lower():
         return AccountUnauthorized(
             "local authorization is disabled on the account (401, substatus 5202): Ferry authenticates "
@@ -247,14 +266,19 @@ def _unauthorized(error: CosmosHttpResponseError) -> AccountUnauthorized:
     )
 
 
-def probe(access: CosmosAccess) -> None:
-    """Raise AccountUnreachable or AccountUnauthorized unless the account answers to its key."""
+def probe(access: CosmosAccess, not_federated: Callable[[BaseException], str | None] = lambda _: None) -> None:
+    """Raise AccountUnreachable or AccountUnauthorized (IdentityNotFederated, AccountForbidden for an identity)
+    unless the account answers to its key or identity; `not_federated` says why a token exchange was refused."""
     try:
         access.client().get_database_account()
     except CosmosHttpResponseError as error:
         if status_code(error) in (401, 403):
-            raise _unauthorized(error) from None
+            raise _unauthorized(error, identity=access.key is None) from None
         raise AccountUnreachable(f"{access.endpoint} answered {describe(error)}") from None
+    except ClientAuthenticationError as error:
+        if (why := not_federated(error)) is not None:
+            raise IdentityNotFederated(why) from None
+        raise AccountUnauthorized(f"Microsoft Entra ID refused a token for the workload identity: {error}") from None
     except (AzureError, requests.RequestException, OSError) as error:
         raise AccountUnreachable(f"{access.endpoint} is unreachable: {describe(error)}") from None
 

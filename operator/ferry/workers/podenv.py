@@ -8,21 +8,26 @@ from collections.abc import Mapping
 from ferry.api.databaseaccount import ACCOUNT_ENV_PREFIX, AccountApi
 from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
 from ferry.storage.mongo import MongoAccess
+from ferry.workers.identity import identity_credential, uses_identity
 from ferry.workers.outcome import PermanentError
 
 
 def cosmos_access_from_env(env: Mapping[str, str] = os.environ, prefix: str = ACCOUNT_ENV_PREFIX) -> CosmosAccess:
-    """<prefix>_ENDPOINT and <prefix>_KEY (a Secret reference in the pod spec): FERRY_COSMOS_* for the worker's
-    own account, FERRY_SOURCE_COSMOS_* for the source of a cross-account copy.
+    """<prefix>_ENDPOINT and <prefix>_KEY (a Secret reference in the pod spec), or the workload identity of
+    <prefix>_CLIENT_ID and _TENANT_ID: FERRY_COSMOS_* for the worker's own account, FERRY_SOURCE_COSMOS_* for the
+    source of a cross-account copy.
 
     A key that cannot be an account key is a PermanentError (InvalidCredentials) naming its Secret: every
     worker reading an account (monitor, capture, copy and restore instances) checks it here.
     """
+    verify = env.get(f"{prefix}_VERIFY_TLS", "true").lower() != "false"
+    if uses_identity(env, prefix):
+        return CosmosAccess(env[f"{prefix}_ENDPOINT"], verify_tls=verify, credential=identity_credential(env, prefix))
     try:
         return CosmosAccess(
             endpoint=env[f"{prefix}_ENDPOINT"],
             key=env[f"{prefix}_KEY"],
-            verify_tls=env.get(f"{prefix}_VERIFY_TLS", "true").lower() != "false",
+            verify_tls=verify,
         )
     except InvalidAccountKey as error:
         secret, key = env.get(f"{prefix}_KEY_SECRET"), env.get(f"{prefix}_KEY_SECRET_KEY")

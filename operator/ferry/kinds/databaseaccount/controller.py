@@ -358,6 +358,8 @@ READY_REASONS = {
     ConnectionState.UNAUTHORIZED: "Unauthorized",
     ConnectionState.INVALID_CREDENTIALS: "InvalidCredentials",
     ConnectionState.LOCAL_AUTH_DISABLED: "LocalAuthDisabled",
+    ConnectionState.IDENTITY_NOT_FEDERATED: "IdentityNotFederated",
+    ConnectionState.FORBIDDEN: "Forbidden",
     ConnectionState.UNREACHABLE: "Unreachable",
 }
 
@@ -374,7 +376,15 @@ def _capture_interval_seconds(account: Mapping[str, Any]) -> float | None:
 # Causes of a pod not running that keep their own reason in a condition; any other is the pod's failing.
 OWN_REASONS = frozenset({"SecretNotFound", "Unschedulable"})
 NEEDS_THE_USER = frozenset(
-    {"Unauthorized", "InvalidCredentials", "LocalAuthDisabled", "SecretNotFound", "MonitorFailing"}
+    {
+        "Unauthorized",
+        "InvalidCredentials",
+        "LocalAuthDisabled",
+        "IdentityNotFederated",
+        "Forbidden",
+        "SecretNotFound",
+        "MonitorFailing",
+    }
 )
 
 

@@ -7,20 +7,36 @@ account that nothing happens to costs the API server nothing.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
 from pymongo.errors import PyMongoError
 
 from ferry.api.common import parse_duration
-from ferry.api.databaseaccount import AccountApi, AccountConnection, AccountObservation, ConnectionState
+from ferry.api.databaseaccount import (
+    ACCOUNT_ENV_PREFIX,
+    AccountApi,
+    AccountConnection,
+    AccountObservation,
+    ConnectionState,
+)
 from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
-from ferry.storage.cosmos import AccountUnauthorized, AccountUnreachable, CosmosAccess, probe, read_account_regions
+from ferry.storage.cosmos import (
+    AccountForbidden,
+    AccountUnauthorized,
+    AccountUnreachable,
+    CosmosAccess,
+    IdentityNotFederated,
+    probe,
+    read_account_regions,
+)
 from ferry.storage.mongo import MongoAccess, is_unauthorized, write_host
 from ferry.storage.mongo import describe as mongo_describe
 from ferry.storage.mongo import is_transient as is_mongo_transient
 from ferry.storage.mongo import probe as mongo_probe
+from ferry.workers.identity import federation_hint, not_federated
 from ferry.workers.outcome import PermanentError, run_worker
 from ferry.workers.podenv import account_api, cosmos_access_from_env, mongo_access_from_env, restart_hint
 from ferry.workers.report import StatusReporter
@@ -32,14 +48,17 @@ FIELD_MANAGER = "ferry-account-monitor"
 def observe(access: CosmosAccess, last: AccountObservation | None) -> AccountObservation:
     """One look at the account, in words a user can act on; unreachable keeps the regions last seen."""
     try:
-        probe(access)  # typed errors: refused key (or key auth disabled) versus unreachable
+        probe(access, _why_not_federated)  # typed errors: refused key or identity versus unreachable
         regions = read_account_regions(access)
     except AccountUnauthorized as exc:
-        state = (
-            ConnectionState.LOCAL_AUTH_DISABLED
-            if "local authorization is disabled" in str(exc)
-            else ConnectionState.UNAUTHORIZED
-        )
+        if isinstance(exc, IdentityNotFederated):
+            state = ConnectionState.IDENTITY_NOT_FEDERATED
+        elif isinstance(exc, AccountForbidden):
+            state = ConnectionState.FORBIDDEN
+        elif "local authorization is disabled" in str(exc):
+            state = ConnectionState.LOCAL_AUTH_DISABLED
+        else:
+            state = ConnectionState.UNAUTHORIZED
         return AccountObservation(connection=AccountConnection(state=state, message=str(exc)))
     except AccountUnreachable as exc:
         kept = last or AccountObservation()
@@ -53,6 +72,12 @@ def observe(access: CosmosAccess, last: AccountObservation | None) -> AccountObs
         read_regions=regions.read_regions,
         connection=AccountConnection(state=ConnectionState.CONNECTED, message=message),
     )
+
+
+def _why_not_federated(error: BaseException) -> str | None:
+    if not not_federated(error):
+        return None
+    return federation_hint(os.environ.get(f"{ACCOUNT_ENV_PREFIX}_CLIENT_ID", "?"))
 
 
 def observe_mongo(access: MongoAccess, last: AccountObservation | None) -> AccountObservation:

@@ -1,0 +1,141 @@
+"""A DatabaseAccount reached by a Microsoft Entra workload identity, end to end, with no key anywhere.
+
+The account is cosmosdb-server behind a proxy that authorizes as an account with Entra data-plane RBAC does
+(EntraCheck: key-signed requests refused, `type=aad` tokens checked); the identity's tokens come from the Entra
+stand-in (support/entra.py), which exchanges the worker pods' projected service account tokens after checking
+them against the local API server's service account issuer and the identity's federated credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from copyjobs import all_items, job_manifest, new_container
+
+from ferry_dev.binaries import kubectl as kubectl_binary
+from ferry_dev.controlplane import ISSUER
+from ferry_dev.cosmosproxy import CosmosProxy, EntraCheck
+from ferry_dev.stack import DevStack
+from support.entra import EntraStandIn
+from support.kubectl import Kubectl, with_reasons
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),  # the emulator's own certificate
+]
+
+WORKER_SERVICE_ACCOUNT = "ferry-worker"  # the chart's, for the release "ferry"
+
+
+@pytest.fixture
+def entra(stack: DevStack) -> Iterator[EntraStandIn]:
+    """The Entra stand-in on the address the chart's workloadIdentity.authorityHost names."""
+    assert stack.control_plane is not None and stack.control_plane.authority is not None
+    assert stack.network is not None
+    gateway = stack.network.gateway
+    pair = stack.control_plane.authority.issue(f"entra-{uuid.uuid4().hex[:6]}", "entra", hosts=(gateway,), server=True)
+
+    def issuer_keys() -> dict[str, Any]:
+        done = subprocess.run(
+            [kubectl_binary(), "get", "--raw", "/openid/v1/jwks"], env=stack.env(), capture_output=True, check=True
+        )
+        keys: dict[str, Any] = json.loads(done.stdout)
+        return keys
+
+    standin = EntraStandIn(gateway, stack.entra_port, pair.cert, pair.key, ISSUER, issuer_keys).start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def rbac_account(stack: DevStack, entra: EntraStandIn) -> Iterator[CosmosProxy]:
+    """The account's endpoint: the stack's Cosmos DB behind Entra authorization (no key accepted)."""
+    assert stack.cosmos is not None
+    proxy = CosmosProxy(stack.cosmos.endpoint.endpoint).start()
+    proxy.entra = EntraCheck(entra.public_keys, f"https://{urlsplit(proxy.endpoint).hostname}")
+    yield proxy
+    proxy.stop()
+
+
+def _account(proxy: CosmosProxy, client_id: str, tenant_id: str, name: str = "acct") -> str:
+    body = {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "DatabaseAccount",
+        "metadata": {"name": name},
+        "spec": {
+            "endpoint": proxy.endpoint,
+            "insecureSkipTLSVerify": True,
+            "credentials": {"workloadIdentity": {"clientId": client_id, "tenantId": tenant_id}},
+            "copyInstances": {"count": 1, "resources": {"cpu": "300m", "memory": "256Mi"}},
+            "regionPollInterval": "2s",
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def _ready(kubectl: Kubectl, reason: str, name: str = "acct") -> dict[str, Any]:
+    def has(o: dict[str, Any]) -> bool:
+        found = {c["type"]: c for c in (o.get("status") or {}).get("conditions") or []}.get("Ready")
+        return found is not None and found["reason"] == reason
+
+    account = kubectl.wait_for("databaseaccount", name, has, timeout=120)
+    ready: dict[str, Any] = {c["type"]: c for c in account["status"]["conditions"]}["Ready"]
+    return ready
+
+
+def test_an_account_reached_by_its_identity_copies_with_no_key_anywhere(
+    stack: DevStack, kubectl: Kubectl, entra: EntraStandIn, rbac_account: CosmosProxy
+) -> None:
+    assert stack.cosmos is not None and rbac_account.entra is not None
+    client_id, tenant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    entra.federate(client_id, f"system:serviceaccount:{kubectl.namespace}:{WORKER_SERVICE_ACCOUNT}")
+    rbac_account.entra.principals.add(entra.principal(client_id))
+    source, dest = new_container(stack, "/tenant", items=80), new_container(stack, "/region")
+    kubectl.apply(_account(rbac_account, client_id, tenant_id))
+    ready = _ready(kubectl, "Connected")
+    assert ready["status"] == "True"
+    kubectl.apply(job_manifest("by-identity", source, dest, verify="Full"))
+    kubectl.wait_phase("containercopyjob", "by-identity", "Succeeded", timeout=180)
+    assert all_items(dest) == all_items(source)
+
+    # The pods carry what AKS's webhook would add; no Secret of the namespace holds the account's key.
+    pods = json.loads(kubectl("get", "pods", "-l", "ferry.dev/kind=DatabaseAccount", "-o", "json"))["items"]
+    assert pods and all(p["metadata"]["labels"].get("azure.workload.identity/use") == "true" for p in pods)
+    volumes = [v for p in pods for v in p["spec"]["volumes"] if v["name"] == "azure-identity-token"]
+    token = volumes[0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "api://AzureADTokenExchange" and len(volumes) == len(pods)
+    secrets = json.loads(kubectl("get", "secrets", "-o", "json"))["items"]
+    stored = [base64.b64decode(v).decode(errors="replace") for s in secrets for v in (s.get("data") or {}).values()]
+    assert not any(stack.cosmos.endpoint.key in value for value in stored)
+    # Every request the account answered carried a token of the identity: keys are refused there.
+    assert entra.granted(client_id) >= 1
+    assert all("type%3dmaster" not in e.headers.get("authorization", "").lower() for e in rbac_account.log[-50:])
+
+
+def test_an_identity_without_a_federated_credential_or_a_role_is_named_with_what_to_do(
+    stack: DevStack, kubectl: Kubectl, entra: EntraStandIn, rbac_account: CosmosProxy
+) -> None:
+    assert rbac_account.entra is not None
+    client_id, tenant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    kubectl.apply(_account(rbac_account, client_id, tenant_id))
+    refused = _ready(kubectl, "IdentityNotFederated")
+    subject = f"system:serviceaccount:{kubectl.namespace}:{WORKER_SERVICE_ACCOUNT}"
+    assert refused["status"] == "False" and f"issuer {ISSUER}" in refused["message"]
+    assert f"subject {subject}" in refused["message"] and client_id in refused["message"]
+    kubectl.events("acct", with_reasons("IdentityNotFederated"))
+
+    entra.federate(client_id, subject)  # federated now, but without a data-plane role
+    forbidden = _ready(kubectl, "Forbidden")
+    assert "Cosmos DB Built-in Data Contributor" in forbidden["message"]
+    assert "00000000-0000-0000-0000-000000000002" in forbidden["message"]
+
+    rbac_account.entra.principals.add(entra.principal(client_id))
+    assert _ready(kubectl, "Connected")["status"] == "True"
