@@ -93,8 +93,8 @@ class EntraCheck:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = next(k for k in self.keys()["keys"] if k.get("kid") == kid)
-            public = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(key))
-            claims = jwt.decode(token, public, algorithms=["RS256"], audience=self.audience)  # type: ignore[arg-type]
+            # A few seconds of clock skew, as a service allows (Entra's own tokens are checked with minutes).
+            claims = jwt.decode(token, jwt.PyJWK(key), algorithms=["RS256"], audience=self.audience, leeway=5)
         except (jwt.PyJWTError, StopIteration, ValueError) as error:
             return Fault(401, 1, any_request, {}, f"The input authorization token can't serve the request: {error}")
         principal = str(claims.get("oid"))

@@ -65,13 +65,13 @@ def rbac_account(stack: DevStack, entra: EntraStandIn) -> Iterator[CosmosProxy]:
     proxy.stop()
 
 
-def _account(proxy: CosmosProxy, client_id: str, tenant_id: str, name: str = "acct") -> str:
+def _account(endpoint: str, client_id: str, tenant_id: str, name: str = "acct") -> str:
     body = {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "DatabaseAccount",
         "metadata": {"name": name},
         "spec": {
-            "endpoint": proxy.endpoint,
+            "endpoint": endpoint,
             "insecureSkipTLSVerify": True,
             "credentials": {"workloadIdentity": {"clientId": client_id, "tenantId": tenant_id}},
             "copyInstances": {"count": 1, "resources": {"cpu": "300m", "memory": "256Mi"}},
@@ -99,7 +99,7 @@ def test_an_account_reached_by_its_identity_copies_with_no_key_anywhere(
     entra.federate(client_id, f"system:serviceaccount:{kubectl.namespace}:{WORKER_SERVICE_ACCOUNT}")
     rbac_account.entra.principals.add(entra.principal(client_id))
     source, dest = new_container(stack, "/tenant", items=80), new_container(stack, "/region")
-    kubectl.apply(_account(rbac_account, client_id, tenant_id))
+    kubectl.apply(_account(rbac_account.endpoint, client_id, tenant_id))
     ready = _ready(kubectl, "Connected")
     assert ready["status"] == "True"
     kubectl.apply(job_manifest("by-identity", source, dest, verify="Full"))
@@ -125,7 +125,7 @@ def test_an_identity_without_a_federated_credential_or_a_role_is_named_with_what
 ) -> None:
     assert rbac_account.entra is not None
     client_id, tenant_id = str(uuid.uuid4()), str(uuid.uuid4())
-    kubectl.apply(_account(rbac_account, client_id, tenant_id))
+    kubectl.apply(_account(rbac_account.endpoint, client_id, tenant_id))
     refused = _ready(kubectl, "IdentityNotFederated")
     subject = f"system:serviceaccount:{kubectl.namespace}:{WORKER_SERVICE_ACCOUNT}"
     assert refused["status"] == "False" and f"issuer {ISSUER}" in refused["message"]
@@ -139,3 +139,37 @@ def test_an_identity_without_a_federated_credential_or_a_role_is_named_with_what
 
     rbac_account.entra.principals.add(entra.principal(client_id))
     assert _ready(kubectl, "Connected")["status"] == "True"
+
+
+def test_tokens_that_expire_during_a_copy_are_refreshed_not_failed(
+    stack: DevStack, kubectl: Kubectl, entra: EntraStandIn, rbac_account: CosmosProxy
+) -> None:
+    assert rbac_account.entra is not None
+    entra.token_seconds = 10  # the account refuses a token 5 s after this
+    client_id, tenant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    entra.federate(client_id, f"system:serviceaccount:{kubectl.namespace}:{WORKER_SERVICE_ACCOUNT}")
+    rbac_account.entra.principals.add(entra.principal(client_id))
+    source, dest = new_container(stack, "/tenant", items=150), new_container(stack, "/region")
+    kubectl.apply(_account(rbac_account.endpoint, client_id, tenant_id))
+    _ready(kubectl, "Connected")
+    before = entra.granted(client_id)
+    kubectl.apply(job_manifest("outlives", source, dest, maxItemsPerSecond=6))  # about 25 s: several tokens
+    done = kubectl.wait_phase("containercopyjob", "outlives", "Succeeded", timeout=240)["status"]
+    assert all_items(dest) == all_items(source)
+    assert entra.granted(client_id) - before >= 2, "the copy ran on one token"
+    assert done["processedCount"] == 150
+
+
+def test_credentials_name_exactly_one_of_a_key_and_an_identity_refused_at_apply(kubectl: Kubectl) -> None:
+    def refused(credentials: dict[str, Any]) -> str:
+        body = yaml.safe_load(_account("https://acct.documents.azure.com:443/", str(uuid.uuid4()), str(uuid.uuid4())))
+        body["spec"]["credentials"] = credentials
+        done = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(body), check=False)
+        assert done.returncode != 0, credentials
+        return done.stderr
+
+    identity = {"clientId": str(uuid.uuid4()), "tenantId": str(uuid.uuid4())}
+    both = refused({"workloadIdentity": identity, "secretRef": {"name": "k", "key": "primaryKey"}})
+    assert "spec.credentials" in both and "exactly one of secretRef" in both
+    assert "exactly one of secretRef" in refused({})
+    assert "spec.credentials.workloadIdentity.clientId" in refused({"workloadIdentity": {**identity, "clientId": "me"}})

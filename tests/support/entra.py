@@ -107,16 +107,12 @@ class EntraStandIn:
         try:
             header = jwt.get_unverified_header(assertion)
             keys = {k["kid"]: k for k in self.issuer_keys()["keys"]}
-            public = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(keys[header["kid"]]))
+            public = jwt.PyJWK(keys[header["kid"]])  # the API server signs with its key's algorithm (ES256 here)
             claims = jwt.decode(
-                assertion,
-                public,
-                algorithms=["RS256"],
-                audience=TOKEN_AUDIENCE,
-                issuer=self.issuer,  # type: ignore[arg-type]
+                assertion, public, algorithms=[header["alg"]], audience=TOKEN_AUDIENCE, issuer=self.issuer
             )
         except (jwt.PyJWTError, KeyError, ValueError) as error:
-            return 400, _error("invalid_client", f"AADSTS700211: the client assertion is not valid: {error}")
+            return 400, _error("invalid_client", f"AADSTS50027: JWT token is invalid or malformed: {error}")
         subject = str(claims.get("sub"))
         with self._lock:
             accepted = (self.issuer, subject) in self.federations.get(client_id, set())
