@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from copyjobs import all_items, job_manifest, new_container
+from restore_fixtures import OwnCosmos
 
 from ferry_dev.binaries import kubectl as kubectl_binary
 from ferry_dev.controlplane import ISSUER
@@ -173,3 +174,35 @@ def test_credentials_name_exactly_one_of_a_key_and_an_identity_refused_at_apply(
     assert "spec.credentials" in both and "exactly one of secretRef" in both
     assert "exactly one of secretRef" in refused({})
     assert "spec.credentials.workloadIdentity.clientId" in refused({"workloadIdentity": {**identity, "clientId": "me"}})
+
+
+def test_a_cross_account_copy_reads_the_source_with_its_identity_and_writes_with_the_other(
+    stack: DevStack, kubectl: Kubectl, entra: EntraStandIn, rbac_account: CosmosProxy, cosmos: OwnCosmos
+) -> None:
+    """Each account is reached with its own identity: each holds a role only on its own account."""
+    assert rbac_account.entra is not None
+    source_account = CosmosProxy(cosmos.endpoint).start()
+    try:
+        source_account.entra = EntraCheck(entra.public_keys, f"https://{urlsplit(source_account.endpoint).hostname}")
+        subject = f"system:serviceaccount:{kubectl.namespace}:{WORKER_SERVICE_ACCOUNT}"
+        reader, writer = str(uuid.uuid4()), str(uuid.uuid4())
+        for client_id, account in ((reader, source_account), (writer, rbac_account)):
+            entra.federate(client_id, subject)
+            assert account.entra is not None
+            account.entra.principals.add(entra.principal(client_id))
+        source = new_container(cosmos.client, "/tenant", items=60)
+        dest = new_container(stack, "/region")
+        tenant = str(uuid.uuid4())
+        kubectl.apply(_account(rbac_account.endpoint, writer, tenant))
+        kubectl.apply(_account(source_account.endpoint, reader, tenant, name="orders-account"))
+        _ready(kubectl, "Connected")
+        _ready(kubectl, "Connected", name="orders-account")
+        kubectl.apply(job_manifest("across", source, dest, source_account="orders-account"))
+        kubectl.wait_phase("containercopyjob", "across", "Succeeded", timeout=180)
+        assert all_items(dest) == all_items(source)
+        instance = json.loads(kubectl("get", "pods", "-l", "ferry.dev/role=copy", "-o", "json"))["items"][0]
+        env = {e["name"]: e.get("value") for e in instance["spec"]["containers"][0]["env"]}
+        assert (env["FERRY_COSMOS_CLIENT_ID"], env["FERRY_SOURCE_COSMOS_CLIENT_ID"]) == (writer, reader)
+        assert not any(name.endswith("_KEY") for name in env)
+    finally:
+        source_account.stop()
