@@ -73,9 +73,12 @@ def _cgroup_dirs(root: str) -> list[Path]:
 def _processes(root: str) -> set[int]:
     """Every process in the cgroup `root` or below it, in any hierarchy."""
     pids: set[int] = set()
-    for procs in (f for folder in _cgroup_dirs(root) if folder.is_dir() for f in folder.rglob("cgroup.procs")):
-        with contextlib.suppress(OSError, ValueError):
-            pids.update(int(line) for line in procs.read_text().split())
+    # os.walk skips a cgroup removed while it is walked (a container ending meanwhile); rglob raised.
+    for folder in _cgroup_dirs(root):
+        for path, _, files in os.walk(folder):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(line) for line in Path(path, "cgroup.procs").read_text().split())
     return pids
 
 

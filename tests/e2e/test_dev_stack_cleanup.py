@@ -97,14 +97,14 @@ def test_dev_up_cleans_after_a_killed_one_refuses_a_live_one_and_dev_down_leaves
         second_network = Network.load(directory / "network.json")
         assert second_network is not None
         if second_network.subnet != first_network.subnet:
-            # The node's processes, mounts and cgroups are the second stack's now (same directory, same cgroup
-            # root): what must be gone is what was only the first one's, its network.
-            first_only = (
-                "network namespaces",
-                f"bridge {first_network.bridge}",
-                f"iptables rule {first_network.comment}",
-            )
-            assert [part for part in leftovers(directory, first_network) if part.startswith(first_only)] == []
+            # Another subnet (a parallel stack took the first one's meanwhile). The bridge, the DNAT rule's
+            # comment, the cgroup root and the node's directories are named after the directory, so they are the
+            # second stack's now: what must be gone is the first one's address on the bridge and its DNAT target.
+            rules = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+            target = f"--to-destination {first_network.gateway}:"
+            assert not [r for r in rules.splitlines() if first_network.comment in r and target in r]
+            shown = subprocess.run(["ip", "-4", "addr", "show", "dev", first_network.bridge], capture_output=True)
+            assert f"inet {first_network.gateway}/" not in shown.stdout.decode()
         assert "left running" in (tmp_path / "up2.log").read_text()
         assert (directory / "ready").read_text() != stale["ready"]
 
