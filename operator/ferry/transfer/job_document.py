@@ -16,7 +16,7 @@ from ferry.storage.cosmos import CosmosAccess
 from ferry.storage.mongo import MongoAccess
 from ferry.transfer.progress import Reporter, transfer_record
 from ferry.transfer.state import TERMINAL_STATES, JobState, JobStore, now_iso, store_of
-from ferry.transfer.unit_leases import UnitLease
+from ferry.transfer.unit_leases import UnitLease, acquire
 from ferry.transfer.verify import verification_failure
 from ferry.workers.outcome import classify
 
@@ -219,6 +219,19 @@ class JobInstance(Generic[M]):
             return True
 
         self.doc = self.store.update_job(self.job_id, change)
+
+    def next_lease(self) -> UnitLease | InstanceOutcome:
+        """A unit of the job, leased; else the instance's outcome: completed when every unit is done, idle while
+        the others are leased elsewhere (until the first may be taken over). A pending job is marked running (it
+        was just read: a running job needs no request)."""
+        lease, availability = acquire(self.store, self.job_id, self.instance_id, self.lease_seconds)
+        if lease is None:
+            if availability.all_done:
+                return self.complete()
+            return InstanceOutcome("idle", retry_after=availability.retry_after)
+        if self.doc.get("state") == JobState.PENDING:
+            self.doc = mark_running(self.store, self.job_id)
+        return lease
 
     def complete(self) -> InstanceOutcome:
         """Every unit is done: the job succeeded (unless another party ended it first)."""

@@ -64,13 +64,12 @@ from ferry.transfer.job_document import (
     JobInstance,
     TransientJobError,
     fail_job,
-    mark_running,
     open_job,
     reopen_job,
 )
 from ferry.transfer.progress import GroupCount, Reporter, ReportFn, Totals, transfer_record, verification_of
 from ferry.transfer.state import JobState, JobStore, StateStore, epoch, now_iso
-from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
+from ferry.transfer.unit_leases import LeaseLost, UnitLease
 from ferry.transfer.verify import VERIFY_UNIT, all_items, combined, compared, counted, verification_unit
 
 __all__ = ["InstanceOutcome", "JobSpec", "TransientJobError", "run_instance"]
@@ -490,9 +489,6 @@ class _Instance(JobInstance[ContainerCopyProgress]):
 
         self.doc = self.store.update_job(self.job.job_id, change)
 
-    def _mark_running(self) -> None:
-        self.doc = mark_running(self.store, self.job.job_id)
-
     def _work(self, page_size: int) -> InstanceOutcome:
         while True:
             if self.should_stop():
@@ -503,13 +499,9 @@ class _Instance(JobInstance[ContainerCopyProgress]):
                 self.reporter.send(self.doc, force=True)
                 return ended
             self._note_cutover()
-            lease, availability = acquire(self.store, self.job.job_id, self.instance_id, self.lease_seconds)
-            if lease is None:
-                if availability.all_done:
-                    return self.complete()
-                return InstanceOutcome("idle", retry_after=availability.retry_after)
-            if self.doc.get("state") == JobState.PENDING:
-                self._mark_running()  # the job was just read: a running job needs no request
+            lease = self.next_lease()
+            if isinstance(lease, InstanceOutcome):
+                return lease
             try:
                 if lease.doc.get("type") == VERIFY_UNIT:
                     outcome = self._verify(lease)

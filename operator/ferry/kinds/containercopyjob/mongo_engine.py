@@ -44,14 +44,13 @@ from ferry.transfer.job_document import (
     JobInstance,
     TransientJobError,
     fail_job,
-    mark_running,
     open_job,
     reopen_job,
 )
 from ferry.transfer.mongo_state import MongoStateStore
 from ferry.transfer.progress import Reporter, ReportFn
 from ferry.transfer.state import JobState
-from ferry.transfer.unit_leases import LeaseLost, UnitLease, acquire
+from ferry.transfer.unit_leases import LeaseLost, UnitLease
 from ferry.transfer.verify import VERIFY_UNIT, combined, compared, counted
 
 DUPLICATE_KEY = 11000
@@ -175,13 +174,9 @@ class _Instance(JobInstance[ContainerCopyProgress]):
             if ended is not None:
                 self.reporter.send(self.doc, force=True)
                 return ended
-            lease, availability = acquire(self.store, self.job.job_id, self.instance_id, self.lease_seconds)
-            if lease is None:
-                if availability.all_done:
-                    return self.complete()
-                return InstanceOutcome("idle", retry_after=availability.retry_after)
-            if self.doc.get("state") == JobState.PENDING:
-                self.doc = mark_running(self.store, self.job.job_id)
+            lease = self.next_lease()
+            if isinstance(lease, InstanceOutcome):
+                return lease
             try:
                 if lease.doc.get("type") == VERIFY_UNIT:
                     outcome = self._verify(lease)
