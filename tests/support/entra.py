@@ -61,6 +61,9 @@ class EntraStandIn:
     def __post_init__(self) -> None:
         self._signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._kid = uuid.uuid4().hex
+        # Its JWKS, encoded once: the Cosmos proxy reads it for every request it authorizes.
+        key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._signing.public_key()))
+        self._public_keys: dict[str, Any] = {"keys": [{**key, "kid": self._kid, "use": "sig", "alg": "RS256"}]}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((self.host, self.port), self._handler())
         self._server.daemon_threads = True
@@ -91,8 +94,7 @@ class EntraStandIn:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"entra-standin/{client_id}"))
 
     def public_keys(self) -> dict[str, Any]:
-        key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._signing.public_key()))
-        return {"keys": [{**key, "kid": self._kid, "use": "sig", "alg": "RS256"}]}
+        return self._public_keys
 
     def granted(self, client_id: str) -> int:
         with self._lock:
