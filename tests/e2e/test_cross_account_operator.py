@@ -59,7 +59,8 @@ def test_the_source_accounts_region_change_and_refused_key_fail_the_job_naming_i
     dest = new_container(stack, "/region")
     apply_account(kubectl, stack)
     apply_account(kubectl, stack, name="orders-account", endpoint=source_proxy.endpoint)
-    kubectl.apply(job_manifest("moved", source, dest, source_account="orders-account", maxItemsPerSecond=20))
+    # 8 items/s, about 25 s: still running when the region moves, on a loaded machine too.
+    kubectl.apply(job_manifest("moved", source, dest, source_account="orders-account", maxItemsPerSecond=8))
     kubectl.wait_for(
         "containercopyjob", "moved", lambda o: ((o.get("status") or {}).get("processedCount") or 0) > 5, 120
     )
