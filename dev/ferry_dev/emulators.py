@@ -101,7 +101,12 @@ class HttpReady:
 
 
 class Azurite(Service):
-    """Azurite's blob service with several storage accounts (AZURITE_ACCOUNTS)."""
+    """Azurite's blob service with several storage accounts (AZURITE_ACCOUNTS).
+
+    With `tls` (a certificate, its key and the CA that issued it), it serves HTTPS and also accepts Entra bearer
+    tokens (`--oauth basic`: it checks their issuer, audience and lifetime, not their signature, and no role
+    assignments). It trusts that CA when it reads a copy's source from another account over HTTPS.
+    """
 
     def __init__(
         self,
@@ -111,8 +116,10 @@ class Azurite(Service):
         blob_port: int = 0,
         loose: bool = True,
         registry: ProcessRegistry | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.tls = tls
         self.account_names = list(accounts)
         self.host = host or listen_host()
         self.blob_port = blob_port
@@ -141,18 +148,25 @@ class Azurite(Service):
         ]
         if self.loose:
             argv.append("--loose")
+        scheme, context = "http", None
+        if self.tls is not None:
+            argv += ["--cert", str(self.tls[0]), "--key", str(self.tls[1]), "--oauth", "basic"]
+            env["NODE_EXTRA_CA_CERTS"] = str(self.tls[2])
+            scheme, context = "https", ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # only asks whether it answers yet
         self._child.spawn(argv, env, cwd=self.workdir)
-        wait_until(HttpReady(f"http://{self.host}:{port}/"), self._child, "azurite-blob")
+        wait_until(HttpReady(f"{scheme}://{self.host}:{port}/", context), self._child, "azurite-blob")
         self.blob_port = port
         self.accounts = {}
         for name, key in keys.items():
-            endpoint = f"http://{self.host}:{port}/{name}"
+            endpoint = f"{scheme}://{self.host}:{port}/{name}"
             self.accounts[name] = StorageAccount(
                 name=name,
                 key=key,
                 blob_endpoint=endpoint,
                 connection_string=(
-                    f"DefaultEndpointsProtocol=http;AccountName={name};AccountKey={key};BlobEndpoint={endpoint};"
+                    f"DefaultEndpointsProtocol={scheme};AccountName={name};AccountKey={key};BlobEndpoint={endpoint};"
                 ),
             )
 

@@ -73,15 +73,17 @@ def bin_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
 
 
-def values_for(image: Image, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The chart's values for this stack: its image, as imported into the node (never pulled), and `values`."""
+def values_for(image: Image, *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """The chart's values for this stack: its image, as imported into the node (never pulled), and each of
+    `layers` over the ones before (top-level sections merged key by key)."""
     repository, _, tag = image.reference.rpartition(":")
     merged: dict[str, Any] = {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}
-    for key, value in values.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
+    for values in layers:
+        for key, value in values.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
     return merged
 
 
@@ -164,7 +166,7 @@ class DevStack(Service):
                 thread.join()
             if failures:
                 raise RuntimeError(f"an emulator did not start: {failures[0]}") from failures[0]
-            self.installer.install_chart(values_for(self.image, {**self._identity_values(), **self.values}))
+            self.installer.install_chart(values_for(self.image, self._identity_values(), self.values))
             self.timings["chart"] = time.monotonic() - started
             self._write_endpoints()
             (self.dir / READY_FILE).write_text(f"{self.control_plane.server}\n{time.monotonic() - started:.1f}\n")
@@ -174,11 +176,12 @@ class DevStack(Service):
 
     def _identity_values(self) -> dict[str, Any]:
         """Workload identity's authority: the address a test's Entra stand-in listens on (a port reserved on the
-        bridge), trusted through the stack's CA, which every pod has as its service account's ca.crt."""
+        bridge), trusted through the stack's CA, which every pod has as its service account's ca.crt. The workers'
+        storage clients trust that CA too: a test's Azurite in OAuth mode serves HTTPS with a certificate of it."""
         assert self.network is not None
         self.entra_port = self.entra_port or free_port(self.network.gateway)
         authority = {"authorityHost": self.entra_authority, "authorityCAFile": SERVICE_ACCOUNT_CA}
-        return {"workloadIdentity": authority}
+        return {"workloadIdentity": authority, "workers": {"storageCAFile": SERVICE_ACCOUNT_CA}}
 
     @property
     def entra_authority(self) -> str:

@@ -31,6 +31,7 @@ def build_runtime(settings: OperatorSettings) -> Runtime:
             resources=settings.worker_resources,
             identity_authority_host=settings.identity_authority_host,
             identity_authority_ca_file=settings.identity_authority_ca_file,
+            storage_ca_file=settings.storage_ca_file,
         ),
         limits=SlotLimits(total=settings.max_workers, per_namespace=settings.max_workers_per_namespace),
         api=KubeApi(),

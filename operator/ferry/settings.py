@@ -53,6 +53,8 @@ class OperatorSettings(BaseSettings):
     # cloud's, or a local stand-in's), and a CA bundle file in the pods to trust it with (empty: the image's).
     identity_authority_host: str = "https://login.microsoftonline.com/"
     identity_authority_ca_file: str = ""
+    # A CA bundle file in worker pods for their storage clients (blob endpoints behind a private CA).
+    storage_ca_file: str = ""
     # Stream workers refuse source URLs whose host is link-local (the cloud metadata service) unless allowed.
     allow_link_local_sources: Annotated[bool, NoDecode, BeforeValidator(_flag)] = False
     # Honour the ferry.dev/backup-retention annotation on DatabaseAccounts (a retention shorter than the tier's).

@@ -48,6 +48,10 @@ def blobcopy_manifest(name: str, src: ContainerClient, dst: ContainerClient, **s
     source.update({"container": src.container_name, **spec.pop("source", {})})
     destination: dict[str, Any] = {"account": {"secretRef": {"name": "dst", "key": "connectionString"}}}
     destination.update({"container": dst.container_name, **spec.pop("destination", {})})
+    return blobcopy_yaml(name, source, destination, **spec)
+
+
+def blobcopy_yaml(name: str, source: dict[str, Any], destination: dict[str, Any], **spec: Any) -> str:
     body = {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "BlobCopy",

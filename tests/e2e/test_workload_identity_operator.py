@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from copyjobs import all_items, job_manifest, new_container
+from identity_fixtures import WORKER_SERVICE_ACCOUNT
 from restore_fixtures import OwnCosmos
 
-from ferry_dev.binaries import kubectl as kubectl_binary
 from ferry_dev.controlplane import ISSUER
 from ferry_dev.cosmosproxy import CosmosProxy, EntraCheck
 from ferry_dev.stack import DevStack
@@ -32,28 +31,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),  # the emulator's own certificate
 ]
-
-WORKER_SERVICE_ACCOUNT = "ferry-worker"  # the chart's, for the release "ferry"
-
-
-@pytest.fixture
-def entra(stack: DevStack) -> Iterator[EntraStandIn]:
-    """The Entra stand-in on the address the chart's workloadIdentity.authorityHost names."""
-    assert stack.control_plane is not None and stack.control_plane.authority is not None
-    assert stack.network is not None
-    gateway = stack.network.gateway
-    pair = stack.control_plane.authority.issue(f"entra-{uuid.uuid4().hex[:6]}", "entra", hosts=(gateway,), server=True)
-
-    def issuer_keys() -> dict[str, Any]:
-        done = subprocess.run(
-            [kubectl_binary(), "get", "--raw", "/openid/v1/jwks"], env=stack.env(), capture_output=True, check=True
-        )
-        keys: dict[str, Any] = json.loads(done.stdout)
-        return keys
-
-    standin = EntraStandIn(gateway, stack.entra_port, pair.cert, pair.key, ISSUER, issuer_keys).start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture

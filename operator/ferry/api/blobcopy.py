@@ -16,11 +16,11 @@ from ferry.api.common import (
     FerryModel,
     Printable,
     SecretKeySelector,
-    StorageAccountRef,
     WorkerStatus,
     conditions_field,
     no_credentials_in_url,
 )
+from ferry.api.storageaccount import StorageAccountRef
 
 
 class BlobCopyMode(StrEnum):
@@ -56,6 +56,10 @@ class CopyStatus(StrEnum):
 # Set on Stream workers when the operator allows source URLs whose host is link-local (chart value
 # workers.allowLinkLocalSources).
 ALLOW_LINK_LOCAL_ENV = "FERRY_ALLOW_LINK_LOCAL_SOURCES"
+# What the workers read a source or destination account from: <prefix>_CONNECTION_STRING, or _BLOB_ENDPOINT and the
+# identity's _CLIENT_ID and _TENANT_ID.
+SOURCE_ENV_PREFIX = "FERRY_SOURCE"
+DESTINATION_ENV_PREFIX = "FERRY_DESTINATION"
 # Set on the worker pods of a copy spread over spec.workers: 0 is the coordinator, which lists the source.
 WORKER_INDEX_ENV = "FERRY_WORKER_INDEX"
 MAX_WORKERS = 64  # spec.workers at most: each pod takes a worker slot
@@ -141,11 +145,14 @@ class BlobCopySpec(FerryModel):
         {"rule": "self.mode == oldSelf.mode", "message": "mode is immutable"},
         {"rule": "self.workers == oldSelf.workers", "message": "workers is immutable"},
         {
-            # Same Secret, container and names: the copy would be its own source. Different Secrets of one
-            # account are caught by the worker, which compares the resolved blob URLs.
+            # Same Secret (or blob endpoint), container and names: the copy would be its own source. Different
+            # Secrets of one account are caught by the worker, which compares the resolved blob URLs.
             "rule": "!(has(self.source.account)"
-            " && self.source.account.secretRef.name == self.destination.account.secretRef.name"
+            " && (has(self.source.account.secretRef) && has(self.destination.account.secretRef)"
+            " ? self.source.account.secretRef.name == self.destination.account.secretRef.name"
             " && self.source.account.secretRef.key == self.destination.account.secretRef.key"
+            " : has(self.source.account.blobEndpoint) && has(self.destination.account.blobEndpoint)"
+            " && self.source.account.blobEndpoint == self.destination.account.blobEndpoint)"
             " && self.source.container == self.destination.container"
             " && (has(self.source.blob)"
             " ? (has(self.destination.blob) ? self.destination.blob : self.source.blob) == self.source.blob"

@@ -234,12 +234,3 @@ class SecretKeySelector(FerryModel):
 
     name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
     key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
-
-
-class StorageAccountRef(FerryModel):
-    """A storage account reached through a Secret holding its connection string."""
-
-    secret_ref: SecretKeySelector = Field(
-        description="Secret key holding the account's connection string "
-        "(DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...;BlobEndpoint=...)."
-    )

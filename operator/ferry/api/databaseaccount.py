@@ -15,11 +15,11 @@ from ferry.api.common import (
     Failure,
     FerryModel,
     SecretKeySelector,
-    StorageAccountRef,
     conditions_field,
     no_credentials_in_url,
 )
 from ferry.api.identity import WorkloadIdentity
+from ferry.api.storageaccount import StorageAccountRef
 
 
 class AccountCredentials(FerryModel):
@@ -205,6 +205,7 @@ class ConnectionState(StrEnum):
     LOCAL_AUTH_DISABLED = "LocalAuthDisabled"  # the account refuses keys altogether (401 substatus 5202)
     IDENTITY_NOT_FEDERATED = "IdentityNotFederated"  # Entra refused to exchange the pod's token for the identity
     FORBIDDEN = "Forbidden"  # the identity has no data-plane role on the account (403 substatus 5301)
+    IDENTITY_NOT_CONFIGURED = "IdentityNotConfigured"  # no clientId, and no annotation of the worker account names one
     UNREACHABLE = "Unreachable"
 
 

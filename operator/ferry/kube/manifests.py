@@ -8,8 +8,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.api.identity import TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, TOKEN_SECONDS, TOKEN_VOLUME, USE_LABEL
+from ferry.api.identity import (
+    CLIENT_ID_ANNOTATION,
+    TENANT_ID_ANNOTATION,
+    TOKEN_AUDIENCE,
+    TOKEN_DIR,
+    TOKEN_FILE,
+    TOKEN_SECONDS,
+    TOKEN_VOLUME,
+    USE_LABEL,
+    WorkloadIdentity,
+)
 from ferry.api.kinds import Kind
+from ferry.api.storageaccount import StorageAccountRef
 
 MANAGED_BY = "ferry"
 APP_NAME = "ferry"  # app.kubernetes.io/name, as the chart labels the operator
@@ -92,6 +103,37 @@ class IdentityMount:
 
 
 IDENTITY_CA_ENV = "FERRY_IDENTITY_CA_FILE"
+STORAGE_CA_ENV = "FERRY_STORAGE_CA_FILE"  # read by ferry.storage.blobs
+
+
+def identity_env(
+    identity: WorkloadIdentity, prefix: str, annotations: Mapping[str, str] | Sequence[tuple[str, str]] = ()
+) -> list[dict[str, str]]:
+    """<prefix>_CLIENT_ID and _TENANT_ID of an account reached by an identity: the spec's own IDs, else the worker
+    service account's annotations (as AKS's webhook reads them). Empty when neither names one: the worker says so
+    (IdentityNotConfigured)."""
+    defaults = dict(annotations)
+    client_id = identity.client_id or defaults.get(CLIENT_ID_ANNOTATION, "")
+    tenant_id = identity.tenant_id or defaults.get(TENANT_ID_ANNOTATION, "")
+    return [{"name": f"{prefix}_CLIENT_ID", "value": client_id}, {"name": f"{prefix}_TENANT_ID", "value": tenant_id}]
+
+
+def storage_env(
+    ref: StorageAccountRef, prefix: str, annotations: Mapping[str, str] | Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """How a worker reaches a storage account: <prefix>_CONNECTION_STRING as a Secret reference the kubelet
+    resolves, or <prefix>_BLOB_ENDPOINT and the identity's IDs (read by workers.podenv.blob_account_from_env)."""
+    if ref.workload_identity is not None:
+        assert ref.blob_endpoint is not None  # the CRD's CEL rule: blobEndpoint comes with workloadIdentity
+        endpoint = {"name": f"{prefix}_BLOB_ENDPOINT", "value": ref.blob_endpoint}
+        return [endpoint, *identity_env(ref.workload_identity, prefix, annotations)]
+    assert ref.secret_ref is not None  # the CRD's CEL rule: exactly one of secretRef and workloadIdentity
+    return [secret_env(f"{prefix}_CONNECTION_STRING", ref.secret_ref.name, ref.secret_ref.key)]
+
+
+def uses_identity(env: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a pod with this environment authenticates to some account with a workload identity."""
+    return any(str(e["name"]).endswith("_CLIENT_ID") for e in env)
 
 
 def worker_pod(
@@ -114,6 +156,7 @@ def worker_pod(
     instance: str = DEFAULT_INSTANCE,
     extra_labels: Mapping[str, str] | None = None,
     identity: IdentityMount | None = None,
+    storage_ca_file: str = "",
 ) -> dict[str, Any]:
     """A worker pod running `ferry worker ...`, owned by (and garbage collected with) its resource.
 
@@ -141,6 +184,8 @@ def worker_pod(
     if limits:
         resources["limits"] = dict(limits)
     env = [*env, *(identity.env() if identity else [])]
+    if storage_ca_file:
+        env.append({"name": STORAGE_CA_ENV, "value": storage_ca_file})
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if identity is not None:

@@ -36,6 +36,7 @@ class WorkerSettings:
     # pod to trust for it (empty: the image's).
     identity_authority_host: str = "https://login.microsoftonline.com/"
     identity_authority_ca_file: str = ""
+    storage_ca_file: str = ""  # a CA bundle in the pods for storage endpoints (FERRY_STORAGE_CA_FILE)
 
 
 class World(Protocol):

@@ -1,7 +1,8 @@
 """Azure Blob SDK access: clients, credential-free URLs, read SAS, and redaction of secrets.
 
 Every client is built here so that retries, timeouts and the recording of retried responses are
-the same everywhere; nothing else in Ferry imports azure.storage.blob client constructors.
+the same everywhere; nothing else in Ferry imports azure.storage.blob client constructors (blobaccount.BlobAccount
+chooses between the connection string and the token credential ones).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
+from azure.core.credentials import TokenCredential
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     HttpResponseError,
     ServiceRequestError,
@@ -170,6 +173,9 @@ class PooledTransport(RequestsTransport):  # type: ignore[misc]  # azure-core re
 _ENV_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NETRC")
 # CA bundles requests would also take from there; given to both transports once instead.
 _CA_BUNDLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# Ferry's own, checked first: a CA bundle for storage endpoints behind a private CA (the chart's
+# workers.storageCAFile), which leaves the Cosmos DB and Entra clients on the image's bundle.
+STORAGE_CA_ENV = "FERRY_STORAGE_CA_FILE"
 
 
 def _proxies_configured() -> bool:
@@ -179,7 +185,7 @@ def _proxies_configured() -> bool:
 
 
 def _ca_bundle() -> str | None:
-    return next((os.environ[name] for name in _CA_BUNDLES if os.environ.get(name)), None)
+    return next((os.environ[name] for name in (STORAGE_CA_ENV, *_CA_BUNDLES) if os.environ.get(name)), None)
 
 
 def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
@@ -203,6 +209,15 @@ def _client_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
     return kwargs
 
 
+def _async_kwargs(recorder: RetryRecorder | None) -> dict[str, Any]:
+    kwargs = {k: v for k, v in _client_kwargs(recorder).items() if k != "transport"}
+    # aiohttp, when trusting the environment, looks up proxies and parses ~/.netrc on an executor thread for
+    # every request: the same cost as requests' above, plus a thread hop per small blob.
+    kwargs["use_env_settings"] = _proxies_configured()
+    kwargs["retry_policy"] = AsyncExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
+    return kwargs
+
+
 class InvalidConnectionString(ValueError):
     """A storage connection string the SDK cannot use (a permanent error: fix the Secret)."""
 
@@ -222,16 +237,19 @@ def container_client(connection_string: str, container: str, recorder: RetryReco
     return service_client(connection_string, recorder).get_container_client(container)
 
 
+def token_service_client(
+    endpoint: str, credential: TokenCredential, recorder: RetryRecorder | None = None
+) -> BlobServiceClient:
+    """The client of an account reached by an Entra token credential (its blob endpoint, no key)."""
+    return BlobServiceClient(endpoint, credential=credential, **_client_kwargs(recorder))
+
+
 def async_container_client(
     connection_string: str, container: str, recorder: RetryRecorder | None = None
 ) -> AsyncContainerClient:
     """The asynchronous (aiohttp) client of a container, with the same retries, timeouts and recording."""
     info = parse_connection_string(connection_string)  # registers the key for redaction
-    kwargs = {k: v for k, v in _client_kwargs(recorder).items() if k != "transport"}
-    # aiohttp, when trusting the environment, looks up proxies and parses ~/.netrc on an executor thread for
-    # every request: the same cost as requests' above, plus a thread hop per small blob.
-    kwargs["use_env_settings"] = _proxies_configured()
-    kwargs["retry_policy"] = AsyncExponentialRetry(increment_base=2, retry_total=5, **_BACKOFF)
+    kwargs = _async_kwargs(recorder)
     try:
         return AsyncContainerClient.from_connection_string(connection_string, container, **kwargs)
     except ValueError as error:
@@ -239,6 +257,13 @@ def async_container_client(
         raise InvalidConnectionString(
             f"the storage connection string{name} is not usable: {redact(str(error))}; fix it in its Secret"
         ) from None
+
+
+def async_token_container_client(
+    endpoint: str, container: str, credential: AsyncTokenCredential, recorder: RetryRecorder | None = None
+) -> AsyncContainerClient:
+    """async_container_client's counterpart for an account reached by an Entra token credential."""
+    return AsyncContainerClient(endpoint, container, credential=credential, **_async_kwargs(recorder))
 
 
 def blob_client_from_url(url: str, recorder: RetryRecorder | None = None) -> BlobClient:

@@ -17,9 +17,11 @@ from typing import Any
 
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import WorkloadIdentityCredential
+from azure.identity.aio import WorkloadIdentityCredential as AsyncWorkloadIdentityCredential
 
-from ferry.api.identity import TOKEN_FILE
+from ferry.api.identity import CLIENT_ID_ANNOTATION, TENANT_ID_ANNOTATION, TOKEN_FILE
 from ferry.kube.manifests import IDENTITY_CA_ENV
+from ferry.workers.outcome import PermanentError
 
 # Entra's codes for a token exchange that no federated credential matches (70021), and for an issuer it could
 # not reach to check the token (90061).
@@ -27,23 +29,45 @@ NOT_FEDERATED = ("AADSTS70021", "AADSTS90061", "AADSTS700213", "AADSTS700211")
 
 
 def uses_identity(env: Mapping[str, str], prefix: str) -> bool:
-    return bool(env.get(f"{prefix}_CLIENT_ID"))
+    """Whether the account of <prefix> is reached by an identity (its client ID may still be missing: the operator
+    found none to give it)."""
+    return f"{prefix}_CLIENT_ID" in env
 
 
-def identity_credential(env: Mapping[str, str] = os.environ, prefix: str = "") -> WorkloadIdentityCredential:
-    """The account's identity, exchanging the pod's projected token at the pod's authority (and refreshing
-    the access token before it expires, as azure-identity does)."""
-    options: dict[str, Any] = {}
+def _identity_options(env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    client_id, tenant_id = env.get(f"{prefix}_CLIENT_ID"), env.get(f"{prefix}_TENANT_ID")
+    if not client_id or not tenant_id:
+        missing = "clientId" if not client_id else "tenantId"
+        annotation = CLIENT_ID_ANNOTATION if not client_id else TENANT_ID_ANNOTATION
+        subject = projected_subject(env)[1]
+        account = f"service account {subject.rsplit(':', 1)[-1]}" if subject != "?" else "the worker service account"
+        raise PermanentError(
+            "IdentityNotConfigured",
+            f"the workloadIdentity names no {missing}, and {account} has no {annotation} annotation: set "
+            f"workloadIdentity.{missing}, or the annotation with the chart value workerServiceAccount.annotations",
+        )
+    options: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "client_id": client_id,
+        "token_file_path": env.get("AZURE_FEDERATED_TOKEN_FILE") or TOKEN_FILE,
+    }
     if env.get(IDENTITY_CA_ENV):
         options["connection_verify"] = env[IDENTITY_CA_ENV]
     if env.get("AZURE_AUTHORITY_HOST"):
         options["authority"] = env["AZURE_AUTHORITY_HOST"]
-    return WorkloadIdentityCredential(
-        tenant_id=env[f"{prefix}_TENANT_ID"],
-        client_id=env[f"{prefix}_CLIENT_ID"],
-        token_file_path=env.get("AZURE_FEDERATED_TOKEN_FILE") or TOKEN_FILE,
-        **options,
-    )
+    return options
+
+
+def identity_credential(env: Mapping[str, str] = os.environ, prefix: str = "") -> WorkloadIdentityCredential:
+    """The account's identity, exchanging the pod's projected token at the pod's authority (and refreshing
+    the access token before it expires, as azure-identity does). A PermanentError (IdentityNotConfigured) when
+    the operator found no client or tenant ID for it."""
+    return WorkloadIdentityCredential(**_identity_options(env, prefix))
+
+
+def async_identity_credential(env: Mapping[str, str] = os.environ, prefix: str = "") -> AsyncWorkloadIdentityCredential:
+    """identity_credential for asynchronous clients (one per event loop)."""
+    return AsyncWorkloadIdentityCredential(**_identity_options(env, prefix))
 
 
 def projected_subject(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
@@ -71,3 +95,24 @@ def federation_hint(client_id: str, env: Mapping[str, str] = os.environ) -> str:
         "e.g. az identity federated-credential create --identity-name NAME --resource-group RG --name ferry "
         f"--issuer {issuer} --subject {subject}"
     )
+
+
+# The Storage Blob Data roles an identity needs: reading a source, writing a destination or a backup location.
+BLOB_READER = "Storage Blob Data Reader"
+BLOB_CONTRIBUTOR = "Storage Blob Data Contributor"
+
+
+def storage_identity_failure(error: BaseException, client_id: str, account: str, role: str) -> tuple[str, str] | None:
+    """(reason, message) of a storage request that failed for the identity it was made with: the token exchange
+    refused (IdentityNotFederated) or no data-plane role on the account (Forbidden); None for other failures."""
+    if not_federated(error):
+        return "IdentityNotFederated", federation_hint(client_id)
+    status = int(getattr(error, "status_code", 0) or 0)
+    if status == 403:
+        return "Forbidden", (
+            f"identity {client_id} has no data-plane role on storage account {account}: assign it {role}, e.g. az role "
+            f'assignment create --assignee {client_id} --role "{role}" --scope <the storage account\'s resource ID>'
+        )
+    if isinstance(error, ClientAuthenticationError) and status == 0:
+        return "IdentityTokenFailed", f"no token for identity {client_id}: {str(error).splitlines()[0][:300]}"
+    return None

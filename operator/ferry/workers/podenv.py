@@ -1,4 +1,5 @@
-"""What worker pods read from their environment: how to reach the Cosmos DB account, of either API."""
+"""What worker pods read from their environment: how to reach the Cosmos DB account, of either API, and storage
+accounts."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 from collections.abc import Mapping
 
 from ferry.api.databaseaccount import ACCOUNT_ENV_PREFIX, AccountApi
+from ferry.storage.blobaccount import BlobAccount
 from ferry.storage.cosmos import CosmosAccess, InvalidAccountKey
 from ferry.storage.mongo import MongoAccess
-from ferry.workers.identity import identity_credential, uses_identity
+from ferry.workers.identity import async_identity_credential, identity_credential, uses_identity
 from ferry.workers.outcome import PermanentError
 
 
@@ -58,4 +60,21 @@ def mongo_access_from_env(env: Mapping[str, str] = os.environ, prefix: str = ACC
         key=env[f"{prefix}_KEY"],
         username=env.get(f"{prefix}_USERNAME") or None,
         verify_tls=env.get(f"{prefix}_VERIFY_TLS", "true").lower() != "false",
+    )
+
+
+def blob_account_from_env(env: Mapping[str, str] = os.environ, prefix: str = "") -> BlobAccount | None:
+    """<prefix>_CONNECTION_STRING (a Secret reference in the pod spec), or <prefix>_BLOB_ENDPOINT and the workload
+    identity of <prefix>_CLIENT_ID and _TENANT_ID; None when the pod names neither. A PermanentError
+    (IdentityNotConfigured) when the identity has no client or tenant ID."""
+    if env.get(f"{prefix}_CONNECTION_STRING"):
+        return BlobAccount(connection_string=env[f"{prefix}_CONNECTION_STRING"])
+    if not env.get(f"{prefix}_BLOB_ENDPOINT"):
+        return None
+    credential = identity_credential(env, prefix)
+    return BlobAccount(
+        endpoint=env[f"{prefix}_BLOB_ENDPOINT"],
+        credential=credential,
+        async_credential=lambda: async_identity_credential(env, prefix),
+        client_id=env.get(f"{prefix}_CLIENT_ID", ""),
     )

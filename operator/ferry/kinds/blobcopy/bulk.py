@@ -118,11 +118,11 @@ class BulkCopy:
         self.scheduled = threading.Event()
         self.last_report = 0.0
         self.small: SmallBlobMover | None = None
-        if self.spec.mode == BlobCopyMode.STREAM and endpoints.source_connection_string:
+        if self.spec.mode == BlobCopyMode.STREAM and endpoints.source is not None:
             self.small = SmallBlobMover(
                 ctx,
-                (endpoints.source_connection_string, self.spec.source.container or ""),
-                (endpoints.destination_connection_string, self.spec.destination.container),
+                (endpoints.source, self.spec.source.container or ""),
+                (endpoints.destination, self.spec.destination.container),
             )
 
     # -- the flow ---------------------------------------------------------------------------------------------

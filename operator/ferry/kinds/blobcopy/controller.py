@@ -15,13 +15,15 @@ ends (no page left, or out of retries) is not started again; its pages are claim
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ferry.api.blobcopy import (
     ALLOW_LINK_LOCAL_ENV,
+    DESTINATION_ENV_PREFIX,
+    SOURCE_ENV_PREFIX,
     WORKER_INDEX_ENV,
     BlobCopyOperatorStatus,
     BlobCopyPhase,
@@ -34,7 +36,15 @@ from ferry.api.common import Failure, WorkerStatus
 from ferry.api.kinds import BLOB_COPY
 from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
-from ferry.kube.manifests import LABEL_WORKER_INDEX, pod_name, secret_env, worker_pod
+from ferry.kube.manifests import (
+    LABEL_WORKER_INDEX,
+    IdentityMount,
+    pod_name,
+    secret_env,
+    storage_env,
+    uses_identity,
+    worker_pod,
+)
 from ferry.runtime.controller import Controller
 from ferry.runtime.lifecycle import PodDeletion, TaskInput, TaskResult, TaskState, task_worker
 from ferry.runtime.objects import (
@@ -106,28 +116,29 @@ def spread(spec: BlobCopySpec) -> int:
     return spec.workers if multi_blob else 1
 
 
-def worker_env(spec: BlobCopySpec, allow_link_local_sources: bool = False) -> list[dict[str, Any]]:
-    """Credentials reach the worker only as Secret references resolved by the kubelet."""
+def worker_env(
+    spec: BlobCopySpec, allow_link_local_sources: bool = False, annotations: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """Credentials reach the worker only as Secret references resolved by the kubelet, or as the client and tenant
+    IDs of workload identities (by default the worker service account's `annotations`)."""
     env: list[dict[str, Any]] = []
     if allow_link_local_sources:
         env.append({"name": ALLOW_LINK_LOCAL_ENV, "value": "true"})
     source = spec.source
     if source.account is not None:
-        ref = source.account.secret_ref
-        env.append(secret_env("FERRY_SOURCE_CONNECTION_STRING", ref.name, ref.key))
+        env += storage_env(source.account, SOURCE_ENV_PREFIX, annotations)
     if source.url_secret_ref is not None:
         env.append(secret_env("FERRY_SOURCE_URL", source.url_secret_ref.name, source.url_secret_ref.key))
     elif source.url is not None:
         env.append({"name": "FERRY_SOURCE_URL", "value": source.url})
-    dest = spec.destination.account.secret_ref
-    env.append(secret_env("FERRY_DESTINATION_CONNECTION_STRING", dest.name, dest.key))
+    env += storage_env(spec.destination.account, DESTINATION_ENV_PREFIX, annotations)
     return env
 
 
 def manifest(o: Observed, role: str, name: str, index: int | None = None) -> dict[str, Any]:
     """A worker pod; `index` numbers the pods of a copy spread over several (0: the coordinator)."""
     args = [BLOB_COPY.singular, role, "--namespace", o.meta.namespace, "--name", o.meta.name]
-    env = worker_env(o.spec, o.workers.allow_link_local_sources)
+    env = worker_env(o.spec, o.workers.allow_link_local_sources, o.workers.service_account_annotations)
     sized = o.workers.resources.blob_copy
     if index is not None:
         env.append({"name": WORKER_INDEX_ENV, "value": str(index)})
@@ -146,6 +157,10 @@ def manifest(o: Observed, role: str, name: str, index: int | None = None) -> dic
         limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi", **sized.limits},
         instance=o.workers.instance,
         extra_labels={LABEL_WORKER_INDEX: str(index)} if index is not None else None,
+        identity=IdentityMount(o.workers.identity_authority_host, o.workers.identity_authority_ca_file)
+        if uses_identity(env)
+        else None,
+        storage_ca_file=o.workers.storage_ca_file,
     )
 
 

@@ -25,6 +25,8 @@ from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
 
 from ferry.api.blobcopy import (
     ALLOW_LINK_LOCAL_ENV,
+    DESTINATION_ENV_PREFIX,
+    SOURCE_ENV_PREFIX,
     BlobCopyMode,
     BlobCopyProgress,
     BlobCopySpec,
@@ -35,6 +37,7 @@ from ferry.api.common import Failure, parse_duration
 from ferry.kinds.blobcopy import locks as leases
 from ferry.kinds.blobcopy import serverside
 from ferry.kinds.blobcopy.bulk import BulkCopy
+from ferry.kinds.blobcopy.identities import refused_failure, token_failure
 from ferry.kinds.blobcopy.items import (
     MARK_ID,
     MARK_STATE,
@@ -52,25 +55,26 @@ from ferry.kinds.blobcopy.items import (
     ferry_copy_id,
     is_single,
     list_sources,
-    source_account_key,
     source_container,
     source_lease_id,
+    source_signer,
     url_object_name,
 )
 from ferry.kinds.blobcopy.manifest import Manifest, ManifestConflict, ManifestState
+from ferry.kinds.blobcopy.serverside import SAS_MARGIN
 from ferry.kinds.blobcopy.shared import SHARED_PAGE_SIZE, SharedCopy
 from ferry.kinds.blobcopy.stream import abort_pending, copy_stream
 from ferry.storage.blobs import (
     RetryRecorder,
-    container_client,
     credential_free_url,
     describe,
     is_transient,
     redact,
-    service_client,
 )
 from ferry.storage.sources import SourceChangedError, SourceUnavailableError, TransientSourceError
 from ferry.timefmt import when
+from ferry.workers.outcome import PermanentError
+from ferry.workers.podenv import blob_account_from_env
 
 __all__ = [
     "CopyOutcome",
@@ -97,10 +101,13 @@ class CopyOutcome:
 
 
 def endpoints_from_env(env: Mapping[str, str] = os.environ) -> Endpoints:
+    destination = blob_account_from_env(env, DESTINATION_ENV_PREFIX)
+    if destination is None:
+        raise PermanentError("InvalidDestination", "the destination account is not configured (FERRY_DESTINATION_*)")
     return Endpoints(
-        source_connection_string=env.get("FERRY_SOURCE_CONNECTION_STRING") or None,
+        source_account=blob_account_from_env(env, SOURCE_ENV_PREFIX),
         source_url=env.get("FERRY_SOURCE_URL") or None,
-        destination_connection_string=env.get("FERRY_DESTINATION_CONNECTION_STRING", ""),
+        destination_account=destination,
         allow_link_local=env.get(ALLOW_LINK_LOCAL_ENV, "").lower() == "true",
     )
 
@@ -192,6 +199,10 @@ def run_copy(
     copy_id = ferry_copy_id(copy_key)
     start_time = (previous.start_time if previous is not None else None) or datetime.now(UTC)
     try:
+        refused = token_failure(endpoints)
+        if refused is not None:
+            reporter.send({"copyStatus": "failed"}, force=True)
+            return CopyOutcome(succeeded=False, failure=refused)
         return _run(
             spec,
             previous,
@@ -214,7 +225,9 @@ def run_copy(
         if isinstance(error, TransientSourceError) or is_transient(error):
             reporter.send({"statusDescription": f"transient failure, will retry: {describe(error)}"}, force=True)
             raise TransientWorkerError(describe(error)) from None
-        failure = Failure(reason="StorageError", message=describe(error))
+        failure = (refused_failure(endpoints, error) if isinstance(error, AzureError) else None) or Failure(
+            reason="StorageError", message=describe(error)
+        )
         reporter.send({"copyStatus": "failed"}, force=True)
         return CopyOutcome(succeeded=False, failure=failure)
 
@@ -234,7 +247,8 @@ def _run(
     page_size: int,
     worker_index: int,
 ) -> CopyOutcome:
-    dest_container = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
+    dest_container = endpoints.destination.container_client(spec.destination.container, recorder)
+    max_lifetime = parse_duration(spec.max_lifetime)
     ctx = RunContext(
         spec=spec,
         copy_key=copy_key,
@@ -242,9 +256,9 @@ def _run(
         stop=stop,
         recorder=recorder,
         dest_container=dest_container,
-        source_account_key=source_account_key(endpoints),
+        source_signer=source_signer(endpoints, max_lifetime + SAS_MARGIN, recorder),
         start_time=start_time,
-        max_lifetime=parse_duration(spec.max_lifetime),
+        max_lifetime=max_lifetime,
         resuming=resuming,
         add_bytes=reporter.add_bytes,
         note=reporter.note,
@@ -350,7 +364,7 @@ def _run_many(
             "choose another container or prefix"
         )
         return _fail(reporter, started, BlobFailure("DestinationIsSource", message))
-    manifest = Manifest(service_client(endpoints.destination_connection_string, ctx.recorder), ctx.copy_key, owner)
+    manifest = Manifest(endpoints.destination.service_client(ctx.recorder), ctx.copy_key, owner)
     shared = spec.workers > 1
     if shared:
         page_size = min(page_size, SHARED_PAGE_SIZE)
@@ -511,7 +525,7 @@ def cleanup(
         return  # nothing was started, so nothing of ours can be pending or leased
     copy_id = ferry_copy_id(copy_key)
     recorder = RetryRecorder()
-    dest = container_client(endpoints.destination_connection_string, spec.destination.container, recorder)
+    dest = endpoints.destination.container_client(spec.destination.container, recorder)
     lease = dest_lease_id(copy_id)
     aborted = 0
     if is_single(spec):
@@ -528,8 +542,8 @@ def cleanup(
         found = dest.list_blobs(name_starts_with=prefix, include=["metadata", "copy"], results_per_page=PAGE_SIZE)
     for props in found:
         aborted += _clean_blob(spec, dest, props, copy_id, previous.copy_id, lease)
-    if spec.lock_source and endpoints.source_connection_string and spec.source.container:
-        src = container_client(endpoints.source_connection_string, spec.source.container, recorder)
+    if spec.lock_source and endpoints.source is not None and spec.source.container:
+        src = endpoints.source.container_client(spec.source.container, recorder)
         if spec.source.blob:
             leases.release(src.get_blob_client(spec.source.blob), source_lease_id(copy_id))
         else:

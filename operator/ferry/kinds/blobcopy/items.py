@@ -16,14 +16,8 @@ from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
 
 from ferry.api.blobcopy import BlobCopyMode, BlobCopySpec
 from ferry.storage.addresses import link_local_addresses
-from ferry.storage.blobs import (
-    RetryRecorder,
-    container_client,
-    describe,
-    error_code,
-    parse_connection_string,
-    redact,
-)
+from ferry.storage.blobaccount import BlobAccount, ReadSigner
+from ferry.storage.blobs import RetryRecorder, describe, error_code, redact
 from ferry.storage.sources import SourceObject, SourceUnavailableError, from_blob_properties, listed, open_url_source
 
 # Metadata of Ferry's Stream-mode placeholder: the destination shows Ferry's pending copy the way
@@ -62,10 +56,25 @@ class TransientWorkerError(Exception):
 
 @dataclass
 class Endpoints:
-    source_connection_string: str | None
+    """Where a copy reads and writes: the source account (or a source URL) and the destination account; a
+    connection string stands for the account it names."""
+
+    source_account: BlobAccount | str | None
     source_url: str | None
-    destination_connection_string: str
+    destination_account: BlobAccount | str
     allow_link_local: bool = False
+
+    @property
+    def source(self) -> BlobAccount | None:
+        if isinstance(self.source_account, str):
+            return BlobAccount(connection_string=self.source_account) if self.source_account else None
+        return self.source_account
+
+    @property
+    def destination(self) -> BlobAccount:
+        if isinstance(self.destination_account, str):
+            return BlobAccount(connection_string=self.destination_account)
+        return self.destination_account
 
 
 @dataclass
@@ -83,7 +92,7 @@ class RunContext:
     stop: threading.Event
     recorder: RetryRecorder
     dest_container: ContainerClient
-    source_account_key: str | None
+    source_signer: ReadSigner | None  # read SAS for the service, for a source in an account
     start_time: datetime
     max_lifetime: timedelta
     resuming: bool
@@ -186,11 +195,9 @@ def list_sources(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecord
 
 
 def source_container(spec: BlobCopySpec, endpoints: Endpoints, recorder: RetryRecorder) -> ContainerClient:
-    if not endpoints.source_connection_string:
-        raise BlobFailure(
-            "InvalidSource", "the source connection string is not configured (FERRY_SOURCE_CONNECTION_STRING)"
-        )
-    return container_client(endpoints.source_connection_string, spec.source.container or "", recorder)
+    if endpoints.source is None:
+        raise BlobFailure("InvalidSource", "the source account is not configured (FERRY_SOURCE_*)")
+    return endpoints.source.container_client(spec.source.container or "", recorder)
 
 
 def list_page(
@@ -253,10 +260,11 @@ def source_errors(spec: BlobCopySpec) -> Iterator[None]:
         raise
 
 
-def source_account_key(endpoints: Endpoints) -> str | None:
-    if endpoints.source_connection_string:
-        return parse_connection_string(endpoints.source_connection_string).account_key
-    return None
+def source_signer(endpoints: Endpoints, lifetime: timedelta, recorder: RetryRecorder) -> ReadSigner | None:
+    """What signs the service's reads of a source in another account: its key, or its identity's delegation key."""
+    if endpoints.source is None:
+        return None
+    return ReadSigner(endpoints.source, lifetime, recorder)
 
 
 def dest_properties(client: BlobClient) -> BlobProperties | None:

@@ -28,7 +28,7 @@ from ferry.kinds.blobcopy.items import (
     pending_copy,
 )
 from ferry.kinds.blobcopy.stream import skip_reason, write_conditions
-from ferry.storage.blobs import credential_free_url, describe, error_code, read_sas_url
+from ferry.storage.blobs import credential_free_url, describe, error_code
 from ferry.storage.sources import SourceUnavailableError, TransientSourceError
 
 SAS_MARGIN = timedelta(hours=1)
@@ -48,8 +48,8 @@ class ServerCopy:
 
 
 def _copy_url(ctx: RunContext, item: CopyItem, source_url: str | None) -> str:
-    if item.source.http is None and item.source.client is not None and ctx.source_account_key:
-        return read_sas_url(item.source.client, ctx.source_account_key, ctx.max_lifetime + SAS_MARGIN)
+    if item.source.http is None and item.source.client is not None and ctx.source_signer is not None:
+        return ctx.source_signer.url(item.source.client)
     if source_url:
         return source_url
     return item.source.display_url

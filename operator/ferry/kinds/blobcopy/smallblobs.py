@@ -34,20 +34,21 @@ from ferry.kinds.blobcopy.items import (
     pending_copy,
 )
 from ferry.kinds.blobcopy.stream import settings_with_md5, skip_reason_of
-from ferry.storage.blobs import async_container_client, error_code
+from ferry.storage.blobaccount import BlobAccount
+from ferry.storage.blobs import error_code
 from ferry.storage.sources import SourceChangedError, SourceObject
 
 
 class SmallBlobMover:
     """An event loop in its own thread; submit() returns a Future of the skip reason (None: copied)."""
 
-    def __init__(self, ctx: RunContext, source: tuple[str, str], destination: tuple[str, str]) -> None:
+    def __init__(self, ctx: RunContext, source: tuple[BlobAccount, str], destination: tuple[BlobAccount, str]) -> None:
         self.ctx = ctx
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ferry-small-blobs", daemon=True)
         self._thread.start()
-        self._source: ContainerClient = async_container_client(*source, ctx.recorder)
-        self._dest: ContainerClient = async_container_client(*destination, ctx.recorder)
+        self._source: ContainerClient = source[0].async_container_client(source[1], ctx.recorder)
+        self._dest: ContainerClient = destination[0].async_container_client(destination[1], ctx.recorder)
 
     def submit(self, source: SourceObject, dest_name: str, check: bool) -> Future[str | None]:
         return asyncio.run_coroutine_threadsafe(self._copy(source, dest_name, check), self._loop)

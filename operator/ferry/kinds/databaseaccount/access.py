@@ -8,7 +8,7 @@ from ferry.api.kinds import DATABASE_ACCOUNT
 from ferry.backup.store import BackupStore
 from ferry.kube.client import ObjectRef
 from ferry.kube.secrets import secret_value
-from ferry.storage import blobs
+from ferry.kube.storageaccess import blob_account_for
 from ferry.storage.cosmos import CosmosAccess
 from ferry.storage.mongo import MongoAccess
 
@@ -34,6 +34,6 @@ def backup_for(namespace: str, name: str) -> BackupStore:
     location = spec.backup.location
     if spec.backup.mode != BackupMode.CONTINUOUS or location is None:
         raise ValueError(f"DatabaseAccount {namespace}/{name} has no continuous backup (spec.backup.mode)")
-    connection = secret_value(namespace, location.account.secret_ref)
+    account = blob_account_for(namespace, location.account)
     prefix = location.prefix if location.prefix is not None else f"{namespace}/{name}"
-    return BackupStore(blobs.container_client(connection, location.container), prefix)
+    return BackupStore(account.container_client(location.container), prefix)

@@ -24,18 +24,23 @@ from ferry.backup.store import BackupStore, IndexConflict
 from ferry.backup.timeline import restorable_window
 from ferry.kinds.databaseaccount.capture import AccountReadFailed, Capturer, CaptureResult, CaptureSettings
 from ferry.storage import blobs
+from ferry.workers.identity import BLOB_CONTRIBUTOR, storage_identity_failure
 from ferry.workers.outcome import PermanentError, run_worker
-from ferry.workers.podenv import cosmos_access_from_env, restart_hint
+from ferry.workers.podenv import blob_account_from_env, cosmos_access_from_env, restart_hint
 from ferry.workers.report import StatusReporter
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "ferry-backup"
-CONNECTION_ENV = "FERRY_BACKUP_CONNECTION_STRING"
+BACKUP_ENV_PREFIX = "FERRY_BACKUP"
 
 
 def backup_store(container: str, prefix: str) -> BackupStore:
-    """The backup location from the pod's environment (the connection string is a Secret reference)."""
-    return BackupStore(blobs.container_client(os.environ[CONNECTION_ENV], container), prefix)
+    """The backup location from the pod's environment: a connection string (a Secret reference), or a blob endpoint
+    and the identity to reach it with."""
+    account = blob_account_from_env(os.environ, BACKUP_ENV_PREFIX)
+    if account is None:
+        raise PermanentError("InvalidBackupLocation", "the pod names no backup location (FERRY_BACKUP_*)")
+    return BackupStore(account.container_client(container), prefix)
 
 
 def observation(result: CaptureResult, now: datetime) -> BackupObservation:
@@ -57,10 +62,16 @@ def observation(result: CaptureResult, now: datetime) -> BackupObservation:
     )
 
 
-def failure_of(error: BaseException) -> Failure:
+def failure_of(error: BaseException, store: BackupStore | None = None) -> Failure:
     """What a failed capture reports: which side failed, in words a user can act on."""
     if isinstance(error, AccountReadFailed):
         return Failure(reason="AccountUnreachable", message=f"reading the account failed: {error}")
+    client_id = os.environ.get(f"{BACKUP_ENV_PREFIX}_CLIENT_ID")
+    if client_id and store is not None:
+        account = store.container.account_name or "?"
+        found = storage_identity_failure(error, client_id, account, BLOB_CONTRIBUTOR)
+        if found is not None:
+            return Failure(reason=found[0], message=f"the backup location: {found[1]}")
     if isinstance(error, AzureError):
         status = blobs.status_code(error)
         if status in (401, 403):
@@ -88,6 +99,7 @@ def _capture(
     reporter: StatusReporter[BackupObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
     try:
         access = cosmos_access_from_env()
+        store = backup_store(container, prefix)
     except PermanentError as error:
         # Said once in the status; exiting would only crash-loop the pod (the key is read when it starts).
         failure = Failure(reason=error.reason, message=restart_hint(error.message))
@@ -96,7 +108,7 @@ def _capture(
         while not stop.wait(60.0):
             pass
         return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
-    capturer = Capturer(access, backup_store(container, prefix), settings)
+    capturer = Capturer(access, store, settings)
     last: BackupObservation | None = None
     swept = False
     interval = settings.interval.total_seconds()
@@ -113,7 +125,7 @@ def _capture(
         except IndexConflict as conflict:
             log.warning("%s; capturing again", conflict)  # a predecessor still finishing: the next capture takes over
         except (AzureError, OSError, AccountReadFailed) as error:
-            failure = failure_of(error)
+            failure = failure_of(error, store)
             log.warning("capture failed: %s: %s", failure.reason, failure.message)
             kept = last or BackupObservation(backup=BackupReport())
             backup = (kept.backup or BackupReport()).model_copy(update={"error": failure})

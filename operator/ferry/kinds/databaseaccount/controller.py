@@ -11,7 +11,7 @@ spec.idleTimeout without work.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,17 @@ from ferry.kinds.databaseaccount.metrics import (
     account_gauges,
     instances_of,
 )
-from ferry.kube.manifests import LABEL_ROLE, LABEL_TEMPLATE, IdentityMount, pod_name, secret_env, worker_pod
+from ferry.kube.manifests import (
+    LABEL_ROLE,
+    LABEL_TEMPLATE,
+    IdentityMount,
+    identity_env,
+    pod_name,
+    secret_env,
+    storage_env,
+    uses_identity,
+    worker_pod,
+)
 from ferry.runtime.controller import Controller
 from ferry.runtime.engine import account_of, source_account_of
 from ferry.runtime.lifecycle import PodProblem, ServicePod, service_workers
@@ -66,7 +76,7 @@ MONITOR_ROLE = "monitor"
 COPY_ROLE = "copy"  # the copy instances, working on the account's ContainerCopyJobs
 BACKUP_ROLE = "backup"
 RESTORE_ROLE = "restore"  # the restore instances, working on the account's InAccountRestores
-BACKUP_CONNECTION_ENV = "FERRY_BACKUP_CONNECTION_STRING"
+BACKUP_ENV_PREFIX = "FERRY_BACKUP"  # FERRY_BACKUP_CONNECTION_STRING, or _BLOB_ENDPOINT, _CLIENT_ID and _TENANT_ID
 # A capture later than this many intervals (plus a margin for a slow one) means capturing has stalled.
 STALL_INTERVALS = 3
 STALL_MARGIN_SECONDS = 60.0
@@ -211,9 +221,11 @@ def _copying(jobs: Queue, source: CopySource | None, source_missing: bool) -> bo
     return bool(jobs.running) and not source_missing and (source is None or source.readable)
 
 
-def account_env(spec: DatabaseAccountSpec, prefix: str = ACCOUNT_ENV_PREFIX) -> list[dict[str, Any]]:
+def account_env(
+    spec: DatabaseAccountSpec, prefix: str = ACCOUNT_ENV_PREFIX, annotations: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
     """The endpoint as a value; the key only as a Secret reference resolved by the kubelet, or the workload
-    identity's client and tenant IDs (no key at all)."""
+    identity's client and tenant IDs (no key at all; by default the worker service account's `annotations`)."""
     common = [
         {"name": f"{prefix}_ENDPOINT", "value": spec.endpoint},
         {"name": f"{prefix}_VERIFY_TLS", "value": "false" if spec.insecure_skip_tls_verify else "true"},
@@ -221,15 +233,9 @@ def account_env(spec: DatabaseAccountSpec, prefix: str = ACCOUNT_ENV_PREFIX) -> 
     ]
     identity = spec.credentials.workload_identity
     if identity is not None:
-        ids = [
-            {"name": f"{prefix}_CLIENT_ID", "value": identity.client_id},
-            {"name": f"{prefix}_TENANT_ID", "value": identity.tenant_id},
-        ]
+        ids = identity_env(identity, prefix, annotations)
         if prefix == ACCOUNT_ENV_PREFIX:  # the pod's own identity, where the webhook would put it
-            ids += [
-                {"name": "AZURE_CLIENT_ID", "value": identity.client_id},
-                {"name": "AZURE_TENANT_ID", "value": identity.tenant_id},
-            ]
+            ids += [{"name": f"AZURE{e['name'][len(prefix) :]}", "value": e["value"]} for e in ids if e["value"]]
         return common + ids
     ref = spec.credentials.secret_ref
     assert ref is not None  # the CRD's CEL rule: exactly one of secretRef and workloadIdentity
@@ -270,8 +276,9 @@ def _account_pod(
         takes_slot=takes_slot,
         instance=o.workers.instance,
         identity=IdentityMount(o.workers.identity_authority_host, o.workers.identity_authority_ca_file)
-        if any(e["name"].endswith("_CLIENT_ID") for e in env)
+        if uses_identity(env)
         else None,
+        storage_ca_file=o.workers.storage_ca_file,
     )
 
 
@@ -279,18 +286,17 @@ def monitor_manifest(o: Observed) -> dict[str, Any]:
     args = [*_command(o, MONITOR_ROLE), "--poll-interval", o.spec.region_poll_interval]
     name = pod_name(o.meta.name, MONITOR_ROLE, 0)
     sized = o.workers.resources.monitor
-    return _account_pod(
-        o, MONITOR_ROLE, name, args, account_env(o.spec), sized.requests, sized.limits, takes_slot=False
-    )
+    env = account_env(o.spec, annotations=o.workers.service_account_annotations)
+    return _account_pod(o, MONITOR_ROLE, name, args, env, sized.requests, sized.limits, takes_slot=False)
 
 
 def copy_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
     """A copy instance; while a cross-account job runs, also with its source account's endpoint and key (so the
     pods are replaced when such a job starts and after it)."""
-    env = account_env(o.spec)
+    env = account_env(o.spec, annotations=o.workers.service_account_annotations)
     if o.copy_source is not None:
         env.append({"name": SOURCE_ACCOUNT_NAME_ENV, "value": o.copy_source.name})
-        env += account_env(o.copy_source.spec, SOURCE_ACCOUNT_ENV_PREFIX)
+        env += account_env(o.copy_source.spec, SOURCE_ACCOUNT_ENV_PREFIX, o.workers.service_account_annotations)
     return _instance_pod(o, COPY_ROLE, index, [], env)
 
 
@@ -298,7 +304,7 @@ def restore_instance_manifest(o: Observed, index: int) -> dict[str, Any]:
     location = backup_location(o)
     assert location is not None  # restores run only on accounts with continuous backup
     args = ["--backup-container", location[0], "--backup-prefix", location[1]]
-    env = account_env(o.spec) + backup_env(o.spec)
+    env = account_env(o.spec, annotations=o.workers.service_account_annotations) + backup_env(o)
     return _instance_pod(o, RESTORE_ROLE, index, args, env)
 
 
@@ -314,11 +320,11 @@ def _instance_pod(o: Observed, role: str, index: int, options: list[str], env: l
     return _account_pod(o, role, name, [*_command(o, role), *options], env, amounts, dict(amounts))
 
 
-def backup_env(spec: DatabaseAccountSpec) -> list[dict[str, Any]]:
-    """The backup location's connection string, only as a Secret reference resolved by the kubelet."""
-    assert spec.backup.location is not None
-    ref = spec.backup.location.account.secret_ref
-    return [secret_env(BACKUP_CONNECTION_ENV, ref.name, ref.key)]
+def backup_env(o: Observed) -> list[dict[str, Any]]:
+    """The backup location: its connection string only as a Secret reference resolved by the kubelet, or its blob
+    endpoint and identity."""
+    assert o.spec.backup.location is not None
+    return storage_env(o.spec.backup.location.account, BACKUP_ENV_PREFIX, o.workers.service_account_annotations)
 
 
 def backup_location(o: Observed) -> tuple[str, str] | None:
@@ -347,7 +353,7 @@ def backup_manifest(o: Observed) -> dict[str, Any]:
     args += ["--interval", o.spec.backup.capture_interval, "--retention", retention(o)]
     args += ["--deletion-sweep-interval", o.spec.backup.deletion_sweep_interval]
     args += ["--container", location[0], "--prefix", location[1]]
-    env = account_env(o.spec) + backup_env(o.spec)
+    env = account_env(o.spec, annotations=o.workers.service_account_annotations) + backup_env(o)
     name = pod_name(o.meta.name, BACKUP_ROLE, 0)
     sized = o.workers.resources.backup
     return _account_pod(o, BACKUP_ROLE, name, args, env, sized.requests, sized.limits, takes_slot=False)
@@ -381,6 +387,7 @@ NEEDS_THE_USER = frozenset(
         "InvalidCredentials",
         "LocalAuthDisabled",
         "IdentityNotFederated",
+        "IdentityNotConfigured",
         "Forbidden",
         "SecretNotFound",
         "MonitorFailing",

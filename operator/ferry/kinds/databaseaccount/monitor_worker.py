@@ -143,8 +143,10 @@ def _unusable_key(
     The key is read when the pod starts; a new pod (delete this one) reads the corrected Secret.
     """
     message = restart_hint(error.message)
+    known = {state.value: state for state in ConnectionState}
+    state = known.get(error.reason, ConnectionState.INVALID_CREDENTIALS)
     reporter.report(
-        AccountObservation(connection=AccountConnection(state=ConnectionState.INVALID_CREDENTIALS, message=message)),
+        AccountObservation(connection=AccountConnection(state=state, message=message)),
         force=True,
     )
     log.error("%s: %s", error.reason, message)
