@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import DefaultAzureCredential
 
 from ferry.api.blobcopy import BlobCopySpec
+from ferry.api.common import Failure
 from ferry.api.storageaccount import StorageAccountRef
 from ferry.kinds.blobcopy.controller import worker_env
+from ferry.kinds.blobcopy.identities import source_refusal, token_failure
+from ferry.kinds.blobcopy.items import Endpoints
 from ferry.kube.manifests import identity_env, storage_env
 from ferry.storage.blobaccount import BlobAccount
 from ferry.workers.outcome import PermanentError
@@ -72,3 +80,38 @@ def test_a_blob_copy_worker_gets_the_ids_of_an_account_by_identity_and_the_secre
 def test_an_accounts_name_comes_from_its_endpoint(endpoint: str, name: str) -> None:
     account = BlobAccount(endpoint=endpoint, credential=DefaultAzureCredential())
     assert account.name == name and account.account_key is None
+
+
+class _Refused:
+    """A token credential Entra refuses, as azure-identity reports it (the error text carries Entra's code)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        raise ClientAuthenticationError("WorkloadIdentityCredential authentication failed: AADSTS70021: No matching")
+
+
+class _Granted:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("token", int(time.time()) + 3600)
+
+
+def _endpoints(source: Any, destination: Any) -> Endpoints:
+    def account(credential: Any, name: str) -> BlobAccount:
+        return BlobAccount(endpoint=f"https://{name}.blob.core.windows.net/", credential=credential, client_id=name)
+
+    return Endpoints(account(source, "src"), None, account(destination, "dst"))
+
+
+def test_a_refused_token_exchange_fails_the_copy_naming_the_side_and_what_to_federate() -> None:
+    failure = token_failure(_endpoints(_Granted(), _Refused()))
+    assert failure is not None and failure.reason == "IdentityNotFederated"
+    assert failure.message.startswith("the destination account: ") and "identity dst" in failure.message
+    assert token_failure(_endpoints(_Granted(), _Granted())) is None
+
+
+def test_a_source_refusing_an_identity_names_the_role_to_assign() -> None:
+    refused = Failure(reason="SourceAccessDenied", message="403 AuthorizationPermissionMismatch")
+    failure = source_refusal(_endpoints(_Granted(), _Granted()), refused)
+    assert failure is not None and failure.reason == "Forbidden"
+    assert "Storage Blob Data Reader" in failure.message and "storage account src" in failure.message
+    by_key = Endpoints("AccountName=src;AccountKey=a2V5;BlobEndpoint=https://src.blob.core.windows.net", None, "x=y")
+    assert source_refusal(by_key, refused) == refused  # a key refused is the Secret's matter, not a role's

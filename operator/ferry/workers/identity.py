@@ -102,6 +102,13 @@ BLOB_READER = "Storage Blob Data Reader"
 BLOB_CONTRIBUTOR = "Storage Blob Data Contributor"
 
 
+def storage_forbidden(client_id: str, account: str, role: str) -> str:
+    return (
+        f"identity {client_id} has no data-plane role on storage account {account}: assign it {role}, e.g. az role "
+        f'assignment create --assignee {client_id} --role "{role}" --scope <the storage account\'s resource ID>'
+    )
+
+
 def storage_identity_failure(error: BaseException, client_id: str, account: str, role: str) -> tuple[str, str] | None:
     """(reason, message) of a storage request that failed for the identity it was made with: the token exchange
     refused (IdentityNotFederated) or no data-plane role on the account (Forbidden); None for other failures."""
@@ -109,10 +116,7 @@ def storage_identity_failure(error: BaseException, client_id: str, account: str,
         return "IdentityNotFederated", federation_hint(client_id)
     status = int(getattr(error, "status_code", 0) or 0)
     if status == 403:
-        return "Forbidden", (
-            f"identity {client_id} has no data-plane role on storage account {account}: assign it {role}, e.g. az role "
-            f'assignment create --assignee {client_id} --role "{role}" --scope <the storage account\'s resource ID>'
-        )
+        return "Forbidden", storage_forbidden(client_id, account, role)
     if isinstance(error, ClientAuthenticationError) and status == 0:
         return "IdentityTokenFailed", f"no token for identity {client_id}: {str(error).splitlines()[0][:300]}"
     return None

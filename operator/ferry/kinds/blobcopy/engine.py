@@ -37,7 +37,7 @@ from ferry.api.common import Failure, parse_duration
 from ferry.kinds.blobcopy import locks as leases
 from ferry.kinds.blobcopy import serverside
 from ferry.kinds.blobcopy.bulk import BulkCopy
-from ferry.kinds.blobcopy.identities import refused_failure, token_failure
+from ferry.kinds.blobcopy.identities import refused_failure, source_refusal, token_failure
 from ferry.kinds.blobcopy.items import (
     MARK_ID,
     MARK_STATE,
@@ -203,7 +203,7 @@ def run_copy(
         if refused is not None:
             reporter.send({"copyStatus": "failed"}, force=True)
             return CopyOutcome(succeeded=False, failure=refused)
-        return _run(
+        outcome = _run(
             spec,
             previous,
             endpoints,
@@ -218,6 +218,8 @@ def run_copy(
             page_size,
             worker_index,
         )
+        outcome.failure = source_refusal(endpoints, outcome.failure)
+        return outcome
     except CopyStopped:
         reporter.send({"statusDescription": "stopped; the copy resumes from its checkpoint"}, force=True)
         raise

@@ -9,7 +9,7 @@ from ferry.api.common import Failure
 from ferry.kinds.blobcopy.items import Endpoints, TransientWorkerError
 from ferry.storage.blobaccount import BlobAccount
 from ferry.storage.blobs import describe
-from ferry.workers.identity import BLOB_CONTRIBUTOR, BLOB_READER, storage_identity_failure
+from ferry.workers.identity import BLOB_CONTRIBUTOR, BLOB_READER, storage_forbidden, storage_identity_failure
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
@@ -46,3 +46,13 @@ def refused_failure(endpoints: Endpoints, error: AzureError) -> Failure | None:
             if found is not None:
                 return Failure(reason=found[0], message=f"the {side} account: {found[1]}")
     return None
+
+
+def source_refusal(endpoints: Endpoints, failure: Failure | None) -> Failure | None:
+    """A source account reached by an identity that refused access (SourceAccessDenied): Forbidden, naming the role
+    to assign; other failures as they are."""
+    source = endpoints.source
+    if failure is None or failure.reason != "SourceAccessDenied" or source is None or source.credential is None:
+        return failure
+    message = storage_forbidden(source.client_id, source.name, BLOB_READER)
+    return Failure(reason="Forbidden", message=f"the source account: {message} ({failure.message})")
