@@ -103,7 +103,11 @@ class CopyOutcome:
 def endpoints_from_env(env: Mapping[str, str] = os.environ) -> Endpoints:
     destination = blob_account_from_env(env, DESTINATION_ENV_PREFIX)
     if destination is None:
-        raise PermanentError("InvalidDestination", "the destination account is not configured (FERRY_DESTINATION_*)")
+        raise PermanentError(
+            "InvalidDestination",
+            "the destination's connection string is empty: "
+            "fill the Secret key spec.destination.account.secretRef names",
+        )
     return Endpoints(
         source_account=blob_account_from_env(env, SOURCE_ENV_PREFIX),
         source_url=env.get("FERRY_SOURCE_URL") or None,

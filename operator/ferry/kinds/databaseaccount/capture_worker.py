@@ -39,7 +39,11 @@ def backup_store(container: str, prefix: str) -> BackupStore:
     and the identity to reach it with."""
     account = blob_account_from_env(os.environ, BACKUP_ENV_PREFIX)
     if account is None:
-        raise PermanentError("InvalidBackupLocation", "the pod names no backup location (FERRY_BACKUP_*)")
+        raise PermanentError(
+            "InvalidBackupLocation",
+            "the backup location's connection string is empty: "
+            "fill the Secret key spec.backup.location.account.secretRef names",
+        )
     return BackupStore(account.container_client(container), prefix)
 
 
