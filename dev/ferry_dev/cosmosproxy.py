@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,6 +31,7 @@ import jwt
 
 from ferry_dev.emulators import find_node_bin
 from ferry_dev.network import listen_host
+from ferry_dev.tlsserver import TlsHandler, TlsServer
 
 Match = Callable[[str, str, dict[str, str]], bool]  # (method, path, lower-cased headers) -> bool
 Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
@@ -117,11 +118,6 @@ class Logged:
     at: float = field(default_factory=time.monotonic)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 drops connections when a worker opens its pool at once
-
-
 class CosmosProxy:
     def __init__(self, upstream: str, port: int = 0, host: str | None = None) -> None:
         host = host or listen_host()
@@ -139,12 +135,7 @@ class CosmosProxy:
         self._upstream_tls = ssl.create_default_context()
         self._upstream_tls.check_hostname = False
         self._upstream_tls.verify_mode = ssl.CERT_NONE  # cosmosdb-server's certificate is self-signed
-        self._server = _Server((host, port), self._handler())
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(*_certificate())
-        # The handshake happens in the connection's own thread (Handler.setup): done in accept(), one slow
-        # client on a loaded machine held up every other, and a pod's connect timed out behind it.
-        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+        self._server = TlsServer((host, port), self._handler(), *_certificate())
         self.port = self._server.server_address[1]
         self.endpoint = f"https://{host}:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -233,27 +224,7 @@ class CosmosProxy:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                self.request.settimeout(30)  # a client that never finishes its handshake
-                self.request.do_handshake()
-                self.request.settimeout(None)
-                super().setup()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-
+        class Handler(TlsHandler):
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
@@ -263,14 +234,16 @@ class CosmosProxy:
                     codes = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 429: "TooManyRequests"}
                     code = codes.get(fault.status, "Error")
                     payload = json.dumps({"code": code, "message": fault.message}).encode()
-                    self._send(fault.status, {"Content-Type": "application/json", **fault.headers}, payload)
+                    self.send_whole(
+                        fault.status, {"Content-Type": "application/json", **fault.headers}.items(), payload
+                    )
                     return
                 status, reply_headers, payload = proxy.exchange(
                     self.command, self.path, dict(self.headers.items()), headers, body
                 )
                 if self.command == "GET" and urlsplit(self.path).path in ("", "/") and status == 200:
                     payload = proxy._rewrite_account(payload)
-                self._send(status, reply_headers, payload)
+                self.send_whole(status, reply_headers.items(), payload)
 
             do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = do_PATCH = _forward
 

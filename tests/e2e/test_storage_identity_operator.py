@@ -14,6 +14,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,8 +27,12 @@ from ferry_dev.emulators import Azurite
 from ferry_dev.stack import DevStack
 from support.entra import EntraStandIn
 from support.kubectl import Kubectl, with_reasons
+from support.storage_rbac import StorageRbac
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),  # cosmosdb-server's certificate
+]
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
@@ -164,6 +169,48 @@ def test_an_identity_without_a_federated_credential_fails_the_copy_saying_what_t
     assert message.startswith("the destination account") and stranger in message
     assert f"subject {subject(kubectl.namespace)}" in message
     kubectl.events("refused", with_reasons("IdentityNotFederated"))
+    assert not list(dest.list_blobs())
+
+
+@pytest.fixture
+def rbac_storage(stack: DevStack, entra: EntraStandIn, oauth_azurite: Azurite) -> Iterator[StorageRbac]:
+    """The OAuth Azurite behind role assignments (support/storage_rbac.py), on the bridge."""
+    assert stack.control_plane is not None and stack.control_plane.authority is not None
+    assert stack.network is not None
+    gateway, authority = stack.network.gateway, stack.control_plane.authority
+    pair = authority.issue(f"rbac-{uuid.uuid4().hex[:6]}", "rbac", hosts=(gateway,), server=True)
+    upstream = f"https://{gateway}:{oauth_azurite.blob_port}/"
+    proxy = StorageRbac(upstream, gateway, pair.cert, pair.key, authority.cert, entra.public_keys).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_an_identity_without_a_storage_role_fails_the_copy_naming_the_role_to_assign(
+    stack: DevStack, kubectl: Kubectl, entra: EntraStandIn, oauth_azurite: Azurite, rbac_storage: StorageRbac
+) -> None:
+    (reader, reader_tenant), (writer, writer_tenant), (idle, idle_tenant) = _identities(entra, kubectl.namespace, 3)
+    rbac_storage.granted |= {entra.principal(reader), entra.principal(writer)}  # `idle` holds no role
+    source = _container(stack, oauth_azurite, "idsrc", {"a.txt": b"a", "b.txt": b"b"})
+    dest = _container(stack, oauth_azurite, "iddst")
+
+    def side(account: str, container: ContainerClient, client_id: str, tenant_id: str) -> dict[str, Any]:
+        identity = {"clientId": client_id, "tenantId": tenant_id}
+        ref = {"blobEndpoint": rbac_storage.endpoint(account), "workloadIdentity": identity}
+        return {"account": ref, "container": container.container_name}
+
+    unread = side("idsrc", source, idle, idle_tenant)
+    kubectl.apply(blobcopy_yaml("no-read", unread, side("iddst", dest, writer, writer_tenant), mode="Stream"))
+    readable = {**side("idsrc", source, reader, reader_tenant), "blob": "a.txt"}
+    kubectl.apply(blobcopy_yaml("no-write", readable, side("iddst", dest, idle, idle_tenant), mode="Stream"))
+    no_read = kubectl.wait_phase("blobcopy", "no-read", "Failed", timeout=120)["status"]["failure"]
+    no_write = kubectl.wait_phase("blobcopy", "no-write", "Failed", timeout=120)["status"]["failure"]
+
+    assert no_read["reason"] == no_write["reason"] == "Forbidden"
+    assert no_read["message"].startswith("the source account: ") and "Storage Blob Data Reader" in no_read["message"]
+    assert idle in no_read["message"] and "storage account idsrc" in no_read["message"]
+    assert no_write["message"].startswith("the destination account: ")
+    assert "Storage Blob Data Contributor" in no_write["message"] and "storage account iddst" in no_write["message"]
+    assert set(rbac_storage.refused) == {entra.principal(idle)}
     assert not list(dest.list_blobs())
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from ferry.api.containercopyjob import RERUN_ANNOTATION, ContainerCopyPhase
 from ferry.api.kinds import CONTAINER_COPY_JOB
 from ferry.kube.client import ObjectRef, custom
@@ -16,9 +18,25 @@ class RerunRefused(Exception):
     pass
 
 
+# The request is conditional on the job read (its resourceVersion): the operator may still be writing the status
+# of the attempt that just ended, and the job is then read and judged again.
+CONFLICT_TRIES = 10
+
+
 def rerun(namespace: str, name: str) -> str:
     """Ask for the job's next attempt; what was asked, or RerunRefused with the reason (the operator refuses the
     same cases, so an annotation set by hand is no way around it)."""
+    for _ in range(CONFLICT_TRIES - 1):
+        try:
+            return _ask(namespace, name)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            time.sleep(0.2)
+    return _ask(namespace, name)
+
+
+def _ask(namespace: str, name: str) -> str:
     ref = ObjectRef(CONTAINER_COPY_JOB, namespace, name)
     job = ref.get()
     status: dict[str, Any] = job.get("status") or {}
