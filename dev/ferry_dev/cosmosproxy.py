@@ -136,9 +136,8 @@ class CosmosProxy:
         self._upstream_tls.check_hostname = False
         self._upstream_tls.verify_mode = ssl.CERT_NONE  # cosmosdb-server's certificate is self-signed
         self._server = TlsServer((host, port), self._handler(), *_certificate())
-        self.port = self._server.server_address[1]
+        self.port = self._server.port
         self.endpoint = f"https://{host}:{self.port}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # Configuration, callable while clients run.
 
@@ -167,12 +166,11 @@ class CosmosProxy:
             return [e for e in self.log if e.method == method and fragment in e.path]
 
     def start(self) -> CosmosProxy:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     # Request handling.
 
@@ -226,8 +224,7 @@ class CosmosProxy:
 
         class Handler(TlsHandler):
             def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                body = self.read_body()
                 headers = {key.lower(): value for key, value in self.headers.items()}
                 fault = proxy._decide(self.command, self.path, headers)
                 if fault is not None:

@@ -4,6 +4,7 @@ connection's own thread, and whole replies of a known length."""
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,18 @@ class TlsServer(ThreadingHTTPServer):
         # The handshake happens in the connection's own thread (TlsHandler.setup): done in accept(), one slow
         # client on a loaded machine held up every other, and a pod's connect timed out behind it.
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 class TlsHandler(BaseHTTPRequestHandler):
@@ -36,6 +49,10 @@ class TlsHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def read_body(self) -> bytes | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
 
     def send_whole(self, status: int, headers: Iterable[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)

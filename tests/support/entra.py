@@ -18,13 +18,12 @@ ca.crt, on the address and port the stack reserved for it (the chart's workloadI
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +32,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ferry.api.identity import TOKEN_AUDIENCE
+from ferry_dev.tlsserver import TlsHandler, TlsServer
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -65,24 +65,18 @@ class EntraStandIn:
         key = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._signing.public_key()))
         self._public_keys: dict[str, Any] = {"keys": [{**key, "kid": self._kid, "use": "sig", "alg": "RS256"}]}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((self.host, self.port), self._handler())
-        self._server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert, self.key)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = TlsServer((self.host, self.port), self._handler(), self.cert, self.key)
 
     @property
     def authority(self) -> str:
         return f"https://{self.host}:{self.port}/"
 
     def start(self) -> EntraStandIn:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def federate(self, client_id: str, subject: str) -> None:
         with self._lock:
@@ -150,19 +144,9 @@ class EntraStandIn:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
+        class Handler(TlsHandler):
             def _reply(self, status: int, payload: dict[str, Any]) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_whole(status, [("Content-Type", "application/json")], json.dumps(payload).encode())
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

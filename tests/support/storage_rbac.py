@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -49,19 +48,17 @@ class StorageRbac:
         self._upstream_context = ssl.create_default_context(cafile=str(ca))
         self._upstream_context.check_hostname = False  # Azurite's certificate names the bridge address
         self._server = TlsServer((host, 0), self._handler(), cert, key)
-        self.host, self.port = host, self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.host, self.port = host, self._server.port
 
     def endpoint(self, account: str) -> str:
         return f"https://{self.host}:{self.port}/{account}"
 
     def start(self) -> StorageRbac:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def refusal(self, authorization: str) -> str | None:
         """The principal to refuse, or None to forward the request."""
@@ -82,8 +79,7 @@ class StorageRbac:
 
         class Handler(TlsHandler):
             def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                body = self.read_body()
                 refused = proxy.refusal(self.headers.get("Authorization", ""))
                 if refused is not None:
                     proxy.refused.append(refused)

@@ -103,7 +103,7 @@ class IdentityMount:
 
 
 IDENTITY_CA_ENV = "FERRY_IDENTITY_CA_FILE"
-STORAGE_CA_ENV = "FERRY_STORAGE_CA_FILE"  # read by ferry.storage.blobs
+STORAGE_CA_ENV = "FERRY_STORAGE_CA_FILE"  # read by ferry.storage.blobs (the chart's workers.storageCAFile)
 
 
 def identity_env(
@@ -167,7 +167,12 @@ def worker_pod(
     workers alike; its role as the component (the operator's own pod is component=operator, which is what
     the chart's selectors add); managed-by the operator (the chart's objects say Helm), which selects
     every worker pod and nothing else.
+
+    `identity` is where workload identities exchange their tokens: a pod whose environment names an identity
+    (uses_identity) gets its token volume, label and variables; any other pod, nothing of it.
     """
+    if not uses_identity(env):
+        identity = None
     labels = {
         **(extra_labels or {}),
         "app.kubernetes.io/name": APP_NAME,

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ferry.api.kinds import Kind
+from ferry.kube.manifests import IdentityMount
 from ferry.kube.resources import WorkerResources
 from ferry.runtime.objects import ObjectKey
 from ferry.runtime.pods import PodView
@@ -37,6 +38,9 @@ class WorkerSettings:
     identity_authority_host: str = "https://login.microsoftonline.com/"
     identity_authority_ca_file: str = ""
     storage_ca_file: str = ""  # a CA bundle in the pods for storage endpoints (FERRY_STORAGE_CA_FILE)
+
+    def identity_mount(self) -> IdentityMount:
+        return IdentityMount(self.identity_authority_host, self.identity_authority_ca_file)
 
 
 class World(Protocol):

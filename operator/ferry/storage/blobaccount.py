@@ -3,6 +3,7 @@ Microsoft Entra token credential (a workload identity, no key anywhere)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from azure.storage.blob import (
 from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 
 from ferry.storage import blobs
-from ferry.storage.blobs import RetryRecorder, parse_connection_string
+from ferry.storage.blobs import ConnectionInfo, RetryRecorder, parse_connection_string
 
 
 @dataclass(frozen=True)
@@ -38,27 +39,30 @@ class BlobAccount:
         if self.connection_string is None and (self.endpoint is None or self.credential is None):
             raise ValueError("a storage account needs a connection string, or a blob endpoint and a credential")
 
+    # Parsed once: a server-side copy signs a SAS with the key for every blob.
+    @functools.cached_property
+    def _info(self) -> ConnectionInfo | None:
+        return None if self.connection_string is None else parse_connection_string(self.connection_string)
+
     @property
     def account_key(self) -> str | None:
         """The shared key, when the connection string has one (it signs read SAS for the service)."""
-        if self.connection_string is None:
-            return None
-        return parse_connection_string(self.connection_string).account_key
+        return None if self._info is None else self._info.account_key
 
     @property
     def url(self) -> str:
         """The blob endpoint, without credentials."""
-        if self.connection_string is not None:
-            return parse_connection_string(self.connection_string).blob_endpoint
+        if self._info is not None:
+            return self._info.blob_endpoint
         assert self.endpoint is not None
         return self.endpoint.rstrip("/")
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The account's name: the connection string's, the endpoint's first host label, or (an emulator's
         path-style endpoint on an IP address) its first path segment."""
-        if self.connection_string is not None:
-            return parse_connection_string(self.connection_string).account_name
+        if self._info is not None:
+            return self._info.account_name
         parts = urlsplit(self.url)
         host = parts.hostname or ""
         if host.replace(".", "").isdigit() or host == "localhost":
@@ -102,9 +106,8 @@ class ReadSigner:
 
     def url(self, client: BlobClient) -> str:
         """The blob's URL with a read SAS: a secret, passed to the service and never reported or logged."""
-        key = self.account.account_key
-        if key is not None:
-            return blobs.read_sas_url(client, key, self.lifetime)
+        if self.account.account_key is not None:
+            return blobs.read_sas_url(client, self.account.account_key, self.lifetime)
         delegation, expiry = self._delegation_key()
         now = datetime.now(UTC)
         token = generate_blob_sas(

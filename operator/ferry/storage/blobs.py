@@ -37,6 +37,7 @@ from azure.storage.blob.aio import ContainerClient as AsyncContainerClient
 from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 from requests.adapters import HTTPAdapter
 
+from ferry.kube.manifests import STORAGE_CA_ENV
 from ferry.retry import TRANSIENT_STATUSES
 
 DATA_BLOCK_SIZE = 256 * 1024
@@ -173,9 +174,6 @@ class PooledTransport(RequestsTransport):  # type: ignore[misc]  # azure-core re
 _ENV_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NETRC")
 # CA bundles requests would also take from there; given to both transports once instead.
 _CA_BUNDLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-# Ferry's own, checked first: a CA bundle for storage endpoints behind a private CA (the chart's
-# workers.storageCAFile), which leaves the Cosmos DB and Entra clients on the image's bundle.
-STORAGE_CA_ENV = "FERRY_STORAGE_CA_FILE"
 
 
 def _proxies_configured() -> bool:
@@ -185,6 +183,8 @@ def _proxies_configured() -> bool:
 
 
 def _ca_bundle() -> str | None:
+    # Ferry's own first: a bundle for storage endpoints behind a private CA (the chart's workers.storageCAFile),
+    # which leaves the Cosmos DB and Entra clients on the image's bundle.
     return next((os.environ[name] for name in (STORAGE_CA_ENV, *_CA_BUNDLES) if os.environ.get(name)), None)
 
 

@@ -38,11 +38,9 @@ from ferry.api.outcome import OutcomeResult, WorkerOutcome
 from ferry.kinds.blobcopy.metrics import BLOBCOPY_BYTES_METRIC, BLOBCOPY_DURATION_METRIC
 from ferry.kube.manifests import (
     LABEL_WORKER_INDEX,
-    IdentityMount,
     pod_name,
     secret_env,
     storage_env,
-    uses_identity,
     worker_pod,
 )
 from ferry.runtime.controller import Controller
@@ -157,9 +155,7 @@ def manifest(o: Observed, role: str, name: str, index: int | None = None) -> dic
         limits={"memory": f"{max(512, o.spec.block_size_mi_b * o.spec.parallelism * 3)}Mi", **sized.limits},
         instance=o.workers.instance,
         extra_labels={LABEL_WORKER_INDEX: str(index)} if index is not None else None,
-        identity=IdentityMount(o.workers.identity_authority_host, o.workers.identity_authority_ca_file)
-        if uses_identity(env)
-        else None,
+        identity=o.workers.identity_mount(),
         storage_ca_file=o.workers.storage_ca_file,
     )
 

@@ -231,9 +231,7 @@ def run_copy(
         if isinstance(error, TransientSourceError) or is_transient(error):
             reporter.send({"statusDescription": f"transient failure, will retry: {describe(error)}"}, force=True)
             raise TransientWorkerError(describe(error)) from None
-        failure = (refused_failure(endpoints, error) if isinstance(error, AzureError) else None) or Failure(
-            reason="StorageError", message=describe(error)
-        )
+        failure = refused_failure(endpoints, error) or Failure(reason="StorageError", message=describe(error))
         reporter.send({"copyStatus": "failed"}, force=True)
         return CopyOutcome(succeeded=False, failure=failure)
 

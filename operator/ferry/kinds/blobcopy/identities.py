@@ -3,7 +3,7 @@ refusals of either side in words that say which side and what to do."""
 
 from __future__ import annotations
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.exceptions import ClientAuthenticationError
 
 from ferry.api.common import Failure
 from ferry.kinds.blobcopy.items import Endpoints, TransientWorkerError
@@ -35,7 +35,7 @@ def token_failure(endpoints: Endpoints) -> Failure | None:
     return None
 
 
-def refused_failure(endpoints: Endpoints, error: AzureError) -> Failure | None:
+def refused_failure(endpoints: Endpoints, error: BaseException) -> Failure | None:
     """A storage request an account reached by an identity refused (403: no data-plane role), naming the side and
     the role to assign; None for other errors."""
     response = getattr(error, "response", None)

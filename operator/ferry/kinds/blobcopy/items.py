@@ -63,18 +63,15 @@ class Endpoints:
     source_url: str | None
     destination_account: BlobAccount | str
     allow_link_local: bool = False
+    source: BlobAccount | None = field(init=False)
+    destination: BlobAccount = field(init=False)
 
-    @property
-    def source(self) -> BlobAccount | None:
-        if isinstance(self.source_account, str):
-            return BlobAccount(connection_string=self.source_account) if self.source_account else None
-        return self.source_account
-
-    @property
-    def destination(self) -> BlobAccount:
-        if isinstance(self.destination_account, str):
-            return BlobAccount(connection_string=self.destination_account)
-        return self.destination_account
+    def __post_init__(self) -> None:
+        source, destination = self.source_account, self.destination_account
+        if isinstance(source, str):
+            source = BlobAccount(connection_string=source) if source else None
+        self.source = source
+        self.destination = BlobAccount(connection_string=destination) if isinstance(destination, str) else destination
 
 
 @dataclass

@@ -24,6 +24,7 @@ from ferry.backup.store import BackupStore, IndexConflict
 from ferry.backup.timeline import restorable_window
 from ferry.kinds.databaseaccount.capture import AccountReadFailed, Capturer, CaptureResult, CaptureSettings
 from ferry.storage import blobs
+from ferry.storage.blobaccount import BlobAccount
 from ferry.workers.identity import BLOB_CONTRIBUTOR, storage_identity_failure
 from ferry.workers.outcome import PermanentError, run_worker
 from ferry.workers.podenv import blob_account_from_env, cosmos_access_from_env, restart_hint
@@ -34,9 +35,9 @@ FIELD_MANAGER = "ferry-backup"
 BACKUP_ENV_PREFIX = "FERRY_BACKUP"
 
 
-def backup_store(container: str, prefix: str) -> BackupStore:
-    """The backup location from the pod's environment: a connection string (a Secret reference), or a blob endpoint
-    and the identity to reach it with."""
+def backup_account() -> BlobAccount:
+    """The backup location's account from the pod's environment: a connection string (a Secret reference), or a
+    blob endpoint and the identity to reach it with."""
     account = blob_account_from_env(os.environ, BACKUP_ENV_PREFIX)
     if account is None:
         raise PermanentError(
@@ -44,7 +45,11 @@ def backup_store(container: str, prefix: str) -> BackupStore:
             "the backup location's connection string is empty: "
             "fill the Secret key spec.backup.location.account.secretRef names",
         )
-    return BackupStore(account.container_client(container), prefix)
+    return account
+
+
+def backup_store(container: str, prefix: str) -> BackupStore:
+    return BackupStore(backup_account().container_client(container), prefix)
 
 
 def observation(result: CaptureResult, now: datetime) -> BackupObservation:
@@ -66,14 +71,12 @@ def observation(result: CaptureResult, now: datetime) -> BackupObservation:
     )
 
 
-def failure_of(error: BaseException, store: BackupStore | None = None) -> Failure:
+def failure_of(error: BaseException, location: BlobAccount | None = None) -> Failure:
     """What a failed capture reports: which side failed, in words a user can act on."""
     if isinstance(error, AccountReadFailed):
         return Failure(reason="AccountUnreachable", message=f"reading the account failed: {error}")
-    client_id = os.environ.get(f"{BACKUP_ENV_PREFIX}_CLIENT_ID")
-    if client_id and store is not None:
-        account = store.container.account_name or "?"
-        found = storage_identity_failure(error, client_id, account, BLOB_CONTRIBUTOR)
+    if location is not None and location.credential is not None:
+        found = storage_identity_failure(error, location.client_id, location.name, BLOB_CONTRIBUTOR)
         if found is not None:
             return Failure(reason=found[0], message=f"the backup location: {found[1]}")
     if isinstance(error, AzureError):
@@ -103,7 +106,7 @@ def _capture(
     reporter: StatusReporter[BackupObservation] = StatusReporter(DATABASE_ACCOUNT, namespace, name, FIELD_MANAGER)
     try:
         access = cosmos_access_from_env()
-        store = backup_store(container, prefix)
+        location = backup_account()
     except PermanentError as error:
         # Said once in the status; exiting would only crash-loop the pod (the key is read when it starts).
         failure = Failure(reason=error.reason, message=restart_hint(error.message))
@@ -112,7 +115,7 @@ def _capture(
         while not stop.wait(60.0):
             pass
         return WorkerOutcome(result=OutcomeResult.STOPPED, reason="Stopped", message="asked to stop")
-    capturer = Capturer(access, store, settings)
+    capturer = Capturer(access, BackupStore(location.container_client(container), prefix), settings)
     last: BackupObservation | None = None
     swept = False
     interval = settings.interval.total_seconds()
@@ -129,7 +132,7 @@ def _capture(
         except IndexConflict as conflict:
             log.warning("%s; capturing again", conflict)  # a predecessor still finishing: the next capture takes over
         except (AzureError, OSError, AccountReadFailed) as error:
-            failure = failure_of(error, store)
+            failure = failure_of(error, location)
             log.warning("capture failed: %s: %s", failure.reason, failure.message)
             kept = last or BackupObservation(backup=BackupReport())
             backup = (kept.backup or BackupReport()).model_copy(update={"error": failure})

@@ -43,12 +43,10 @@ from ferry.kinds.databaseaccount.metrics import (
 from ferry.kube.manifests import (
     LABEL_ROLE,
     LABEL_TEMPLATE,
-    IdentityMount,
     identity_env,
     pod_name,
     secret_env,
     storage_env,
-    uses_identity,
     worker_pod,
 )
 from ferry.runtime.controller import Controller
@@ -275,9 +273,7 @@ def _account_pod(
         restart_policy="Always",
         takes_slot=takes_slot,
         instance=o.workers.instance,
-        identity=IdentityMount(o.workers.identity_authority_host, o.workers.identity_authority_ca_file)
-        if uses_identity(env)
-        else None,
+        identity=o.workers.identity_mount(),
         storage_ca_file=o.workers.storage_ca_file,
     )
 
